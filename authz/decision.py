@@ -1,0 +1,75 @@
+"""The outcome of one Check: what was decided and the reason code behind it.
+
+Every layer reports failures as a `Reason`; only `request.respond` turns a
+decision into gRPC and HTTP codes, so the mapping lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    """Reason codes: stable strings used in logs, metrics and response bodies."""
+
+    ALLOWED = "allowed"
+    ALLOWED_ANONYMOUS = "allowed_anonymous"
+    ALLOWED_BY_DEFAULT = "allowed_by_default"
+    # 400: the request itself is malformed (RFC 6750 section 3.1 invalid_request).
+    REQUEST_INVALID = "request_invalid"
+    TOKEN_MULTIPLE = "token_multiple"
+    # 401 without an error attribute: no credentials were sent.
+    TOKEN_MISSING = "token_missing"
+    # 401 invalid_token: credentials were sent and are not acceptable.
+    TOKEN_MALFORMED = "token_malformed"
+    TOKEN_TOO_LARGE = "token_too_large"
+    ISSUER_UNKNOWN = "issuer_unknown"
+    ISSUER_NOT_TRUSTED = "issuer_not_trusted"
+    SOURCE_NOT_ALLOWED = "source_not_allowed"
+    ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
+    HEADER_UNSUPPORTED = "header_unsupported"
+    TYP_MISMATCH = "typ_mismatch"
+    KEY_NOT_FOUND = "key_not_found"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    SIGNATURE_INVALID = "signature_invalid"
+    CLAIM_INVALID = "claim_invalid"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
+    LIFETIME_EXCEEDED = "lifetime_exceeded"
+    AUDIENCE_MISMATCH = "audience_mismatch"
+    # 403: a valid token without the permission the route needs.
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    INSUFFICIENT_ROLE = "insufficient_role"
+    CLAIM_MISMATCH = "claim_mismatch"
+    RULE_DENIED = "rule_denied"
+    NO_POLICY = "no_policy"
+    NO_RULE = "no_rule"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a verified token says about its bearer, as the upstream will see it."""
+
+    issuer: str
+    subject: str | None
+    claims: Mapping[str, Any]
+    scopes: tuple[str, ...]
+    roles: tuple[str, ...]
+    kid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An allow or a deny, with the reason and the policy and rule that produced it."""
+
+    allowed: bool
+    reason: Reason
+    detail: str = ""
+    policy: str | None = None
+    rule: str | None = None
+    identity: Identity | None = None
+    required_scopes: tuple[str, ...] = ()
