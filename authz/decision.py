@@ -48,6 +48,8 @@ class Reason(StrEnum):
     RULE_DENIED = "rule_denied"
     NO_POLICY = "no_policy"
     NO_RULE = "no_rule"
+    # 403 as Envoy's own status_on_error: a bug must fail closed, never open.
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,57 @@
+"""One audit line and one metric update per decision. Never the token: only its claims' ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from authz.check import Outcome
+from authz.metrics import CHECK_SECONDS, DECISIONS
+from authz.request.respond import http_status
+
+log = structlog.get_logger("authz.audit")
+
+
+def _text(value: Any) -> str | None:
+    """Claims come from the token: log only short strings, so a token cannot flood the log."""
+    return value if isinstance(value, str) and len(value) <= 256 else None
+
+
+def _aud(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_text(v) for v in value[:8]]
+    return _text(value)
+
+
+def record(outcome: Outcome, seconds: float) -> None:
+    decision = outcome.decision
+    DECISIONS.labels(
+        "allow" if decision.allowed else "deny", decision.reason.value, decision.policy or ""
+    ).inc()
+    CHECK_SECONDS.observe(seconds)
+    fields: dict[str, Any] = {
+        "decision": "allow" if decision.allowed else "deny",
+        "reason": decision.reason.value,
+        "status": http_status(decision),
+        "policy": decision.policy,
+        "rule": decision.rule,
+        "snapshot": outcome.snapshot_version,
+        "latency_ms": round(seconds * 1000, 3),
+    }
+    if decision.detail:
+        fields["detail"] = decision.detail
+    request = outcome.request
+    if request is not None:
+        fields.update(method=request.method, host=request.host, path=request.path)
+    verified = outcome.verified
+    if verified is not None:
+        claims = verified.claims
+        fields.update(
+            iss=verified.issuer.issuer,
+            sub=_text(claims.get("sub")),
+            aud=_aud(claims.get("aud")),
+            jti=_text(claims.get("jti")),
+            kid=verified.kid,
+        )
+    log.info("decision", **fields)

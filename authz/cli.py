@@ -1,0 +1,249 @@
+"""`authz` command line: serve, check (offline explain), lint, and dev helpers for keys and tokens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from authz import __version__
+
+
+def _labels(text: str) -> dict[str, str]:
+    """`app=orders,tier=api` -> dict; the downward API file format (`k="v"` lines) also works."""
+    out: dict[str, str] = {}
+    if text.startswith("@"):
+        text = ",".join(Path(text[1:]).read_text(encoding="utf-8").splitlines())
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"label {item!r} is not key=value")
+        out[key.strip()] = value.strip().strip('"')
+    return out
+
+
+def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, found, value = item.partition(sep)
+        if not found:
+            raise SystemExit(f"authz: {what} {item!r} must look like key{sep}value")
+        out[key.strip().lower() if what == "header" else key.strip()] = value.strip()
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authz", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"authz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ext_authz gRPC server")
+    serve.add_argument("--policy-dir", type=Path, required=True, help="directory of policy YAML")
+    serve.add_argument("--grpc-addr", default="127.0.0.1:9001", help="HOST:PORT or unix:PATH")
+    serve.add_argument("--http-addr", default="127.0.0.1:9002", help="HOST:PORT for /healthz, /readyz, /metrics")
+    serve.add_argument("--realm", default="authz", help="realm in WWW-Authenticate challenges")
+    serve.add_argument("--default-action", choices=("deny", "allow"), default="deny", help="when no policy matches")
+    serve.add_argument("--workload-labels", type=_labels, default={}, help="k=v,k=v or @FILE (sidecar mode)")
+    serve.add_argument("--threads", type=int, default=16, help="gRPC handler threads")
+    serve.add_argument("--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)")
+    serve.add_argument("--max-token-bytes", type=int, default=16384)
+    serve.add_argument("--shutdown-delay", type=float, default=0.0, help="seconds to keep serving after SIGTERM")
+    serve.add_argument("--shutdown-grace", type=float, default=10.0, help="seconds for in-flight checks")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--log-format", default="json", choices=("json", "console"))
+
+    check = sub.add_parser("check", help="explain the decision for one request, offline")
+    check.add_argument("--policy-dir", type=Path, required=True)
+    check.add_argument("--token", help="the token (or set AUTHZ_TOKEN, which stays out of shell history)")
+    check.add_argument("--method", default="GET")
+    check.add_argument("--host", default="localhost")
+    check.add_argument("--path", default="/")
+    check.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")
+    check.add_argument("--context", action="append", default=[], help="context extension key=value")
+    check.add_argument("--workload-labels", type=_labels, default={})
+    check.add_argument("--realm", default="authz")
+
+    lint = sub.add_parser("lint", help="validate a policy directory")
+    lint.add_argument("policy_dir", type=Path)
+
+    keys = sub.add_parser("keys", help="dev helper: signing keys").add_subparsers(dest="keys_command", required=True)
+    generate = keys.add_parser("generate", help="write a private JWK and a public JWKS")
+    generate.add_argument("--alg", default="RS256")
+    generate.add_argument("--kid", default="dev-1")
+    generate.add_argument("--out", type=Path, required=True)
+
+    token = sub.add_parser("token", help="dev helper: tokens").add_subparsers(dest="token_command", required=True)
+    mint = token.add_parser("mint", help="sign a token with a private JWK")
+    mint.add_argument("--key", type=Path, required=True, help="private JWK file")
+    mint.add_argument("--iss", required=True)
+    mint.add_argument("--sub", default="dev-user")
+    mint.add_argument("--aud", action="append", default=[])
+    mint.add_argument("--scope", help="space-delimited scopes")
+    mint.add_argument("--ttl", type=int, default=3600, help="seconds until exp (negative: already expired)")
+    mint.add_argument("--typ", help="JOSE typ header, e.g. at+jwt")
+    mint.add_argument("--claim", action="append", default=[], help="extra claim k=v (v parsed as JSON if it can be)")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from authz import logs
+    from authz.server import ServeSettings, serve
+
+    logs.configure(args.log_level, json_output=args.log_format == "json")
+    return serve(
+        ServeSettings(
+            policy_dir=args.policy_dir,
+            grpc_addr=args.grpc_addr,
+            http_addr=args.http_addr,
+            realm=args.realm,
+            default_allow=args.default_action == "allow",
+            workload_labels=args.workload_labels,
+            threads=args.threads,
+            cache_entries=args.cache_entries,
+            max_token_bytes=args.max_token_bytes,
+            shutdown_delay=args.shutdown_delay,
+            shutdown_grace=args.shutdown_grace,
+        )
+    )
+
+
+def _load(policy_dir: Path, labels: dict[str, str]) -> tuple[Any, Any]:
+    from authz import logs
+    from authz.policy.source import DirectorySource
+    from authz.policy.store import PolicyStore
+
+    logs.configure("error")  # problems are reported in the command's own output
+    store = PolicyStore(labels)
+    source = DirectorySource(policy_dir)
+    result = source.scan()
+    store.update(result.objects, result.failures)
+    return store, result
+
+
+def _check(args: argparse.Namespace) -> int:
+    from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+    from authz.check import Checker
+    from authz.request.respond import challenge, http_status
+
+    store, result = _load(args.policy_dir, args.workload_labels)
+    token = args.token or os.environ.get("AUTHZ_TOKEN")
+    headers = _pairs(args.header, ":", "header")
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path = args.method.upper(), args.host, args.path
+    http.headers.update(headers)
+    request.attributes.context_extensions.update(_pairs(args.context, "=", "context"))
+    checker = Checker(store, realm=args.realm)
+    response, outcome = checker.check(request)
+    decision = outcome.decision
+    out: dict[str, Any] = {
+        "decision": "allow" if decision.allowed else "deny",
+        "status": http_status(decision),
+        "reason": decision.reason.value,
+        "detail": decision.detail or None,
+        "policy": decision.policy,
+        "rule": decision.rule,
+        "snapshot": store.snapshot.version,
+    }
+    if outcome.verified is not None:
+        issuer = outcome.verified.issuer
+        out["issuer"] = {"id": issuer.id, "iss": issuer.issuer, "kids": list(issuer.keys.kids)}
+    if decision.identity is not None:
+        out["subject"] = decision.identity.subject
+        out["scopes"] = list(decision.identity.scopes)
+        out["roles"] = list(decision.identity.roles)
+    if decision.allowed:
+        out["upstream_headers"] = {h.header.key: h.header.value for h in response.ok_response.headers}
+        out["removed_headers"] = list(response.ok_response.headers_to_remove)
+    else:
+        out["www_authenticate"] = challenge(decision.reason, args.realm, decision.required_scopes)
+        if decision.required_scopes:
+            out["required_scopes"] = list(decision.required_scopes)
+    problems = [e for e in result.file_errors] + [
+        f"{s.key}: {p}" for s in store.statuses.values() for p in s.problems
+    ]
+    if problems:
+        out["policy_problems"] = problems
+    print(json.dumps(out, indent=2))
+    return 0 if decision.allowed else 1
+
+
+def _lint(args: argparse.Namespace) -> int:
+    store, result = _load(args.policy_dir, {})
+    failed = bool(result.file_errors)
+    for error in result.file_errors:
+        print(f"ERROR {error}")
+    for status in sorted(store.statuses.values(), key=lambda s: s.key):
+        if status.accepted and not status.problems:
+            print(f"ok    {status.key} ({status.origin})")
+            continue
+        failed = failed or not status.accepted
+        level = "WARN " if status.accepted else "ERROR"
+        for problem in status.problems:
+            print(f"{level} {status.origin}: {status.key}: {problem}")
+    print(f"{len(store.statuses)} object(s), {'errors found' if failed else 'no errors'}")
+    return 1 if failed else 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from authz.devtools import generate_key
+
+    private, public = generate_key(args.alg, args.kid)
+    args.out.mkdir(parents=True, exist_ok=True)
+    private_path = args.out / f"{args.kid}.private.jwk.json"
+    private_path.write_text(json.dumps(private, indent=2) + "\n", encoding="utf-8")
+    private_path.chmod(0o600)
+    jwks_path = args.out / "jwks.json"
+    keys = json.loads(jwks_path.read_text(encoding="utf-8"))["keys"] if jwks_path.exists() else []
+    keys = [k for k in keys if k.get("kid") != args.kid] + [public]
+    jwks_path.write_text(json.dumps({"keys": keys}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {private_path} (private, keep secret) and {jwks_path} (public JWKS)")
+    return 0
+
+
+def _claim_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _token_mint(args: argparse.Namespace) -> int:
+    from authz.devtools import mint_token
+
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": args.iss, "sub": args.sub, "iat": now, "exp": now + args.ttl}
+    if args.ttl < 0:
+        claims["iat"] = now + args.ttl - 60
+    if args.aud:
+        claims["aud"] = args.aud[0] if len(args.aud) == 1 else args.aud
+    if args.scope:
+        claims["scope"] = args.scope
+    claims.update({k: _claim_value(v) for k, v in _pairs(args.claim, "=", "claim").items()})
+    private = json.loads(args.key.read_text(encoding="utf-8"))
+    print(mint_token(private, claims, typ=args.typ))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "lint":
+        return _lint(args)
+    if args.command == "keys":
+        return _keys_generate(args)
+    return _token_mint(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

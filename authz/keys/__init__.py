@@ -1,0 +1,1 @@
+"""Issuer keys: JWK parsing and signature verification, shared by policy and request layers."""

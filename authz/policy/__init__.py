@@ -1,0 +1,1 @@
+"""Policy: source (files or Kubernetes) -> validate -> compile -> snapshot -> swap."""

@@ -1,0 +1,239 @@
+"""Valid specs -> compiled issuers and policies (keys parsed, matchers and regexes built).
+
+All the work that can be done once happens here, so the Check path only walks
+prepared structures. Errors are per object; one bad object never blocks the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from authz.keys.jwk import JWKSError, parse_jwks
+from authz.policy import schema
+from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
+from authz.policy.snapshot import (
+    ClaimCondition,
+    CompiledPolicy,
+    CompiledRule,
+    HeaderFromClaim,
+    HostMatcher,
+    PathMatcher,
+    Requirement,
+    ResponseSpec,
+)
+from authz.policy.validate import PolicyObject
+
+DEFAULT_HEADERS = (
+    HeaderFromClaim("x-auth-subject", ("sub",)),
+    HeaderFromClaim("x-auth-issuer", ("iss",)),
+)
+
+
+class CompileError(ValueError):
+    """A valid-looking object that cannot be used (unreadable key file, bad regex...)."""
+
+
+def claim_path(text: str) -> ClaimPath:
+    """`realm_access.roles` -> ("realm_access", "roles"); `a\\.b` keeps the dot in one name."""
+    parts = [p.replace("\0", ".") for p in text.replace("\\.", "\0").split(".")]
+    if any(not p for p in parts):
+        raise CompileError(f"claim path {text!r} has an empty name")
+    return tuple(parts)
+
+
+def compile_issuer(obj: PolicyObject) -> CompiledIssuer:
+    spec = obj.spec
+    algorithms = frozenset(spec.get("algorithms", schema.ASYMMETRIC_ALGORITHMS))
+    if "jwks" in spec:
+        doc: Any = spec["jwks"]
+    else:
+        path = Path(obj.origin).parent / spec["jwksFile"]
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CompileError(f"spec.jwksFile: cannot read {path}: {exc}") from exc
+    try:
+        keys, _warnings = parse_jwks(doc, algorithms)
+    except JWKSError as exc:
+        raise CompileError(f"spec.jwks: {exc}") from exc
+    claims = spec.get("claims", {})
+    return CompiledIssuer(
+        id=obj.key,
+        issuer=spec["issuer"],
+        keys=keys,
+        algorithms=algorithms,
+        audiences=tuple(spec.get("audiences", ())),
+        audience_claim=spec.get("audienceClaim", "aud"),
+        clock_skew=spec.get("clockSkewSeconds", 60),
+        max_lifetime=spec.get("maxLifetimeSeconds"),
+        require_exp=spec.get("requireExp", True),
+        require_typ=spec.get("requireTyp"),
+        token_sources=tuple(_token_source(s) for s in spec.get("tokenSources", ())) or (BEARER,),
+        scope_claims=tuple(claim_path(p) for p in claims.get("scopes", ("scope", "scp"))),
+        role_claims=tuple(claim_path(p) for p in claims.get("roles", ())),
+    )
+
+
+def _token_source(spec: Mapping[str, Any]) -> TokenSource:
+    if "header" in spec:
+        return TokenSource("header", spec["header"]["name"].lower(), spec["header"].get("prefix", ""))
+    if "cookie" in spec:
+        return TokenSource("cookie", spec["cookie"]["name"])
+    return TokenSource("query", spec["query"]["name"])
+
+
+def host_matcher(hosts: Sequence[str]) -> HostMatcher | None:
+    if not hosts:
+        return None
+    names = [h.lower().rstrip(".") for h in hosts]
+    return HostMatcher(
+        exact=frozenset(h for h in names if not h.startswith("*")),
+        suffixes=tuple(sorted({h[1:] for h in names if h.startswith("*.")}, key=len, reverse=True)),
+        any="*" in names,
+    )
+
+
+_SEGMENT = "[^/]*"
+_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(=\*\*|=\*)?\}")
+
+
+def _glob_regex(path: str) -> str:
+    """`*` one segment (or part of it), `**` any run of segments, `{x}` one segment, `{x=**}` rest."""
+    out = []
+    i = 0
+    while i < len(path):
+        template = _TEMPLATE.match(path, i)
+        if template:
+            out.append(".*" if template.group(2) == "=**" else "[^/]+")
+            i = template.end()
+        elif path.startswith("/**", i) and (i + 3 == len(path) or path[i + 3] == "/"):
+            out.append("(?:/.*)?")  # "/a/**" matches "/a" and everything below it
+            i += 3
+        elif path.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif path[i] == "*":
+            out.append(_SEGMENT)
+            i += 1
+        elif path[i] in "{}":
+            raise CompileError(f"path {path!r}: '{{' and '}}' only in templates like {{id}}")
+        else:
+            out.append(re.escape(path[i]))
+            i += 1
+    return "".join(out)
+
+
+def path_matcher(paths: Sequence[str], prefixes: Sequence[str]) -> PathMatcher | None:
+    if not paths and not prefixes:
+        return None
+    exact = frozenset(p for p in paths if not any(c in p for c in "*{}"))
+    patterns = [_glob_regex(p) for p in paths if p not in exact]
+    return PathMatcher(
+        exact=exact,
+        prefixes=tuple(prefixes),
+        pattern=re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
+    )
+
+
+def _requirement(spec: Mapping[str, Any] | None) -> Requirement:
+    spec = spec or {}
+    return Requirement(frozenset(spec.get("allOf", ())), frozenset(spec.get("anyOf", ())))
+
+
+def _condition(spec: Mapping[str, Any], where: str) -> ClaimCondition:
+    path = claim_path(spec["path"])
+    if "equals" in spec:
+        return ClaimCondition(path, "equals", frozenset([spec["equals"]]), text=f"{spec['path']} == {spec['equals']!r}")
+    if "in" in spec:
+        return ClaimCondition(path, "in", frozenset(spec["in"]), text=f"{spec['path']} in {sorted(spec['in'])}")
+    if "present" in spec:
+        word = "present" if spec["present"] else "absent"
+        return ClaimCondition(path, "present", present=spec["present"], text=f"{spec['path']} {word}")
+    try:
+        pattern = re.compile(spec["regex"])
+    except re.error as exc:
+        raise CompileError(f"{where}.regex: invalid regular expression: {exc}") from exc
+    return ClaimCondition(path, "regex", pattern=pattern, text=f"{spec['path']} ~ {spec['regex']!r}")
+
+
+def _rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
+    match = spec.get("match", {})
+    where = f"spec.rules[{index}]"
+    return CompiledRule(
+        name=spec.get("name", f"rule-{index}"),
+        action=spec.get("action", "requireToken"),
+        methods=frozenset(match["methods"]) if match.get("methods") else None,
+        paths=path_matcher(match.get("paths", ()), match.get("pathPrefixes", ())),
+        hosts=host_matcher(match.get("hosts", ())),
+        scopes=_requirement(spec.get("requireScopes")),
+        roles=_requirement(spec.get("requireRoles")),
+        claims=tuple(
+            _condition(c, f"{where}.claims[{j}]") for j, c in enumerate(spec.get("claims", ()))
+        ),
+    )
+
+
+def compile_policy(
+    obj: PolicyObject,
+    issuers: Mapping[str, CompiledIssuer],
+    workload_labels: Mapping[str, str],
+) -> tuple[CompiledPolicy | None, list[str]]:
+    """Compile one AuthzPolicy. Returns (None, reasons) when it does not apply to this
+    workload; unresolved issuer references are dropped (fail closed) and reported."""
+    spec = obj.spec
+    targets = spec["targets"]
+    selector = targets.get("workloadSelector")
+    if selector is not None and any(
+        workload_labels.get(k) != v for k, v in selector["matchLabels"].items()
+    ):
+        return None, []
+    problems: list[str] = []
+    by_iss: dict[str, CompiledIssuer] = {}
+    for i, ref in enumerate(spec.get("issuers", ())):
+        kind = ref.get("kind", "JWTIssuer")
+        key = f"{kind}/{ref['name']}" if kind in schema.CLUSTER_SCOPED else f"{kind}/{obj.namespace}/{ref['name']}"
+        issuer = issuers.get(key)
+        if issuer is None:
+            problems.append(f"spec.issuers[{i}]: {key} not found or not ready")
+        elif issuer.issuer in by_iss:
+            problems.append(
+                f"spec.issuers[{i}]: {key} has the same iss as {by_iss[issuer.issuer].id}; ignored"
+            )
+        else:
+            by_iss[issuer.issuer] = issuer
+    rules = tuple(_rule(r, i) for i, r in enumerate(spec["rules"]))
+    default_action = spec.get("defaultAction", "deny")
+    if not spec.get("issuers") and any(
+        a == "requireToken" for a in [*(r.action for r in rules), default_action]
+    ):
+        raise CompileError("spec.issuers: a rule requires a token but the policy trusts no issuer")
+    sources: list[TokenSource] = []
+    for issuer in by_iss.values():
+        sources.extend(s for s in issuer.token_sources if s not in sources)
+    response = spec.get("response", {})
+    headers = tuple(
+        HeaderFromClaim(
+            h["name"].lower(),
+            h["claim"] if h["claim"] in ("$scopes", "$roles") else claim_path(h["claim"]),
+        )
+        for h in response.get("headers", ())
+    )
+    policy = CompiledPolicy(
+        id=obj.key,
+        issuers_by_iss=by_iss,
+        audiences=frozenset(spec["audiences"]) if spec.get("audiences") else None,
+        rules=rules,
+        default_action=default_action,
+        token_sources=tuple(sources) or (BEARER,),
+        response=ResponseSpec(
+            headers=headers if "headers" in response else DEFAULT_HEADERS,
+            strip_authorization=response.get("stripAuthorization", False),
+        ),
+        hosts=host_matcher(targets.get("hosts", ())),
+        context=tuple(sorted(targets.get("contextExtensions", {}).items())),
+    )
+    return policy, problems

@@ -1,0 +1,1 @@
+"""The Check path: extract token -> verify -> authorize -> respond. Reads only a Snapshot."""

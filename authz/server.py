@@ -1,0 +1,177 @@
+"""Wiring only: the gRPC Check service, gRPC health and reflection, the HTTP ops port,
+the policy watcher, and graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf.internal import api_implementation
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from authz import audit, metrics
+from authz.check import Checker, Outcome
+from authz.decision import Decision, Reason
+from authz.policy.source import DirectorySource, DirectoryWatcher, load
+from authz.policy.store import PolicyStore
+from authz.request.cache import TokenCache
+
+log = structlog.get_logger("authz.server")
+
+SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    policy_dir: Path
+    grpc_addr: str = "127.0.0.1:9001"
+    http_addr: str = "127.0.0.1:9002"
+    realm: str = "authz"
+    default_allow: bool = False
+    workload_labels: Mapping[str, str] = field(default_factory=dict)
+    threads: int = 16
+    cache_entries: int = 100_000
+    max_token_bytes: int = 16384
+    shutdown_delay: float = 0.0
+    shutdown_grace: float = 10.0
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self, checker: Checker) -> None:
+        self._checker = checker
+
+    def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+        started = time.perf_counter()
+        try:
+            response, outcome = self._checker.check(request)
+        except Exception:  # fail closed: a bug denies the request, never opens it
+            log.exception("check failed; denying")
+            outcome = Outcome(Decision(False, Reason.INTERNAL_ERROR), None, None)
+            response = self._checker.responder.deny(outcome.decision)
+        audit.record(outcome, time.perf_counter() - started)
+        return response
+
+
+class _OpsHandler(BaseHTTPRequestHandler):
+    """`/healthz` (alive), `/readyz` (a snapshot is serving and we are not draining), `/metrics`."""
+
+    server: _OpsServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            self._send(200, b"ok\n", "text/plain")
+        elif path == "/readyz":
+            ready = self.server.state.ready()
+            self._send(200 if ready else 503, b"ok\n" if ready else b"not ready\n", "text/plain")
+        elif path == "/metrics":
+            self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        return
+
+
+class _OpsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], state: ServerState) -> None:
+        super().__init__(addr, _OpsHandler)
+        self.state = state
+
+
+class ServerState:
+    def __init__(self, store: PolicyStore) -> None:
+        self.store = store
+        self.draining = threading.Event()
+
+    def ready(self) -> bool:
+        return self.store.ready and not self.draining.is_set()
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def serve(settings: ServeSettings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    if api_implementation.Type() != "upb":
+        log.warning("protobuf is not running on upb; Check will be slow", backend=api_implementation.Type())
+    store = PolicyStore(settings.workload_labels)
+    cache = TokenCache(settings.cache_entries)
+    checker = Checker(
+        store,
+        realm=settings.realm,
+        default_allow=settings.default_allow,
+        cache=cache,
+        max_token_bytes=settings.max_token_bytes,
+    )
+    metrics.register_state(store, cache)
+    source = DirectorySource(settings.policy_dir)
+    load(source, store)
+    watcher = DirectoryWatcher(source, store)
+    watcher.start()
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="check"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(checker), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if server.add_insecure_port(settings.grpc_addr) == 0 and not settings.grpc_addr.startswith("unix:"):
+        raise OSError(f"cannot listen on {settings.grpc_addr}")
+    state = ServerState(store)
+    ops = _OpsServer(_host_port(settings.http_addr), state)
+    threading.Thread(target=ops.serve_forever, name="ops-http", daemon=True).start()
+    server.start()
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving",
+        grpc=settings.grpc_addr,
+        http=settings.http_addr,
+        policy_dir=str(settings.policy_dir),
+        snapshot=store.snapshot.version,
+    )
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("draining", signal=signal.Signals(signum).name)
+        state.draining.set()
+        health_servicer.enter_graceful_shutdown()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    while not stop.wait(0.5):
+        pass
+    time.sleep(settings.shutdown_delay)  # let load balancers see /readyz fail first
+    server.stop(grace=settings.shutdown_grace).wait()
+    watcher.stop()
+    ops.shutdown()
+    log.info("stopped")
+    return 0
