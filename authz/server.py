@@ -114,6 +114,24 @@ def _host_port(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def grpc_server(
+    checker: Checker, addr: str, threads: int = 16
+) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """The Check service with gRPC health and reflection, bound but not started."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(checker), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(addr)
+    if port == 0 and not addr.startswith("unix:"):
+        raise OSError(f"cannot listen on {addr}")
+    return server, health_servicer, port
+
+
 def serve(settings: ServeSettings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     if api_implementation.Type() != "upb":
@@ -133,16 +151,7 @@ def serve(settings: ServeSettings) -> int:
     watcher = DirectoryWatcher(source, store)
     watcher.start()
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="check"),
-        options=[("grpc.so_reuseport", 0)],
-    )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(checker), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    if server.add_insecure_port(settings.grpc_addr) == 0 and not settings.grpc_addr.startswith("unix:"):
-        raise OSError(f"cannot listen on {settings.grpc_addr}")
+    server, health_servicer, _port = grpc_server(checker, settings.grpc_addr, settings.threads)
     state = ServerState(store)
     ops = _OpsServer(_host_port(settings.http_addr), state)
     threading.Thread(target=ops.serve_forever, name="ops-http", daemon=True).start()

@@ -1,0 +1,44 @@
+# authz developer entry points. `make demo` and `make test` are the two a newcomer needs;
+# everything they depend on (venv, packages) is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_FLAGS ?= -q
+
+.PHONY: help venv lint typecheck test test-fast test-e2e demo clean
+
+help:
+	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
+	@echo "make test       every check and test (lint, types, unit, conformance, end-to-end)"
+	@echo "make test-fast  unit and conformance tests only (edit-test loop)"
+	@echo "make lint       ruff and mypy"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check authz tests examples
+	$(BIN)/ruff format --check authz tests examples
+	$(BIN)/mypy
+
+test-fast: venv
+	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit tests/conformance
+
+test-e2e: venv
+	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
+
+test: lint
+	$(BIN)/pytest $(PYTEST_FLAGS) tests
+
+demo: venv
+	VENV=$(VENV) bash examples/demo.sh
+
+clean:
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
