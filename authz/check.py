@@ -74,13 +74,20 @@ class Checker:
         policy = snapshot.select(request.host, request.context)
         if policy is None:
             reason = Reason.ALLOWED_BY_DEFAULT if self.default_allow else Reason.NO_POLICY
-            return Outcome(Decision(self.default_allow, reason), request, None, snapshot_version=version)
+            return Outcome(
+                Decision(self.default_allow, reason), request, None, snapshot_version=version
+            )
         rule = policy.rule_for(request.method, request.host, request.path)
         action = rule.action if rule is not None else policy.default_action
         rule_name = rule.name if rule is not None else "(default)"
         if action == "deny":
             reason = Reason.RULE_DENIED if rule is not None else Reason.NO_RULE
-            return Outcome(Decision(False, reason, "", policy.id, rule_name), request, policy, snapshot_version=version)
+            return Outcome(
+                Decision(False, reason, "", policy.id, rule_name),
+                request,
+                policy,
+                snapshot_version=version,
+            )
         try:
             found = extract_token(request, policy.token_sources)
         except TokenError as exc:
@@ -98,7 +105,9 @@ class Checker:
         try:
             verified = self._verify(token, policy)
             if source not in verified.issuer.token_sources:
-                raise TokenError(Reason.SOURCE_NOT_ALLOWED, f"{source.label} is not a source of this issuer")
+                raise TokenError(
+                    Reason.SOURCE_NOT_ALLOWED, f"{source.label} is not a source of this issuer"
+                )
             check_audience(verified, policy)
         except TokenError as exc:
             decision = Decision(False, exc.reason, exc.detail, policy.id, rule_name)
@@ -116,7 +125,9 @@ class Checker:
         object that verified it (two namespaces may declare the same `iss`)."""
         now = self.clock()
         if len(token) > self.max_token_bytes:
-            raise TokenError(Reason.TOKEN_TOO_LARGE, f"token longer than {self.max_token_bytes} bytes")
+            raise TokenError(
+                Reason.TOKEN_TOO_LARGE, f"token longer than {self.max_token_bytes} bytes"
+            )
         digest = TokenCache.digest(token)
         cached = self.cache.get(digest, now)
         if cached is not None and policy.issuers_by_iss.get(cached.issuer.issuer) is cached.issuer:

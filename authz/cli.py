@@ -44,21 +44,35 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server")
     serve.add_argument("--policy-dir", type=Path, required=True, help="directory of policy YAML")
     serve.add_argument("--grpc-addr", default="127.0.0.1:9001", help="HOST:PORT or unix:PATH")
-    serve.add_argument("--http-addr", default="127.0.0.1:9002", help="HOST:PORT for /healthz, /readyz, /metrics")
+    serve.add_argument(
+        "--http-addr", default="127.0.0.1:9002", help="HOST:PORT for /healthz, /readyz, /metrics"
+    )
     serve.add_argument("--realm", default="authz", help="realm in WWW-Authenticate challenges")
-    serve.add_argument("--default-action", choices=("deny", "allow"), default="deny", help="when no policy matches")
-    serve.add_argument("--workload-labels", type=_labels, default={}, help="k=v,k=v or @FILE (sidecar mode)")
+    serve.add_argument(
+        "--default-action", choices=("deny", "allow"), default="deny", help="when no policy matches"
+    )
+    serve.add_argument(
+        "--workload-labels", type=_labels, default={}, help="k=v,k=v or @FILE (sidecar mode)"
+    )
     serve.add_argument("--threads", type=int, default=16, help="gRPC handler threads")
-    serve.add_argument("--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)")
+    serve.add_argument(
+        "--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)"
+    )
     serve.add_argument("--max-token-bytes", type=int, default=16384)
-    serve.add_argument("--shutdown-delay", type=float, default=0.0, help="seconds to keep serving after SIGTERM")
-    serve.add_argument("--shutdown-grace", type=float, default=10.0, help="seconds for in-flight checks")
+    serve.add_argument(
+        "--shutdown-delay", type=float, default=0.0, help="seconds to keep serving after SIGTERM"
+    )
+    serve.add_argument(
+        "--shutdown-grace", type=float, default=10.0, help="seconds for in-flight checks"
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--log-format", default="json", choices=("json", "console"))
 
     check = sub.add_parser("check", help="explain the decision for one request, offline")
     check.add_argument("--policy-dir", type=Path, required=True)
-    check.add_argument("--token", help="the token (or set AUTHZ_TOKEN, which stays out of shell history)")
+    check.add_argument(
+        "--token", help="the token (or set AUTHZ_TOKEN, which stays out of shell history)"
+    )
     check.add_argument("--method", default="GET")
     check.add_argument("--host", default="localhost")
     check.add_argument("--path", default="/")
@@ -70,22 +84,33 @@ def _parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="validate a policy directory")
     lint.add_argument("policy_dir", type=Path)
 
-    keys = sub.add_parser("keys", help="dev helper: signing keys").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="dev helper: signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
     generate = keys.add_parser("generate", help="write a private JWK and a public JWKS")
     generate.add_argument("--alg", default="RS256")
     generate.add_argument("--kid", default="dev-1")
     generate.add_argument("--out", type=Path, required=True)
 
-    token = sub.add_parser("token", help="dev helper: tokens").add_subparsers(dest="token_command", required=True)
+    token = sub.add_parser("token", help="dev helper: tokens").add_subparsers(
+        dest="token_command", required=True
+    )
     mint = token.add_parser("mint", help="sign a token with a private JWK")
     mint.add_argument("--key", type=Path, required=True, help="private JWK file")
     mint.add_argument("--iss", required=True)
     mint.add_argument("--sub", default="dev-user")
     mint.add_argument("--aud", action="append", default=[])
     mint.add_argument("--scope", help="space-delimited scopes")
-    mint.add_argument("--ttl", type=int, default=3600, help="seconds until exp (negative: already expired)")
+    mint.add_argument(
+        "--ttl", type=int, default=3600, help="seconds until exp (negative: already expired)"
+    )
     mint.add_argument("--typ", help="JOSE typ header, e.g. at+jwt")
-    mint.add_argument("--claim", action="append", default=[], help="extra claim k=v (v parsed as JSON if it can be)")
+    mint.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        help="extra claim k=v (v parsed as JSON if it can be)",
+    )
     return parser
 
 
@@ -160,7 +185,9 @@ def _check(args: argparse.Namespace) -> int:
         out["scopes"] = list(decision.identity.scopes)
         out["roles"] = list(decision.identity.roles)
     if decision.allowed:
-        out["upstream_headers"] = {h.header.key: h.header.value for h in response.ok_response.headers}
+        out["upstream_headers"] = {
+            h.header.key: h.header.value for h in response.ok_response.headers
+        }
         out["removed_headers"] = list(response.ok_response.headers_to_remove)
     else:
         out["www_authenticate"] = challenge(decision.reason, args.realm, decision.required_scopes)

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from authz import __version__
+from authz.policy.snapshot import Snapshot
 from authz.policy.store import PolicyStore
 from authz.request.cache import TokenCache
 
@@ -39,19 +40,37 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         snapshot = self._store.snapshot
-        yield GaugeMetricFamily("authz_snapshot_version", "Serving policy snapshot version.", value=snapshot.version)
-        yield GaugeMetricFamily("authz_policies", "Policies in the serving snapshot.", value=len(snapshot.policies))
-        issuers = GaugeMetricFamily("authz_issuer_keys", "Verification keys per issuer.", labels=["issuer"])
+        yield GaugeMetricFamily(
+            "authz_snapshot_version", "Serving policy snapshot version.", value=snapshot.version
+        )
+        yield GaugeMetricFamily(
+            "authz_policies", "Policies in the serving snapshot.", value=len(snapshot.policies)
+        )
+        issuers = GaugeMetricFamily(
+            "authz_issuer_keys", "Verification keys per issuer.", labels=["issuer"]
+        )
         for issuer in snapshot.issuers.values():
             issuers.add_metric([issuer.id], len(issuer.keys.keys))
         yield issuers
-        yield GaugeMetricFamily("authz_token_cache_entries", "Verified tokens cached.", value=len(self._cache))
-        yield CounterMetricFamily("authz_token_cache_hits", "Token cache hits.", value=self._cache.hits)
-        yield CounterMetricFamily("authz_token_cache_misses", "Token cache misses.", value=self._cache.misses)
-        yield CounterMetricFamily("authz_token_cache_evictions", "Token cache evictions.", value=self._cache.evictions)
+        yield GaugeMetricFamily(
+            "authz_token_cache_entries", "Verified tokens cached.", value=len(self._cache)
+        )
+        yield CounterMetricFamily(
+            "authz_token_cache_hits", "Token cache hits.", value=self._cache.hits
+        )
+        yield CounterMetricFamily(
+            "authz_token_cache_misses", "Token cache misses.", value=self._cache.misses
+        )
+        yield CounterMetricFamily(
+            "authz_token_cache_evictions", "Token cache evictions.", value=self._cache.evictions
+        )
 
 
 def register_state(store: PolicyStore, cache: TokenCache) -> None:
     REGISTRY.register(StateCollector(store, cache))
-    store.on_swap(lambda _s: (SNAPSHOT_SWAPS.inc(), POLICY_ERRORS.set(
-        sum(1 for s in store.statuses.values() if not s.accepted))))
+
+    def on_swap(_snapshot: Snapshot) -> None:
+        SNAPSHOT_SWAPS.inc()
+        POLICY_ERRORS.set(sum(1 for s in store.statuses.values() if not s.accepted))
+
+    store.on_swap(on_swap)

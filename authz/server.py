@@ -52,7 +52,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
     def __init__(self, checker: Checker) -> None:
         self._checker = checker
 
-    def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def Check(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
         try:
             response, outcome = self._checker.check(request)
@@ -69,7 +69,7 @@ class _OpsHandler(BaseHTTPRequestHandler):
 
     server: _OpsServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
             self._send(200, b"ok\n", "text/plain")
@@ -88,7 +88,7 @@ class _OpsHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -122,10 +122,14 @@ def grpc_server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check"),
         options=[("grpc.so_reuseport", 0)],
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(checker), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(checker), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     port = server.add_insecure_port(addr)
     if port == 0 and not addr.startswith("unix:"):
         raise OSError(f"cannot listen on {addr}")
@@ -135,7 +139,9 @@ def grpc_server(
 def serve(settings: ServeSettings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     if api_implementation.Type() != "upb":
-        log.warning("protobuf is not running on upb; Check will be slow", backend=api_implementation.Type())
+        log.warning(
+            "protobuf is not running on upb; Check will be slow", backend=api_implementation.Type()
+        )
     store = PolicyStore(settings.workload_labels)
     cache = TokenCache(settings.cache_entries)
     checker = Checker(

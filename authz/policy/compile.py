@@ -80,7 +80,9 @@ def compile_issuer(obj: PolicyObject) -> CompiledIssuer:
 
 def _token_source(spec: Mapping[str, Any]) -> TokenSource:
     if "header" in spec:
-        return TokenSource("header", spec["header"]["name"].lower(), spec["header"].get("prefix", ""))
+        return TokenSource(
+            "header", spec["header"]["name"].lower(), spec["header"].get("prefix", "")
+        )
     if "cookie" in spec:
         return TokenSource("cookie", spec["cookie"]["name"])
     return TokenSource("query", spec["query"]["name"])
@@ -147,17 +149,28 @@ def _requirement(spec: Mapping[str, Any] | None) -> Requirement:
 def _condition(spec: Mapping[str, Any], where: str) -> ClaimCondition:
     path = claim_path(spec["path"])
     if "equals" in spec:
-        return ClaimCondition(path, "equals", frozenset([spec["equals"]]), text=f"{spec['path']} == {spec['equals']!r}")
+        return ClaimCondition(
+            path,
+            "equals",
+            frozenset([spec["equals"]]),
+            text=f"{spec['path']} == {spec['equals']!r}",
+        )
     if "in" in spec:
-        return ClaimCondition(path, "in", frozenset(spec["in"]), text=f"{spec['path']} in {sorted(spec['in'])}")
+        return ClaimCondition(
+            path, "in", frozenset(spec["in"]), text=f"{spec['path']} in {sorted(spec['in'])}"
+        )
     if "present" in spec:
         word = "present" if spec["present"] else "absent"
-        return ClaimCondition(path, "present", present=spec["present"], text=f"{spec['path']} {word}")
+        return ClaimCondition(
+            path, "present", present=spec["present"], text=f"{spec['path']} {word}"
+        )
     try:
         pattern = re.compile(spec["regex"])
     except re.error as exc:
         raise CompileError(f"{where}.regex: invalid regular expression: {exc}") from exc
-    return ClaimCondition(path, "regex", pattern=pattern, text=f"{spec['path']} ~ {spec['regex']!r}")
+    return ClaimCondition(
+        path, "regex", pattern=pattern, text=f"{spec['path']} ~ {spec['regex']!r}"
+    )
 
 
 def _rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
@@ -195,7 +208,11 @@ def compile_policy(
     by_iss: dict[str, CompiledIssuer] = {}
     for i, ref in enumerate(spec.get("issuers", ())):
         kind = ref.get("kind", "JWTIssuer")
-        key = f"{kind}/{ref['name']}" if kind in schema.CLUSTER_SCOPED else f"{kind}/{obj.namespace}/{ref['name']}"
+        key = (
+            f"{kind}/{ref['name']}"
+            if kind in schema.CLUSTER_SCOPED
+            else f"{kind}/{obj.namespace}/{ref['name']}"
+        )
         issuer = issuers.get(key)
         if issuer is None:
             problems.append(f"spec.issuers[{i}]: {key} not found or not ready")

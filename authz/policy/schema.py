@@ -131,7 +131,7 @@ ISSUER_SPEC: JSON = _obj(
         ),
         "tokenSources": _list(
             _TOKEN_SOURCE,
-            'Where this issuer\'s tokens are looked for. Default: `Authorization: Bearer`.',
+            "Where this issuer's tokens are looked for. Default: `Authorization: Bearer`.",
             minItems=1,
         ),
         "claims": _obj(
@@ -170,7 +170,9 @@ _CLAIM_CONDITION = _obj(
         "equals": _str("The claim equals this value."),
         "in": _list(_str("A value."), "The claim equals one of these values.", minItems=1),
         "present": {"type": "boolean", "description": "The claim is present (true) or absent."},
-        "regex": _str("The claim fully matches this regular expression (Python syntax).", minLength=1),
+        "regex": _str(
+            "The claim fully matches this regular expression (Python syntax).", minLength=1
+        ),
     },
     required=["path"],
 )

@@ -70,7 +70,9 @@ class DirectorySource:
             if path.suffix not in POLICY_SUFFIXES:
                 continue
             try:
-                docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+                docs = [
+                    d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None
+                ]
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 kept = self._last_docs.get(path)
                 note = "; keeping its last good version" if kept is not None else ""

@@ -58,9 +58,9 @@ class PolicyStore:
             started = time.monotonic()
             statuses: dict[str, ObjectStatus] = {}
             present = {o.key for o in objects} | set(failures)
-            for key, (origin, problems) in failures.items():
+            for key, (origin, errors) in failures.items():
                 serving = key in self._issuers or key in self._policies
-                statuses[key] = ObjectStatus(key, origin, False, serving, tuple(problems))
+                statuses[key] = ObjectStatus(key, origin, False, serving, tuple(errors))
             issuers = {k: v for k, v in self._issuers.items() if k in failures}
             for obj in objects:
                 if obj.kind not in schema.ISSUER_KINDS:

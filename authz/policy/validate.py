@@ -115,7 +115,8 @@ def validate_document(doc: Any, origin: str) -> PolicyObject:
     if not isinstance(doc, dict):
         raise PolicyError(origin, None, ["a policy document must be a mapping"])
     kind = doc.get("kind")
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    raw_meta = doc.get("metadata")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     name = meta.get("name")
     namespace = None if kind in schema.CLUSTER_SCOPED else meta.get("namespace", "default")
     key: str | None = None
@@ -127,7 +128,9 @@ def validate_document(doc: Any, origin: str) -> PolicyObject:
     if kind not in schema.KINDS:
         problems.append(f"kind: must be one of {', '.join(schema.KINDS)}, got {kind!r}")
     if not isinstance(name, str) or not _NAME.match(name):
-        problems.append("metadata.name: must be a DNS subdomain name (lower case, digits, '-', '.')")
+        problems.append(
+            "metadata.name: must be a DNS subdomain name (lower case, digits, '-', '.')"
+        )
     if namespace is not None and (not isinstance(namespace, str) or not _NAME.match(namespace)):
         problems.append("metadata.namespace: must be a DNS label")
     spec = doc.get("spec")
@@ -142,9 +145,17 @@ def validate_document(doc: Any, origin: str) -> PolicyObject:
         problems.extend(_cross_field(kind, spec))
     if problems:
         raise PolicyError(origin, key, problems)
-    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-    generation = meta.get("generation") if isinstance(meta.get("generation"), int) else 0
-    return PolicyObject(kind, namespace, name, spec, origin, generation, labels)
+    labels = meta.get("labels")
+    generation = meta.get("generation")
+    return PolicyObject(
+        kind,
+        namespace,
+        name,
+        spec,
+        origin,
+        generation if isinstance(generation, int) else 0,
+        labels if isinstance(labels, dict) else {},
+    )
 
 
 def _message(error: Any) -> str:

@@ -123,8 +123,22 @@ def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity) -> Deci
             rule.scopes.describe(),
         )
     if rule.roles and not rule.roles.satisfied_by(frozenset(who.roles)):
-        return Decision(False, Reason.INSUFFICIENT_ROLE, "token lacks a required role", policy.id, rule.name, who)
+        return Decision(
+            False,
+            Reason.INSUFFICIENT_ROLE,
+            "token lacks a required role",
+            policy.id,
+            rule.name,
+            who,
+        )
     for cond in rule.claims:
         if not _condition_holds(cond, who.claims):
-            return Decision(False, Reason.CLAIM_MISMATCH, f"claim condition failed: {cond.text}", policy.id, rule.name, who)
+            return Decision(
+                False,
+                Reason.CLAIM_MISMATCH,
+                f"claim condition failed: {cond.text}",
+                policy.id,
+                rule.name,
+                who,
+            )
     return Decision(True, Reason.ALLOWED, "", policy.id, rule.name, who)

@@ -112,7 +112,10 @@ def http_request(check_request: Any) -> HttpRequest:
 def _from_header(value: str, source: TokenSource) -> str | None:
     if not source.prefix:
         return value.strip() or None
-    if len(value) < len(source.prefix) or value[: len(source.prefix)].lower() != source.prefix.lower():
+    if (
+        len(value) < len(source.prefix)
+        or value[: len(source.prefix)].lower() != source.prefix.lower()
+    ):
         return None  # another scheme: no bearer credentials here
     return value[len(source.prefix) :].strip()
 
@@ -135,7 +138,9 @@ def _from_query(raw_path: str, name: str) -> list[str]:
     return [v for k, v in parse_qsl(raw_path[query_at + 1 :], keep_blank_values=True) if k == name]
 
 
-def extract_token(request: HttpRequest, sources: tuple[TokenSource, ...]) -> tuple[str, TokenSource] | None:
+def extract_token(
+    request: HttpRequest, sources: tuple[TokenSource, ...]
+) -> tuple[str, TokenSource] | None:
     """The single token in the request, or None. Raises TokenError(TOKEN_MULTIPLE or
     REQUEST_INVALID) for several tokens or an empty/garbled one (400 invalid_request)."""
     found: tuple[str, TokenSource] | None = None

@@ -34,7 +34,11 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.TOKEN_TOO_LARGE: (401, "invalid_token", "the token is too large"),
     Reason.ISSUER_UNKNOWN: (401, "invalid_token", "the token issuer is not trusted"),
     Reason.ISSUER_NOT_TRUSTED: (401, "invalid_token", "the token issuer is not trusted"),
-    Reason.SOURCE_NOT_ALLOWED: (401, "invalid_token", "the token was sent in a place its issuer does not use"),
+    Reason.SOURCE_NOT_ALLOWED: (
+        401,
+        "invalid_token",
+        "the token was sent in a place its issuer does not use",
+    ),
     Reason.ALGORITHM_NOT_ALLOWED: (401, "invalid_token", "the token algorithm is not accepted"),
     Reason.HEADER_UNSUPPORTED: (401, "invalid_token", "the token uses an unsupported header"),
     Reason.TYP_MISMATCH: (401, "invalid_token", "the token type is not accepted"),
@@ -56,7 +60,11 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.INTERNAL_ERROR: (403, "access_denied", "the request could not be authorized"),
 }
 
-_GRPC_CODE = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED}
+_GRPC_CODE = {
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
+}
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 
@@ -97,15 +105,25 @@ class Responder:
 
     def _build_denial(self, reason: Reason, scopes: tuple[str, ...]) -> CheckResponse:
         status, error, description = OUTCOMES[reason]
-        headers = [HeaderValueOption(header=HeaderValue(key="content-type", value="application/json"), append_action=_OVERWRITE)]
+        headers = [
+            HeaderValueOption(
+                header=HeaderValue(key="content-type", value="application/json"),
+                append_action=_OVERWRITE,
+            )
+        ]
         value = challenge(reason, self.realm, scopes)
         if value is not None:
-            headers.append(HeaderValueOption(header=HeaderValue(key="www-authenticate", value=value), append_action=_OVERWRITE))
+            headers.append(
+                HeaderValueOption(
+                    header=HeaderValue(key="www-authenticate", value=value),
+                    append_action=_OVERWRITE,
+                )
+            )
         body = {"error": error or "unauthorized", "error_description": description}
         return CheckResponse(
             status=status_pb2.Status(code=_GRPC_CODE[status], message=reason.value),
             denied_response=DeniedHttpResponse(
-                status=HttpStatus(code=status),  # type: ignore[arg-type]
+                status=HttpStatus(code=status),
                 headers=headers,
                 body=json.dumps(body, separators=(",", ":")),
             ),
@@ -127,7 +145,11 @@ class Responder:
                 if value is None:
                     remove.append(spec.name)
                 else:
-                    ok.headers.append(HeaderValueOption(header=HeaderValue(key=spec.name, value=value), append_action=_OVERWRITE))
+                    ok.headers.append(
+                        HeaderValueOption(
+                            header=HeaderValue(key=spec.name, value=value), append_action=_OVERWRITE
+                        )
+                    )
             if policy.response.strip_authorization and token_header is not None:
                 remove.append(token_header)
             if remove:

@@ -21,7 +21,9 @@ from authz.request.jose import TokenError, parse
 from tests.support.authz import CheckClient, check_server, header
 
 ROOT = Path(
-    os.environ.get("AUTHZ_CONFORMANCE", Path(__file__).resolve().parents[3] / "shared" / "conformance")
+    os.environ.get(
+        "AUTHZ_CONFORMANCE", Path(__file__).resolve().parents[3] / "shared" / "conformance"
+    )
 )
 FILES = ("istio_samples", "envoy_jwt_authn", "google_jwt_verify_lib", "wycheproof_jws")
 
@@ -101,7 +103,9 @@ def _write_profile(directory: Path, profile: str, issuers: list[dict[str, Any]])
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], CheckClient]]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[str, str], CheckClient]]:
     clients: dict[tuple[str, str], CheckClient] = {}
     contexts = []
     try:
@@ -158,7 +162,9 @@ def _assert_denied_properly(entry: dict[str, Any], response: Any) -> None:
 
 
 @pytest.mark.parametrize(("name", "entry"), list(_entries()))
-def test_vector(servers: dict[tuple[str, str], CheckClient], name: str, entry: dict[str, Any]) -> None:
+def test_vector(
+    servers: dict[tuple[str, str], CheckClient], name: str, entry: dict[str, Any]
+) -> None:
     client = servers[(name, entry["profile"])]
     response = client.check(headers=_request_headers(entry), path="/resource")
     expected = entry["expected"]

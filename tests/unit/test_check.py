@@ -54,7 +54,11 @@ def _docs(jwks_rs: dict[str, Any], jwks_es: dict[str, Any]) -> list[dict[str, An
                 "targets": {"hosts": ["shop.example", "*.shop.example"]},
                 "issuers": [{"name": "main"}, {"name": "cookie-idp"}],
                 "rules": [
-                    {"name": "health", "match": {"paths": ["/healthz"]}, "action": "allowAnonymous"},
+                    {
+                        "name": "health",
+                        "match": {"paths": ["/healthz"]},
+                        "action": "allowAnonymous",
+                    },
                     {"name": "admin-off", "match": {"paths": ["/admin/**"]}, "action": "deny"},
                     {
                         "name": "read",
@@ -64,13 +68,23 @@ def _docs(jwks_rs: dict[str, Any], jwks_es: dict[str, Any]) -> list[dict[str, An
                     {
                         "name": "write",
                         "match": {"methods": ["POST"], "paths": ["/orders"]},
-                        "requireScopes": {"allOf": ["orders.write"], "anyOf": ["tier.gold", "tier.silver"]},
+                        "requireScopes": {
+                            "allOf": ["orders.write"],
+                            "anyOf": ["tier.gold", "tier.silver"],
+                        },
                     },
-                    {"name": "ops", "match": {"paths": ["/ops/**"]}, "requireRoles": {"anyOf": ["ops"]}},
+                    {
+                        "name": "ops",
+                        "match": {"paths": ["/ops/**"]},
+                        "requireRoles": {"anyOf": ["ops"]},
+                    },
                     {
                         "name": "tenant",
                         "match": {"paths": ["/tenants/acme/**"]},
-                        "claims": [{"path": "tenant", "equals": "acme"}, {"path": "email_verified", "equals": "true"}],
+                        "claims": [
+                            {"path": "tenant", "equals": "acme"},
+                            {"path": "email_verified", "equals": "true"},
+                        ],
                     },
                 ],
                 "response": {
@@ -145,7 +159,9 @@ def test_missing_token_is_a_bare_challenge(client: CheckClient) -> None:
 
 
 def test_other_scheme_counts_as_missing(client: CheckClient) -> None:
-    response = client.check(headers={"authorization": "Basic dXNlcjpwdw=="}, host="shop.example", path="/orders/1")
+    response = client.check(
+        headers={"authorization": "Basic dXNlcjpwdw=="}, host="shop.example", path="/orders/1"
+    )
     assert denial(response)[:2] == (401, 'Bearer realm="authz"')
 
 
@@ -170,23 +186,38 @@ def test_bad_tokens_are_invalid_token(client: CheckClient, value: str, reason: s
 
 
 def test_missing_scope_is_403_with_the_scopes_needed(client: CheckClient) -> None:
-    response = client.check(headers=bearer(token(scope="orders.read")), host="shop.example", method="POST", path="/orders")
+    response = client.check(
+        headers=bearer(token(scope="orders.read")),
+        host="shop.example",
+        method="POST",
+        path="/orders",
+    )
     status, challenge, body = denial(response)
     assert status == 403 and body["error"] == "insufficient_scope"
     assert challenge == (
         'Bearer realm="authz", error="insufficient_scope", '
         'error_description="the token lacks a required scope", scope="orders.write tier.gold tier.silver"'
     )
-    ok = client.check(headers=bearer(token(scp=["orders.write", "tier.silver"])), host="shop.example", method="POST", path="/orders")
+    ok = client.check(
+        headers=bearer(token(scp=["orders.write", "tier.silver"])),
+        host="shop.example",
+        method="POST",
+        path="/orders",
+    )
     assert ok.status.code == 0
 
 
 def test_roles_and_claims(client: CheckClient) -> None:
     ops = token(realm_access={"roles": ["ops"]})
     assert client.check(headers=bearer(ops), host="shop.example", path="/ops/x").status.code == 0
-    assert denial(client.check(headers=bearer(token()), host="shop.example", path="/ops/x"))[0] == 403
+    assert (
+        denial(client.check(headers=bearer(token()), host="shop.example", path="/ops/x"))[0] == 403
+    )
     acme = token(tenant="acme", email_verified=True)
-    assert client.check(headers=bearer(acme), host="shop.example", path="/tenants/acme/a").status.code == 0
+    assert (
+        client.check(headers=bearer(acme), host="shop.example", path="/tenants/acme/a").status.code
+        == 0
+    )
     unverified = token(tenant="acme", email_verified=False)
     response = client.check(headers=bearer(unverified), host="shop.example", path="/tenants/acme/a")
     assert denial(response)[0] == 403 and response.status.message == "claim_mismatch"
@@ -194,14 +225,18 @@ def test_roles_and_claims(client: CheckClient) -> None:
 
 def test_two_tokens_are_invalid_request(client: CheckClient) -> None:
     value = token(scope="orders.read")
-    response = client.check(headers=bearer(value), host="shop.example", path=f"/orders/1?access_token={value}")
+    response = client.check(
+        headers=bearer(value), host="shop.example", path=f"/orders/1?access_token={value}"
+    )
     status, challenge, body = denial(response)
     assert (status, body["error"]) == (400, "invalid_request")
     assert challenge is not None and 'error="invalid_request"' in challenge
 
 
 def test_token_in_a_place_its_issuer_does_not_use(client: CheckClient) -> None:
-    response = client.check(headers={"cookie": f"a=b; session={token()}"}, host="shop.example", path="/orders/1")
+    response = client.check(
+        headers={"cookie": f"a=b; session={token()}"}, host="shop.example", path="/orders/1"
+    )
     assert denial(response)[0] == 401 and response.status.message == "source_not_allowed"
 
 
@@ -231,8 +266,12 @@ def test_no_matching_rule_uses_default_action(client: CheckClient) -> None:
 
 def test_context_extension_binds_a_route_to_a_policy(client: CheckClient) -> None:
     bound = {"policy": "bound"}
-    assert denial(client.check(headers=bearer(token()), host="shop.example", context=bound))[0] == 401
-    ok = client.check(headers=bearer(token(aud=["bound-api", "x"])), host="shop.example", context=bound)
+    assert (
+        denial(client.check(headers=bearer(token()), host="shop.example", context=bound))[0] == 401
+    )
+    ok = client.check(
+        headers=bearer(token(aud=["bound-api", "x"])), host="shop.example", context=bound
+    )
     assert ok.status.code == 0
 
 
@@ -246,7 +285,10 @@ def test_verified_tokens_are_cached_and_flushed_on_swap(client: CheckClient) -> 
     cache = client.checker.cache
     hits = cache.hits
     for _ in range(3):
-        assert client.check(headers=bearer(value), host="shop.example", path="/orders/1").status.code == 0
+        assert (
+            client.check(headers=bearer(value), host="shop.example", path="/orders/1").status.code
+            == 0
+        )
     assert cache.hits == hits + 2
     client.store.update(list(_objects(client)), {})
     assert len(cache) == 0

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from authz.policy.compile import CompileError, claim_path, compile_issuer, compile_policy, path_matcher
+from authz.policy.compile import (
+    CompileError,
+    claim_path,
+    compile_issuer,
+    compile_policy,
+    path_matcher,
+)
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import validate_document
 from tests.unit.policy.conftest import issuer_doc, policy_doc
@@ -46,7 +52,9 @@ def test_claim_paths() -> None:
         claim_path("a..b")
 
 
-def _policy(doc: dict[str, Any], issuers: dict[str, Any], labels: dict[str, str] | None = None) -> Any:
+def _policy(
+    doc: dict[str, Any], issuers: dict[str, Any], labels: dict[str, str] | None = None
+) -> Any:
     policy, problems = compile_policy(validate_document(doc, "p.yaml"), issuers, labels or {})
     return policy, problems
 
@@ -115,8 +123,12 @@ def test_bad_regex_is_a_compile_error(es256_jwks: dict[str, Any]) -> None:
 
 
 def test_hmac_needs_explicit_algorithms() -> None:
-    secret = {"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA", "kid": "h"}]}
+    secret = {
+        "keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA", "kid": "h"}]
+    }
     with pytest.raises(CompileError):
         compile_issuer(validate_document(issuer_doc(jwks=secret), "i.yaml"))
-    issuer = compile_issuer(validate_document(issuer_doc(jwks=secret, algorithms=["HS256"]), "i.yaml"))
+    issuer = compile_issuer(
+        validate_document(issuer_doc(jwks=secret, algorithms=["HS256"]), "i.yaml")
+    )
     assert issuer.keys.kids == ("h",)

@@ -48,7 +48,9 @@ def test_unparseable_file_keeps_its_objects(tmp_path: Path, es256_jwks: dict[str
     source, store = _setup(tmp_path, es256_jwks)
     (tmp_path / "api.yaml").write_text("spec: [unclosed\n")
     result = load(source, store)
-    assert "cannot parse" in result.file_errors[0] and "keeping its last good" in result.file_errors[0]
+    assert (
+        "cannot parse" in result.file_errors[0] and "keeping its last good" in result.file_errors[0]
+    )
     assert _rule_names(store) == ["all"]
 
 
@@ -81,7 +83,10 @@ def test_deleted_issuer_is_not_trusted_from_a_stale_policy(
 
 def test_duplicate_objects_first_file_wins(tmp_path: Path, es256_jwks: dict[str, Any]) -> None:
     source, store = _setup(tmp_path, es256_jwks)
-    write(tmp_path / "zz-copy.yaml", policy_doc(targets={"hosts": ["api.example"]}, rules=[{"name": "other"}]))
+    write(
+        tmp_path / "zz-copy.yaml",
+        policy_doc(targets={"hosts": ["api.example"]}, rules=[{"name": "other"}]),
+    )
     result = load(source, store)
     assert any("already defined" in e for e in result.file_errors)
     assert _rule_names(store) == ["all"]
@@ -94,7 +99,9 @@ def test_hidden_files_and_json_are_not_policy(tmp_path: Path, es256_jwks: dict[s
     assert result.file_errors == []
 
 
-def test_watcher_applies_a_change_within_a_second(tmp_path: Path, es256_jwks: dict[str, Any]) -> None:
+def test_watcher_applies_a_change_within_a_second(
+    tmp_path: Path, es256_jwks: dict[str, Any]
+) -> None:
     source, store = _setup(tmp_path, es256_jwks)
     watcher = DirectoryWatcher(source, store, interval=0.1)
     watcher.start()

@@ -28,8 +28,10 @@ def test_valid_documents_become_objects(es256_jwks: dict[str, Any]) -> None:
 
 def test_field_paths_in_errors() -> None:
     doc = policy_doc(rules=[{"match": {"methods": ["GET", "FETCH"]}}])
-    assert problems(doc) == ["spec.rules[0].match.methods[1]: 'FETCH' is not one of GET, HEAD, "
-                             "POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT"]
+    assert problems(doc) == [
+        "spec.rules[0].match.methods[1]: 'FETCH' is not one of GET, HEAD, "
+        "POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT"
+    ]
 
 
 def test_unknown_fields_are_rejected_like_kubectl_strict() -> None:
@@ -50,8 +52,12 @@ def test_algorithm_none_is_not_a_choice(es256_jwks: dict[str, Any]) -> None:
 
 
 def test_token_source_needs_exactly_one_place(es256_jwks: dict[str, Any]) -> None:
-    doc = issuer_doc(jwks=es256_jwks, tokenSources=[{"cookie": {"name": "a"}, "query": {"name": "b"}}])
-    assert problems(doc) == ["spec.tokenSources[0]: exactly one of header, cookie, query must be set"]
+    doc = issuer_doc(
+        jwks=es256_jwks, tokenSources=[{"cookie": {"name": "a"}, "query": {"name": "b"}}]
+    )
+    assert problems(doc) == [
+        "spec.tokenSources[0]: exactly one of header, cookie, query must be set"
+    ]
 
 
 def test_policy_needs_targets_and_rules() -> None:
