@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.authz import CheckClient, check_server, header
 from tests.support.tokens import AUDIENCE, ISSUER, NOW, claims, mint, signing_key
@@ -304,3 +307,37 @@ def _objects(client: CheckClient) -> Iterator[Any]:
 def test_default_allow(tmp_path: Path) -> None:
     with check_server(tmp_path, default_allow=True) as c:
         assert c.check(path="/anything").status.code == 0
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    authorization=st.one_of(_TEXT, _TEXT.map(lambda t: f"Bearer {t}")),
+    path=st.one_of(_TEXT, _TEXT.map(lambda t: f"/orders/{t}")),
+    method=st.sampled_from(["GET", "POST", "get", "", "BREW"]),
+    host=st.one_of(_TEXT, st.just("shop.example")),
+    context=st.dictionaries(_TEXT, _TEXT, max_size=3),
+)
+def test_random_requests_never_crash_and_never_open(
+    client: CheckClient,
+    authorization: str,
+    path: str,
+    method: str,
+    host: str,
+    context: dict[str, str],
+) -> None:
+    """No forged token can be allowed on a protected route, and nothing raises."""
+    request = CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path = method, host, path
+    http.headers["authorization"] = authorization
+    request.attributes.context_extensions.update(context)
+    response, outcome = client.checker.check(request)
+    if outcome.decision.allowed:
+        assert outcome.decision.reason.value in ("allowed_anonymous",), outcome.decision
+    else:
+        assert response.denied_response.status.code in (400, 401, 403)
