@@ -32,8 +32,6 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # make `tests.support` importable without an install
-    sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.envoy import DEFAULT_POLICY_ROUTES, EnvoyProcess, envoy_bootstrap  # noqa: E402
 from tests.support.procs import (  # noqa: E402

@@ -1,0 +1,131 @@
+"""Token verification: a compact JWS and the trusted issuers in, a VerifiedToken out.
+
+Checks run cheapest first, as Envoy's jwt_authn does: parsing, issuer lookup, the
+algorithm allowlist, `typ`, claim types and time windows, and only then the signature.
+Every failure is a TokenError whatever the order, so a forged token never passes
+because an earlier check happened to succeed. Audiences are left to the authorizer,
+which knows the policy that applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authz.decision import Reason
+from authz.keys.jwk import verify_signature
+from authz.policy.issuer import CompiledIssuer
+from authz.request.jose import TokenError, parse
+
+_MEDIA_TYPE_PREFIX = "application/"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token whose signature and time window checked out; `expires_at` bounds any cache entry."""
+
+    issuer: CompiledIssuer
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+    kid: str | None
+    expires_at: float | None
+
+
+def verify(
+    token: str, issuers: Mapping[str, CompiledIssuer], now: float, max_size: int = 16384
+) -> VerifiedToken:
+    """Verify `token` against the issuer its `iss` names; raises TokenError with the reason."""
+    parsed = parse(token, max_size)
+    header, claims = parsed.header, parsed.claims
+
+    iss = claims.get("iss")
+    if not isinstance(iss, str):
+        raise TokenError(Reason.CLAIM_INVALID, "'iss' missing or not a string")
+    issuer = issuers.get(iss)
+    if issuer is None:
+        raise TokenError(Reason.ISSUER_UNKNOWN, "issuer is not trusted")
+
+    alg: str = header["alg"]
+    # "none" is refused in any casing even if an issuer were configured with it.
+    if alg not in issuer.algorithms or alg.lower() == "none":
+        raise TokenError(Reason.ALGORITHM_NOT_ALLOWED, f"alg {alg[:32]!r} is not allowed")
+
+    if issuer.require_typ is not None and not _typ_matches(header.get("typ"), issuer.require_typ):
+        raise TokenError(Reason.TYP_MISMATCH, f"typ must be {issuer.require_typ!r}")
+
+    expires_at = _check_times(claims, issuer, now)
+
+    sub = claims.get("sub", "")
+    if not isinstance(sub, str):
+        raise TokenError(Reason.CLAIM_INVALID, "'sub' is not a string")
+    aud = claims.get("aud", "")
+    if not isinstance(aud, str) and not (
+        isinstance(aud, list) and all(isinstance(a, str) for a in aud)
+    ):
+        raise TokenError(Reason.CLAIM_INVALID, "'aud' is not a string or array of strings")
+
+    kid: str | None = header.get("kid")
+    if not issuer.keys.keys:
+        raise TokenError(Reason.KEYS_UNAVAILABLE, "issuer keys are not available")
+    candidates = issuer.keys.candidates(kid, alg)
+    if not candidates:
+        raise TokenError(Reason.KEY_NOT_FOUND, f"no {alg} key for kid {_clip(kid)!r}")
+    for key in candidates:
+        if verify_signature(key, alg, parsed.signing_input, parsed.signature):
+            return VerifiedToken(issuer, header, claims, kid, expires_at)
+    raise TokenError(Reason.SIGNATURE_INVALID, "signature does not verify")
+
+
+def _typ_matches(typ: object, required: str) -> bool:
+    """Compare media types as RFC 7515 4.1.9 says: case-insensitive, `application/` optional."""
+    if not isinstance(typ, str):
+        return False
+    return typ.lower().removeprefix(_MEDIA_TYPE_PREFIX) == required.lower().removeprefix(
+        _MEDIA_TYPE_PREFIX
+    )
+
+
+def _check_times(claims: Mapping[str, Any], issuer: CompiledIssuer, now: float) -> float | None:
+    """Validate exp/nbf/iat and the lifetime bound; returns exp (the cache TTL bound)."""
+    exp = _numeric_date(claims, "exp")
+    nbf = _numeric_date(claims, "nbf")
+    iat = _numeric_date(claims, "iat")
+    skew = issuer.clock_skew
+    if exp is None:
+        if issuer.require_exp or issuer.max_lifetime is not None:
+            raise TokenError(Reason.CLAIM_INVALID, "'exp' missing")
+    elif now >= exp + skew:
+        raise TokenError(Reason.TOKEN_EXPIRED, "token has expired")
+    if nbf is not None and nbf > now + skew:
+        raise TokenError(Reason.TOKEN_NOT_YET_VALID, "token is not valid yet ('nbf')")
+    if iat is not None and iat > now + skew:
+        raise TokenError(Reason.TOKEN_ISSUED_IN_FUTURE, "token was issued in the future ('iat')")
+    if issuer.max_lifetime is not None and exp is not None:
+        lifetime = exp - (iat if iat is not None else now)
+        if lifetime > issuer.max_lifetime:
+            raise TokenError(
+                Reason.LIFETIME_EXCEEDED,
+                f"token lifetime {lifetime:.0f}s exceeds {issuer.max_lifetime}s",
+            )
+    return exp
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate claim as a float; None if absent. Booleans and huge ints are invalid."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    # bool is an int subclass, but `true` is not a date. The parser already refuses
+    # non-finite floats; float() refuses ints beyond float range.
+    if type(value) is bool or not isinstance(value, int | float):
+        raise TokenError(Reason.CLAIM_INVALID, f"'{name}' is not a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise TokenError(Reason.CLAIM_INVALID, f"'{name}' is out of range") from None
+
+
+def _clip(value: str | None) -> str | None:
+    """Shorten attacker-chosen strings before they reach logs."""
+    return None if value is None else value[:64]

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from jwt.algorithms import RSAAlgorithm
+
+from authz.devtools import SUPPORTED_ALGORITHMS, generate_key, mint_token
+from authz.keys.jwk import parse_jwks
+from authz.policy.issuer import CompiledIssuer
+from authz.request.jose import parse
+from authz.request.verify import verify
+from tests.support.tokens import ISSUER, NOW, b64url_decode, claims, signing_key
+
+CHEAP = ["ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"]
+
+
+@pytest.mark.parametrize("alg", [*CHEAP, "RS256", "PS256"])
+def test_generated_key_verifies_its_own_tokens(alg: str) -> None:
+    # RS256/PS256 come from the shared cache: RSA generation is slow.
+    private, public = generate_key(alg, "dev") if alg in CHEAP else signing_key(alg, "dev")
+    assert private["kid"] == public["kid"] == "dev"
+    assert private["alg"] == public["alg"] == alg
+    assert private["use"] == public["use"] == "sig"
+    keys, warnings = parse_jwks({"keys": [public]}, frozenset({alg}))
+    assert warnings == []
+    assert keys.keys[0].algorithms == {alg}
+    token = mint_token(private, claims(), typ="at+jwt")
+    issuer = CompiledIssuer(id="dev", issuer=ISSUER, keys=keys, algorithms=frozenset({alg}))
+    verified = verify(token, {ISSUER: issuer}, NOW)
+    assert verified.header == {"alg": alg, "typ": "at+jwt", "kid": "dev"}
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_public_jwk_has_no_private_material(alg: str) -> None:
+    private, public = generate_key(alg, "k")
+    assert "d" in private
+    assert "d" not in public
+    assert json.loads(json.dumps(public)) == public
+
+
+def test_rsa_keys_are_2048_bit() -> None:
+    private, public = signing_key("RS256", "dev")
+    assert RSAAlgorithm.from_jwk(public).key_size == 2048
+    assert "d" in private
+    assert "d" not in public
+
+
+@pytest.mark.parametrize(("alg", "size"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+def test_hmac_public_jwk_is_the_secret(alg: str, size: int) -> None:
+    private, public = generate_key(alg, "k")
+    assert private == public
+    assert len(b64url_decode(private["k"])) == size
+    assert generate_key(alg, "k")[0]["k"] != private["k"]
+
+
+def test_every_supported_algorithm_is_listed() -> None:
+    assert set(SUPPORTED_ALGORITHMS) == {
+        *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+        *("ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"),
+    }
+
+
+@pytest.mark.parametrize("alg", ["none", "ES256K", "HS1", ""])
+def test_unsupported_algorithm(alg: str) -> None:
+    with pytest.raises(ValueError, match="unsupported algorithm"):
+        generate_key(alg, "k")
+
+
+def test_mint_header_defaults_and_overrides() -> None:
+    private, _ = generate_key("ES256", "k")
+    assert parse(mint_token(private, claims())).header == {"alg": "ES256", "kid": "k"}
+    header = parse(mint_token(private, claims(), headers={"kid": "other", "x": 1})).header
+    assert header == {"alg": "ES256", "kid": "other", "x": 1}
+    no_kid = {k: v for k, v in private.items() if k != "kid"}
+    assert parse(mint_token(no_kid, claims())).header == {"alg": "ES256"}
+
+
+def test_mint_with_explicit_alg() -> None:
+    private, _ = signing_key("RS256")
+    assert parse(mint_token(private, claims(), alg="PS512")).header["alg"] == "PS512"
+
+
+def test_mint_claims_round_trip() -> None:
+    private, _ = generate_key("EdDSA", "k")
+    payload = {"iss": ISSUER, "nested": {"a": [1, 2.5, None, "é"]}}
+    assert parse(mint_token(private, payload)).claims == payload
+
+
+def test_mint_rejects_unusable_keys() -> None:
+    private, public = generate_key("ES256", "k")
+    without_alg = {k: v for k, v in private.items() if k != "alg"}
+    with pytest.raises(ValueError, match="unsupported or missing algorithm"):
+        mint_token(without_alg, claims())
+    with pytest.raises(ValueError, match="a private JWK"):
+        mint_token(public, claims())
+    with pytest.raises(ValueError, match="RS256 needs a RSA key, not 'EC'"):
+        mint_token(private, claims(), alg="RS256")
