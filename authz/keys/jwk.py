@@ -116,10 +116,33 @@ def parse_jwks(doc: object, allowed: frozenset[str]) -> tuple[KeySet, list[str]]
             keys.append(parse_jwk(jwk, allowed))
         except JWKSError as e:
             warnings.append(f"{where}: {e}")
+    if any(k.kty == "oct" for k in keys) and any(k.kty != "oct" for k in keys):
+        # Wycheproof jws_mixedSymmetryKeyset: one set holding secrets and public keys
+        # invites algorithm confusion; an issuer uses one kind or the other.
+        raise JWKSError("JWKS mixes symmetric (oct) and asymmetric keys")
+    ambiguous = _ambiguous_kids(keys)
+    for kid in sorted(ambiguous):
+        # Wycheproof jws_duplicate_kid: which key a token names is ambiguous
+        warnings.append(f"kid {kid!r} names different keys for one algorithm; none is used")
+    keys = [k for k in keys if k.kid not in ambiguous]
     if not keys:
         detail = "; ".join(warnings) if warnings else "the 'keys' array is empty"
         raise JWKSError(f"JWKS has no usable key: {detail}")
     return KeySet(tuple(keys)), warnings
+
+
+def _ambiguous_kids(keys: list[VerifyingKey]) -> set[str]:
+    """Kids shared by different keys that verify a common algorithm (identical copies are fine)."""
+    seen: dict[tuple[str, str], VerifyingKey] = {}
+    ambiguous: set[str] = set()
+    for key in keys:
+        if key.kid is None:
+            continue
+        for alg in key.algorithms:
+            other = seen.setdefault((key.kid, alg), key)
+            if other is not key and other != key:
+                ambiguous.add(key.kid)
+    return ambiguous
 
 
 def parse_jwk(jwk: object, allowed: frozenset[str]) -> VerifyingKey:
@@ -236,10 +259,35 @@ def _coordinate_size(curve: ec.EllipticCurve) -> int:
 def _rsa_from_jwk(jwk: dict[str, Any]) -> rsa.RSAPublicKey:
     n = int.from_bytes(_member(jwk, "n"), "big")
     e = int.from_bytes(_member(jwk, "e"), "big")
+    if _roca_fingerprint(n):
+        raise JWKSError("RSA key has the ROCA fingerprint (CVE-2017-15361): it can be factored")
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError as err:
         raise JWKSError(f"invalid RSA key: {err}") from None
+
+
+# ROCA (Nemec et al., CCS 2017): moduli made by the vulnerable Infineon library satisfy
+# n mod p in <65537> (mod p) for every one of these small primes; random moduli almost never do.
+_ROCA_PRIMES = (
+    3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89,
+    97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+)  # fmt: skip
+
+
+def _subgroup(p: int) -> frozenset[int]:
+    members, value = set(), 1
+    while value not in members:
+        members.add(value)
+        value = value * 65537 % p
+    return frozenset(members)
+
+
+_ROCA_SUBGROUPS = tuple((p, _subgroup(p)) for p in _ROCA_PRIMES)
+
+
+def _roca_fingerprint(n: int) -> bool:
+    return all(n % p in group for p, group in _ROCA_SUBGROUPS)
 
 
 def _ec_from_jwk(jwk: dict[str, Any]) -> ec.EllipticCurvePublicKey:

@@ -47,8 +47,26 @@ class ParsedToken:
     signature: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class JWS:
+    """A compact JWS with its payload still opaque bytes (not every JWS carries claims)."""
+
+    header: dict[str, Any]
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
+
 def parse(token: str, max_size: int = 16384) -> ParsedToken:
     """Split, decode and JSON-parse a compact JWS; raises TokenError on anything non-canonical."""
+    jws = parse_jws(token, max_size)
+    return ParsedToken(
+        jws.header, _json_object(jws.payload, "payload"), jws.signing_input, jws.signature
+    )
+
+
+def parse_jws(token: str, max_size: int = 16384) -> JWS:
+    """The JWS layer of `parse`: header checks and strict decoding, payload left as bytes."""
     if len(token) > max_size:
         raise TokenError(Reason.TOKEN_TOO_LARGE, f"token is {len(token)} bytes, over {max_size}")
     if not token.isascii() or (raw := token.encode("ascii")).translate(None, _TOKEN_BYTES):
@@ -72,10 +90,10 @@ def parse(token: str, max_size: int = 16384) -> ParsedToken:
         raise TokenError(Reason.HEADER_UNSUPPORTED, "header 'crit' is not supported")
     if "b64" in header:
         raise TokenError(Reason.HEADER_UNSUPPORTED, "header 'b64' is not supported")
-    claims = _decode_json(claims_b64, "payload")
+    payload = _decode_b64url(claims_b64, "payload")
     signature = _decode_b64url(signature_b64, "signature")
     signing_input = raw[: len(header_b64) + 1 + len(claims_b64)]
-    return ParsedToken(header, claims, signing_input, signature)
+    return JWS(header, payload, signing_input, signature)
 
 
 def _decode_b64url(segment: bytes, name: str) -> bytes:
@@ -93,7 +111,10 @@ def _decode_b64url(segment: bytes, name: str) -> bytes:
 
 
 def _decode_json(segment: bytes, name: str) -> dict[str, Any]:
-    raw = _decode_b64url(segment, name)
+    return _json_object(_decode_b64url(segment, name), name)
+
+
+def _json_object(raw: bytes, name: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

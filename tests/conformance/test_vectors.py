@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 
 from authz.keys.jwk import JWKSError, parse_jwks, verify_signature
 from authz.policy import schema
-from authz.request.jose import TokenError, parse
+from authz.request.jose import TokenError, parse_jws
 from tests.support.authz import CheckClient, check_server, header
 
 ROOT = Path(
@@ -196,13 +197,29 @@ def test_wycheproof_signature_layer(entry: dict[str, Any]) -> None:
     calls invalid (being stricter than Wycheproof's 'valid' is allowed)."""
     try:
         keys, _ = parse_jwks(entry["keys"], frozenset(schema.ALGORITHMS))
-        token = parse(entry["token"])
-    except (JWKSError, TokenError, KeyError, TypeError):
+        token = parse_jws(entry["token"])
+    except (JWKSError, TokenError):
         return  # refused before any signature check: never an accept
     alg = token.header["alg"]
     accepted = any(
         verify_signature(key, alg, token.signing_input, token.signature)
         for key in keys.candidates(token.header.get("kid"), alg)
     )
-    if accepted:
+    if accepted and entry["id"] not in PADDING_STRIPPED:
         assert entry["jws_result"] == "valid", entry["flags"]
+    STATS[entry["jws_result"], accepted] += 1
+
+
+STATS: Counter[tuple[str, bool]] = Counter()
+# Wycheproof's invalidBase64Padding cases are invalid because of '=' padding, which this
+# corpus does not carry: the bytes given are a canonical JWS whose HMAC verifies. At the
+# Check API they are denied like every Wycheproof vector (test_vector above).
+PADDING_STRIPPED = frozenset({"wycheproof/jws/367", "wycheproof/jws/370"})
+
+
+def test_wycheproof_signature_layer_is_not_vacuous() -> None:
+    """Runs after the cases above: the signature check really ran on most vectors and
+    accepted valid ones (a parser that refused everything would pass the check above)."""
+    if not STATS:
+        pytest.skip("run together with test_wycheproof_signature_layer")
+    assert STATS["valid", True] >= 35 and STATS["invalid", False] >= 250, STATS

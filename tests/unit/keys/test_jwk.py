@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,6 +228,33 @@ def test_same_kid_on_several_keys_keeps_all() -> None:
 def test_kids_in_document_order() -> None:
     ks = keyset(public("ES256", "b"), public("ES256", alg="ES256", kid=None), public("ES256", "a"))
     assert ks.kids == ("b", "a")
+
+
+def test_same_kid_for_different_keys_of_one_algorithm_is_dropped() -> None:
+    one, other = public("ES256", "dup"), public("ES256", "k2")
+    keys, warnings = parse_jwks(
+        {"keys": [one, {**other, "kid": "dup"}, public("ES256", "ok")]}, ALL
+    )
+    assert keys.kids == ("ok",)
+    assert warnings == ["kid 'dup' names different keys for one algorithm; none is used"]
+    copies, warnings = parse_jwks({"keys": [one, dict(one)]}, ALL)
+    assert copies.kids == ("dup",) and warnings == []
+
+
+def test_mixed_symmetric_and_asymmetric_sets_are_refused() -> None:
+    secret = {"kty": "oct", "kid": "h", "k": b64url(b"s" * 32)}
+    with pytest.raises(JWKSError, match="mixes symmetric"):
+        parse_jwks({"keys": [secret, public("ES256", "e")]}, ALL)
+
+
+def test_roca_weak_rsa_keys_are_refused() -> None:
+    # Wycheproof jws_rsa_roca_key: a modulus from the vulnerable Infineon generator
+    corpus = json.loads(
+        (Path(__file__).resolve().parents[4] / "shared/conformance/wycheproof_jws.json").read_text()
+    )
+    [entry] = [e for e in corpus["entries"] if "roca" in e["source"]["symbol"]]
+    with pytest.raises(JWKSError, match="ROCA"):
+        parse_jwks(entry["keys"], ALL)
 
 
 def test_empty_keyset() -> None:
