@@ -27,6 +27,7 @@ lint: venv
 	$(BIN)/ruff check authz tests examples
 	$(BIN)/ruff format --check authz tests examples
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 test-fast: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit tests/conformance
