@@ -26,6 +26,10 @@ def _labels(text: str) -> dict[str, str]:
     return out
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
     out = {}
     for item in items:
@@ -42,7 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server")
-    serve.add_argument("--policy-dir", type=Path, required=True, help="directory of policy YAML")
+    serve.add_argument(
+        "--policy-dir", type=Path, help="directory of policy YAML (the embedded default)"
+    )
+    serve.add_argument(
+        "--kubernetes", action="store_true", help="watch authz.io CRDs (cluster mode)"
+    )
+    serve.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
+    serve.add_argument("--watch-namespaces", type=_names, default=(), help="ns1,ns2 (default: all)")
+    serve.add_argument(
+        "--leader-election-namespace", help="where the status-writer Lease lives (default: own)"
+    )
+    serve.add_argument("--leader-election-id", default="authz-status", help="Lease name")
     serve.add_argument("--grpc-addr", default="127.0.0.1:9001", help="HOST:PORT or unix:PATH")
     serve.add_argument(
         "--http-addr", default="127.0.0.1:9002", help="HOST:PORT for /healthz, /readyz, /metrics"
@@ -119,6 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
     from authz.server import ServeSettings, serve
 
     logs.configure(args.log_level, json_output=args.log_format == "json")
+    if args.policy_dir is None and not args.kubernetes:
+        raise SystemExit("authz serve: give --policy-dir, --kubernetes, or both")
     return serve(
         ServeSettings(
             policy_dir=args.policy_dir,
@@ -132,6 +149,11 @@ def _serve(args: argparse.Namespace) -> int:
             max_token_bytes=args.max_token_bytes,
             shutdown_delay=args.shutdown_delay,
             shutdown_grace=args.shutdown_grace,
+            kubernetes=args.kubernetes,
+            kubeconfig=args.kubeconfig,
+            watch_namespaces=args.watch_namespaces,
+            leader_election_namespace=args.leader_election_namespace,
+            leader_election_id=args.leader_election_id,
         )
     )
 

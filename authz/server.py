@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from authz import audit, metrics
 from authz.check import Checker, Outcome
+from authz.controller import start_controller
 from authz.decision import Decision, Reason
 from authz.policy.source import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
@@ -35,7 +36,7 @@ SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_na
 
 @dataclass(frozen=True)
 class ServeSettings:
-    policy_dir: Path
+    policy_dir: Path | None
     grpc_addr: str = "127.0.0.1:9001"
     http_addr: str = "127.0.0.1:9002"
     realm: str = "authz"
@@ -46,6 +47,11 @@ class ServeSettings:
     max_token_bytes: int = 16384
     shutdown_delay: float = 0.0
     shutdown_grace: float = 10.0
+    kubernetes: bool = False
+    kubeconfig: str | None = None
+    watch_namespaces: tuple[str, ...] = ()
+    leader_election_namespace: str | None = None
+    leader_election_id: str = "authz-status"
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -101,12 +107,14 @@ class _OpsServer(ThreadingHTTPServer):
 
 
 class ServerState:
-    def __init__(self, store: PolicyStore) -> None:
+    def __init__(self, store: PolicyStore, synced: Callable[[], bool] = lambda: True) -> None:
         self.store = store
+        self.synced = synced
         self.draining = threading.Event()
 
     def ready(self) -> bool:
-        return self.store.ready and not self.draining.is_set()
+        """A first full sync of every source is serving, and we are not draining."""
+        return self.store.ready and self.synced() and not self.draining.is_set()
 
 
 def _host_port(addr: str) -> tuple[str, int]:
@@ -152,13 +160,19 @@ def serve(settings: ServeSettings) -> int:
         max_token_bytes=settings.max_token_bytes,
     )
     metrics.register_state(store, cache)
-    source = DirectorySource(settings.policy_dir)
-    load(source, store)
-    watcher = DirectoryWatcher(source, store)
-    watcher.start()
+    stoppers: list[Callable[[], None]] = []
+    if settings.policy_dir is not None:
+        source = DirectorySource(settings.policy_dir)
+        load(source, store)
+        watcher = DirectoryWatcher(source, store)
+        watcher.start()
+        stoppers.append(watcher.stop)
+    controller = start_controller(settings, store) if settings.kubernetes else None
+    if controller is not None:
+        stoppers.append(controller.stop)
 
     server, health_servicer, _port = grpc_server(checker, settings.grpc_addr, settings.threads)
-    state = ServerState(store)
+    state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     ops = _OpsServer(_host_port(settings.http_addr), state)
     threading.Thread(target=ops.serve_forever, name="ops-http", daemon=True).start()
     server.start()
@@ -168,7 +182,8 @@ def serve(settings: ServeSettings) -> int:
         "serving",
         grpc=settings.grpc_addr,
         http=settings.http_addr,
-        policy_dir=str(settings.policy_dir),
+        policy_dir=str(settings.policy_dir) if settings.policy_dir else None,
+        kubernetes=settings.kubernetes,
         snapshot=store.snapshot.version,
     )
 
@@ -186,7 +201,8 @@ def serve(settings: ServeSettings) -> int:
         pass
     time.sleep(settings.shutdown_delay)  # let load balancers see /readyz fail first
     server.stop(grace=settings.shutdown_grace).wait()
-    watcher.stop()
+    for stop_source in stoppers:
+        stop_source()
     ops.shutdown()
     log.info("stopped")
     return 0

@@ -44,17 +44,26 @@ class PolicyStore:
         self._issuers: dict[str, CompiledIssuer] = {}
         self._policies: dict[str, PolicyObject] = {}
         self._listeners: list[Callable[[Snapshot], None]] = []
+        self._inputs: dict[str, tuple[list[PolicyObject], dict[str, tuple[str, list[str]]]]] = {}
         self._lock = threading.Lock()
 
     def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
         self._listeners.append(listener)
 
     def update(
-        self, objects: list[PolicyObject], failures: Mapping[str, tuple[str, list[str]]]
+        self,
+        objects: list[PolicyObject],
+        failures: Mapping[str, tuple[str, list[str]]],
+        *,
+        source: str = "files",
     ) -> Snapshot:
-        """Rebuild from the full object set. `failures` maps the key of each object whose
-        current version is invalid to (origin, problems); its last good version stays."""
+        """Rebuild from a source's full object set, merged with the other sources' latest.
+        `failures` maps the key of each object whose current version is invalid to
+        (origin, problems); its last good version stays."""
         with self._lock:
+            self._inputs[source] = (list(objects), dict(failures))
+            objects = [o for objs, _ in self._inputs.values() for o in objs]
+            failures = {k: v for _, f in self._inputs.values() for k, v in f.items()}
             started = time.monotonic()
             statuses: dict[str, ObjectStatus] = {}
             present = {o.key for o in objects} | set(failures)

@@ -162,4 +162,5 @@ def test_sigterm_drains_without_losing_requests(
     stop.set()
     assert server.process.stop(grace=15) == 0  # a repeated SIGTERM is harmless
     assert set(results[:-1]) == {"ok"}, results[-5:]
-    assert results[-1] in ("ok", "UNAVAILABLE")  # only the connection refused after close
+    # only the request sent after the listener closed is refused (UNAVAILABLE or CANCELLED)
+    assert results[-1] in ("ok", "UNAVAILABLE", "CANCELLED")

@@ -1,0 +1,299 @@
+"""The Kubernetes source: list + watch the authz.io kinds and feed the store.
+
+One thread per (kind, namespace) keeps an in-memory copy of the objects:
+list, then watch from the list's resourceVersion with bookmarks; a 410 Gone
+relists, any other failure reconnects with capped exponential backoff, and the
+watch is re-established every `resync` seconds so a silently dead connection
+cannot freeze the view. Spec changes are debounced into one store rebuild;
+status-only updates (our own writes) do not trigger rebuilds. If the API server
+goes away the last snapshot keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from authz.policy import schema
+from authz.policy.crd import NAMES
+from authz.policy.store import PolicyStore
+from authz.policy.validate import PolicyError, PolicyObject, validate_document
+
+log = structlog.get_logger("authz.kube")
+
+# Fields that read the authorizer's own filesystem: fine in a policy directory, never
+# from a cluster object (a tenant must not make the authorizer read its files).
+FILE_FIELDS = ("jwksFile",)
+
+
+class _Gone(Exception):
+    """The resourceVersion is too old (410): relist."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: str
+    namespace: str | None  # None: all namespaces (or cluster-scoped)
+
+    @property
+    def plural(self) -> str:
+        return NAMES[self.kind][0]
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    kind = obj.get("kind", "")
+    if kind in schema.CLUSTER_SCOPED:
+        return f"{kind}/{meta.get('name')}"
+    return f"{kind}/{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _fingerprint(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What a rebuild depends on; status and resourceVersion are not part of it."""
+    meta = obj.get("metadata", {})
+    return (meta.get("generation"), repr(obj.get("spec")), repr(meta.get("labels")))
+
+
+class KubeSource:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        store: PolicyStore,
+        *,
+        namespaces: Iterable[str] = (),
+        debounce: float = 0.05,
+        resync: float = 300.0,
+        on_rebuild: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self._api = client.CustomObjectsApi(api)
+        self._store = store
+        self._debounce = debounce
+        self._resync = resync
+        self._on_rebuild = on_rebuild
+        scoped: list[str | None] = [*namespaces] or [None]
+        self.targets = [
+            Target(kind, None if kind in schema.CLUSTER_SCOPED else ns)
+            for kind in schema.KINDS
+            for ns in ([None] if kind in schema.CLUSTER_SCOPED else scoped)
+        ]
+        self.objects: dict[str, dict[str, Any]] = {}
+        self._owner: dict[str, Target] = {}
+        self._fingerprints: dict[str, tuple[Any, ...]] = {}
+        self._synced: set[Target] = set()
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._watches: list[watch.Watch] = []
+        self._threads: list[threading.Thread] = []
+        self.changed_at: float | None = None  # when the oldest unapplied change was observed
+        self.ready = False  # the first full sync has been applied
+        self.propagation: Callable[[float], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target in self.targets:
+            name = f"watch-{target.kind}-{target.namespace or 'all'}"
+            self._threads.append(
+                threading.Thread(target=self._run, args=(target,), name=name, daemon=True)
+            )
+        self._threads.append(
+            threading.Thread(target=self._rebuild_loop, name="kube-rebuild", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        for w in list(self._watches):
+            w.stop()
+
+    @property
+    def synced(self) -> bool:
+        return len(self._synced) == len(self.targets)
+
+    # -- list and watch --------------------------------------------------------------------
+
+    def _run(self, target: Target) -> None:
+        """Reconnect forever (kopf's infinite_watch): trivial on purpose."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                version = self._list(target)
+                backoff = 0.5
+                while not self._stop.is_set():
+                    version = self._watch(target, version)
+            except _Gone:
+                log.info("watch expired, relisting", kind=target.kind, namespace=target.namespace)
+            except Exception as exc:  # API server down, network, auth: keep serving, retry
+                log.warning(
+                    "watch failed; retrying",
+                    kind=target.kind,
+                    namespace=target.namespace,
+                    error=_short(exc),
+                    retry_in=backoff,
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _call(self, target: Target, **kwargs: Any) -> Any:
+        if target.kind in schema.CLUSTER_SCOPED:
+            return self._api.list_cluster_custom_object(
+                schema.GROUP, schema.VERSION, target.plural, **kwargs
+            )
+        if target.namespace is None:
+            return self._api.list_cluster_custom_object(
+                schema.GROUP, schema.VERSION, target.plural, **kwargs
+            )
+        return self._api.list_namespaced_custom_object(
+            schema.GROUP, schema.VERSION, target.namespace, target.plural, **kwargs
+        )
+
+    def _list(self, target: Target) -> str:
+        result = self._call(target, _request_timeout=30)
+        items = result.get("items", [])
+        with self._lock:
+            fresh = {_key(o): o for o in items}
+            for key in [k for k, t in self._owner.items() if t == target and k not in fresh]:
+                self._forget(key)
+            for key, obj in fresh.items():
+                self._remember(key, obj, target)
+            self._synced.add(target)
+        self._mark_dirty()
+        version: str = result.get("metadata", {}).get("resourceVersion", "")
+        return version
+
+    def _watch(self, target: Target, version: str) -> str:
+        w = watch.Watch()
+        self._watches.append(w)
+        try:
+            stream = w.stream(
+                lambda **kw: self._call(target, **kw),
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=int(self._resync),
+                _request_timeout=self._resync + 30,
+            )
+            for event in stream:
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    if isinstance(obj, dict) and obj.get("code") == 410:
+                        raise _Gone
+                    raise RuntimeError(f"watch error: {obj}")
+                version = obj.get("metadata", {}).get("resourceVersion", version)
+                if kind == "BOOKMARK":
+                    continue
+                key = _key(obj)
+                with self._lock:
+                    changed = (
+                        self._forget(key) if kind == "DELETED" else self._remember(key, obj, target)
+                    )
+                if changed:
+                    self._mark_dirty()
+            return version
+        except ApiException as exc:
+            if exc.status == 410:
+                raise _Gone from exc
+            raise
+        finally:
+            self._watches.remove(w)
+
+    def _remember(self, key: str, obj: dict[str, Any], target: Target) -> bool:
+        self.objects[key] = obj
+        self._owner[key] = target
+        fingerprint = _fingerprint(obj)
+        changed = self._fingerprints.get(key) != fingerprint
+        self._fingerprints[key] = fingerprint
+        return changed
+
+    def _forget(self, key: str) -> bool:
+        self._owner.pop(key, None)
+        self._fingerprints.pop(key, None)
+        return self.objects.pop(key, None) is not None
+
+    # -- rebuild ---------------------------------------------------------------------------
+
+    def _mark_dirty(self) -> None:
+        if self.changed_at is None:
+            self.changed_at = time.monotonic()
+        self._dirty.set()
+
+    def _rebuild_loop(self) -> None:
+        """Debounce bursts into one rebuild; the first rebuild waits for every initial list."""
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._stop.wait(self._debounce)
+            self._dirty.clear()
+            if not self.synced:
+                continue
+            try:
+                self.rebuild()
+            except Exception:
+                log.exception("rebuild failed; keeping the current snapshot")
+
+    def rebuild(self) -> None:
+        with self._lock:
+            snapshot = dict(self.objects)
+            observed, self.changed_at = self.changed_at, None
+        objects, failures = validate_objects(snapshot.values())
+        self._store.update(objects, failures, source="kubernetes")
+        self.ready = True
+        if observed is not None and self.propagation is not None:
+            self.propagation(time.monotonic() - observed)
+        if self._on_rebuild is not None:
+            self._on_rebuild(snapshot)
+
+
+def validate_objects(
+    raw: Iterable[dict[str, Any]],
+) -> tuple[list[PolicyObject], dict[str, tuple[str, list[str]]]]:
+    """The same validation as files, plus the cluster-only rule on file fields."""
+    objects: list[PolicyObject] = []
+    failures: dict[str, tuple[str, list[str]]] = {}
+    for obj in raw:
+        origin = f"kubernetes {_key(obj)}"
+        try:
+            validated = validate_document(_without_server_fields(obj), origin)
+        except PolicyError as exc:
+            failures[exc.key or _key(obj)] = (origin, exc.problems)
+            continue
+        file_fields = [f for f in FILE_FIELDS if f in validated.spec]
+        if file_fields:
+            failures[validated.key] = (
+                origin,
+                [
+                    f"spec.{f}: reads the authorizer's filesystem; not allowed on cluster objects"
+                    for f in file_fields
+                ],
+            )
+            continue
+        objects.append(validated)
+    return objects, failures
+
+
+def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """Status is ours, not the user's; metadata keeps what validation reads."""
+    meta = obj.get("metadata", {})
+    kept = {k: meta[k] for k in ("name", "namespace", "labels", "generation") if k in meta}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": kept,
+        "spec": obj.get("spec"),
+    }
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
