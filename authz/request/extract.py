@@ -8,6 +8,7 @@ bearer credentials: that is a missing token, as in Envoy's jwt_authn.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -26,8 +27,8 @@ class HttpRequest:
     host: str  # lower case, without port
     path: str  # normalised, without query
     raw_path: str  # as received, with query
-    headers: dict[str, str]
-    context: dict[str, str]
+    headers: Mapping[str, str]  # the CheckRequest's own map: lower-case names, not copied
+    context: Mapping[str, str]
 
 
 def _decode_unreserved(path: str) -> str:
@@ -83,12 +84,14 @@ def http_request(check_request: Any) -> HttpRequest:
             raw_path = "/"
         else:
             raise RequestError("request path missing, not absolute or too long")
-    headers: dict[str, str] = dict(http.headers)
+    headers: Mapping[str, str] = http.headers
     if not headers and len(http.header_map.headers):
+        joined: dict[str, str] = {}
+        headers = joined
         for h in http.header_map.headers:
             value = h.value or h.raw_value.decode("utf-8", "replace")
             key = h.key.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
+            joined[key] = f"{joined[key]},{value}" if key in joined else value
     host = http.host or headers.get(":authority", "")
     if host.startswith("["):  # [v6]:port
         host = host[: host.find("]") + 1]
@@ -105,7 +108,7 @@ def http_request(check_request: Any) -> HttpRequest:
         path=normalize_path(path),
         raw_path=raw_path,
         headers=headers,
-        context=dict(attrs.context_extensions),
+        context=attrs.context_extensions,
     )
 
 

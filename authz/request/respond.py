@@ -9,16 +9,12 @@ credentials -> 401 `invalid_token`; valid but not enough -> 403
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
-from envoy.service.auth.v3.external_auth_pb2 import (
-    CheckResponse,
-    DeniedHttpResponse,
-    OkHttpResponse,
-)
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse, DeniedHttpResponse
 from envoy.type.v3.http_status_pb2 import HttpStatus
-from google.protobuf.struct_pb2 import Struct
 from google.rpc import code_pb2, status_pb2
 
 from authz.decision import Decision, Reason
@@ -66,7 +62,6 @@ _GRPC_CODE = {
     403: code_pb2.PERMISSION_DENIED,
 }
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 
 
 def http_status(decision: Decision) -> int:
@@ -133,11 +128,15 @@ class Responder:
         self, decision: Decision, policy: CompiledPolicy | None, token_header: str | None
     ) -> CheckResponse:
         """OK with identity headers. Every configured identity header is either set or
-        removed, so a client cannot smuggle its own `x-auth-subject` to the upstream."""
-        ok = OkHttpResponse()
+        removed, so a client cannot smuggle its own `x-auth-subject` to the upstream.
+        Built field by field: on upb that is several times cheaper than kwargs or Struct.update."""
+        response = CheckResponse()
+        response.status.code = code_pb2.OK
+        ok = response.ok_response
+        ok.SetInParent()
         who = decision.identity
         if policy is not None:
-            remove = []
+            remove = ok.headers_to_remove
             for spec in policy.response.headers:
                 value = None
                 if who is not None:
@@ -145,28 +144,22 @@ class Responder:
                 if value is None:
                     remove.append(spec.name)
                 else:
-                    ok.headers.append(
-                        HeaderValueOption(
-                            header=HeaderValue(key=spec.name, value=value), append_action=_OVERWRITE
-                        )
-                    )
+                    option = ok.headers.add()
+                    option.header.key = spec.name
+                    option.header.value = value
+                    option.append_action = _OVERWRITE
             if policy.response.strip_authorization and token_header is not None:
                 remove.append(token_header)
-            if remove:
-                ok.headers_to_remove.extend(remove)
-        response = CheckResponse(status=_OK_STATUS, ok_response=ok)
         if who is not None:
-            metadata = Struct()
-            metadata.update(
-                {
-                    "issuer": who.issuer,
-                    "subject": who.subject or "",
-                    "scopes": list(who.scopes),
-                    "policy": decision.policy or "",
-                    "rule": decision.rule or "",
-                }
-            )
-            response.dynamic_metadata.CopyFrom(metadata)
+            fields = response.dynamic_metadata.fields
+            fields["issuer"].string_value = who.issuer
+            fields["subject"].string_value = who.subject or ""
+            fields["policy"].string_value = decision.policy or ""
+            fields["rule"].string_value = decision.rule or ""
+            scopes = fields["scopes"].list_value
+            scopes.SetInParent()
+            for scope in who.scopes:
+                scopes.values.add().string_value = scope
         return response
 
 
@@ -174,9 +167,9 @@ def _header_value(
     path: object, scopes: Iterable[str], roles: Iterable[str], claims: object
 ) -> str | None:
     if path == "$scopes":
-        return " ".join(scopes) or None
+        return _safe(" ".join(scopes))
     if path == "$roles":
-        return " ".join(roles) or None
+        return _safe(" ".join(roles))
     assert isinstance(path, tuple) and isinstance(claims, dict)
     value = claim(claims, path)
     if isinstance(value, list):
@@ -187,8 +180,11 @@ def _header_value(
     return _safe(text) if text is not None else None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _safe(value: str) -> str | None:
     """Header values must not carry control characters (a token could try header injection)."""
-    if not value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if not value or _CONTROL.search(value) is not None:
         return None
     return value
