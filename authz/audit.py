@@ -48,7 +48,7 @@ def record(outcome: Outcome, seconds: float) -> None:
     if verified is not None:
         claims = verified.claims
         fields.update(
-            iss=verified.issuer.issuer,
+            iss=claims.get("iss"),
             sub=_text(claims.get("sub")),
             aud=_aud(claims.get("aud")),
             jti=_text(claims.get("jti")),

@@ -54,6 +54,7 @@ class Checker:
         self.max_token_bytes = max_token_bytes
         self.clock = clock
         store.on_swap(lambda _snapshot: self.cache.clear())
+        store.keys.on_change(self.cache.drop_issuer)
 
     def check(self, check_request: Any) -> tuple[CheckResponse, Outcome]:
         try:
@@ -122,7 +123,9 @@ class Checker:
 
     def _verify(self, token: str, policy: CompiledPolicy) -> VerifiedToken:
         """Cache first; a cached token counts only if this policy trusts the very issuer
-        object that verified it (two namespaces may declare the same `iss`)."""
+        object that verified it (two namespaces may declare the same `iss`) and that
+        issuer still has the very key set it verified against (keys may have rotated
+        while it was being verified, after the cache dropped the issuer's entries)."""
         now = self.clock()
         if len(token) > self.max_token_bytes:
             raise TokenError(
@@ -130,7 +133,11 @@ class Checker:
             )
         digest = TokenCache.digest(token)
         cached = self.cache.get(digest, now)
-        if cached is not None and policy.issuers_by_iss.get(cached.issuer.issuer) is cached.issuer:
+        if (
+            cached is not None
+            and policy.issuers_by_iss.get(cached.claims["iss"]) is cached.issuer
+            and cached.issuer.keys.current() is cached.keys
+        ):
             return cached
         verified = verify(token, policy.issuers_by_iss, now, self.max_token_bytes)
         self.cache.put(digest, verified, now)

@@ -158,16 +158,21 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
-def _load(policy_dir: Path, labels: dict[str, str]) -> tuple[Any, Any]:
+def _load(policy_dir: Path, labels: dict[str, str], *, fetch_keys: bool) -> tuple[Any, Any]:
+    """Build a store from the directory; with `fetch_keys`, wait for remote keys' first fetch
+    (each is bounded by its issuer's fetch timeout: discovery plus JWKS, at most 2 x 60 s)."""
     from authz import logs
+    from authz.keys.manager import KeyManager
     from authz.policy.source import DirectorySource
     from authz.policy.store import PolicyStore
 
-    logs.configure("error")  # problems are reported in the command's own output
-    store = PolicyStore(labels)
+    logs.configure("critical")  # problems, key errors included, are in the command's output
+    store = PolicyStore(labels, KeyManager(start=fetch_keys))
     source = DirectorySource(policy_dir)
     result = source.scan()
     store.update(result.objects, result.failures)
+    if fetch_keys:
+        store.keys.wait_attempted(timeout=125)
     return store, result
 
 
@@ -177,7 +182,7 @@ def _check(args: argparse.Namespace) -> int:
     from authz.check import Checker
     from authz.request.respond import challenge, http_status
 
-    store, result = _load(args.policy_dir, args.workload_labels)
+    store, result = _load(args.policy_dir, args.workload_labels, fetch_keys=True)
     token = args.token or os.environ.get("AUTHZ_TOKEN")
     headers = _pairs(args.header, ":", "header")
     if token:
@@ -199,9 +204,13 @@ def _check(args: argparse.Namespace) -> int:
         "rule": decision.rule,
         "snapshot": store.snapshot.version,
     }
-    if outcome.verified is not None:
-        issuer = outcome.verified.issuer
-        out["issuer"] = {"id": issuer.id, "iss": issuer.issuer, "kids": list(issuer.keys.kids)}
+    issuer = _token_issuer(outcome, token)
+    if issuer is not None:
+        out["issuer"] = {
+            "id": issuer.id,
+            "iss": issuer.issuer,
+            "keys": issuer.keys.state().status(),
+        }
     if decision.identity is not None:
         out["subject"] = decision.identity.subject
         out["scopes"] = list(decision.identity.scopes)
@@ -224,8 +233,24 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if decision.allowed else 1
 
 
+def _token_issuer(outcome: Any, token: str | None) -> Any:
+    """The issuer that verified the token or, when verification failed, the one its `iss`
+    names in the chosen policy: a denial for missing keys is explained by that issuer's keys."""
+    from authz.request.jose import TokenError, parse
+
+    if outcome.verified is not None:
+        return outcome.verified.issuer
+    if outcome.policy is None or not token:
+        return None
+    try:
+        iss = parse(token).claims.get("iss")
+    except TokenError:
+        return None
+    return outcome.policy.issuers_by_iss.get(iss) if isinstance(iss, str) else None
+
+
 def _lint(args: argparse.Namespace) -> int:
-    store, result = _load(args.policy_dir, {})
+    store, result = _load(args.policy_dir, {}, fetch_keys=False)
     failed = bool(result.file_errors)
     for error in result.file_errors:
         print(f"ERROR {error}")

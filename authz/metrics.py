@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from authz import __version__
+from authz.keys.manager import KeyState
 from authz.policy.snapshot import Snapshot
 from authz.policy.store import PolicyStore
 from authz.request.cache import TokenCache
@@ -46,12 +48,7 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "authz_policies", "Policies in the serving snapshot.", value=len(snapshot.policies)
         )
-        issuers = GaugeMetricFamily(
-            "authz_issuer_keys", "Verification keys per issuer.", labels=["issuer"]
-        )
-        for issuer in snapshot.issuers.values():
-            issuers.add_metric([issuer.id], len(issuer.keys.keys))
-        yield issuers
+        yield from _key_metrics(self._store.key_states(), time.time())
         yield GaugeMetricFamily(
             "authz_token_cache_entries", "Verified tokens cached.", value=len(self._cache)
         )
@@ -64,6 +61,45 @@ class StateCollector(Collector):
         yield CounterMetricFamily(
             "authz_token_cache_evictions", "Token cache evictions.", value=self._cache.evictions
         )
+
+
+def _key_metrics(
+    states: Mapping[str, KeyState], now: float
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Per-issuer key state: what an outage or a rotation looks like from outside."""
+    keys = GaugeMetricFamily(
+        "authz_issuer_keys", "Verification keys per issuer.", labels=["issuer"]
+    )
+    ready = GaugeMetricFamily(
+        "authz_issuer_keys_ready",
+        "1 if the issuer has keys; 0: its tokens are denied (keys_unavailable).",
+        labels=["issuer"],
+    )
+    age = GaugeMetricFamily(
+        "authz_issuer_key_age_seconds",
+        "Seconds since the issuer's keys were last loaded successfully.",
+        labels=["issuer"],
+    )
+    fetches = CounterMetricFamily(
+        "authz_issuer_key_fetches",
+        "Key refresh attempts by issuer and result (ok, timeout, http_status, invalid, ...).",
+        labels=["issuer", "result"],
+    )
+    refetches = CounterMetricFamily(
+        "authz_issuer_unknown_kid_refetches",
+        "Refetches started because a token named an unknown kid.",
+        labels=["issuer"],
+    )
+    for issuer, state in states.items():
+        keys.add_metric([issuer], state.count)
+        ready.add_metric([issuer], 1 if state.ready else 0)
+        seconds = state.age(now)
+        if seconds is not None:
+            age.add_metric([issuer], seconds)
+        for result, count in sorted(state.fetches.items()):
+            fetches.add_metric([issuer, result], count)
+        refetches.add_metric([issuer], state.unknown_kid_refetches)
+    yield from (keys, ready, age, fetches, refetches)
 
 
 def register_state(store: PolicyStore, cache: TokenCache) -> None:

@@ -116,19 +116,27 @@ def parse_jwks(doc: object, allowed: frozenset[str]) -> tuple[KeySet, list[str]]
             keys.append(parse_jwk(jwk, allowed))
         except JWKSError as e:
             warnings.append(f"{where}: {e}")
+    return build_key_set(keys, warnings, "JWKS", "the 'keys' array is empty"), warnings
+
+
+def build_key_set(keys: list[VerifyingKey], warnings: list[str], what: str, empty: str) -> KeySet:
+    """The checks every key document gets (JWKS, PEM list, X.509 map), then the KeySet.
+
+    Appends to `warnings`; raises JWKSError naming `what` if no usable key remains.
+    """
     if any(k.kty == "oct" for k in keys) and any(k.kty != "oct" for k in keys):
         # Wycheproof jws_mixedSymmetryKeyset: one set holding secrets and public keys
         # invites algorithm confusion; an issuer uses one kind or the other.
-        raise JWKSError("JWKS mixes symmetric (oct) and asymmetric keys")
+        raise JWKSError(f"{what} mixes symmetric (oct) and asymmetric keys")
     ambiguous = _ambiguous_kids(keys)
     for kid in sorted(ambiguous):
         # Wycheproof jws_duplicate_kid: which key a token names is ambiguous
         warnings.append(f"kid {kid!r} names different keys for one algorithm; none is used")
     keys = [k for k in keys if k.kid not in ambiguous]
     if not keys:
-        detail = "; ".join(warnings) if warnings else "the 'keys' array is empty"
-        raise JWKSError(f"JWKS has no usable key: {detail}")
-    return KeySet(tuple(keys)), warnings
+        detail = "; ".join(warnings) if warnings else empty
+        raise JWKSError(f"{what} has no usable key: {detail}")
+    return KeySet(tuple(keys))
 
 
 def _ambiguous_kids(keys: list[VerifyingKey]) -> set[str]:

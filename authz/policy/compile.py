@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from authz.keys.fetch import tls_context
 from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.manager import KeyManager, KeyProvider, StaticKeys
+from authz.keys.sources import (
+    FetchSettings,
+    RemoteSource,
+    discovery_url,
+    hmac_key_set,
+    pem_key_set,
+    url_problem,
+)
 from authz.policy import schema
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.snapshot import (
@@ -45,37 +56,118 @@ def claim_path(text: str) -> ClaimPath:
     return tuple(parts)
 
 
-def compile_issuer(obj: PolicyObject) -> CompiledIssuer:
+def compile_issuer(obj: PolicyObject, keys: KeyManager) -> CompiledIssuer:
+    """Compile an issuer; remote key sources come from (and are kept by) `keys`."""
     spec = obj.spec
     algorithms = frozenset(spec.get("algorithms", schema.ASYMMETRIC_ALGORITHMS))
-    if "jwks" in spec:
-        doc: Any = spec["jwks"]
-    else:
-        path = Path(obj.origin).parent / spec["jwksFile"]
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CompileError(f"spec.jwksFile: cannot read {path}: {exc}") from exc
-    try:
-        keys, _warnings = parse_jwks(doc, algorithms)
-    except JWKSError as exc:
-        raise CompileError(f"spec.jwks: {exc}") from exc
     claims = spec.get("claims", {})
+    names = tuple(spec["issuer"].replace("{tenant}", t) for t in spec.get("tenants", ()))
+    fields: dict[str, Any] = {
+        "audiences": tuple(spec.get("audiences", ())),
+        "audience_claim": spec.get("audienceClaim", "aud"),
+        "clock_skew": spec.get("clockSkewSeconds", 60),
+        "max_lifetime": spec.get("maxLifetimeSeconds"),
+        "require_exp": spec.get("requireExp", True),
+        "require_typ": spec.get("requireTyp"),
+        "token_sources": tuple(_token_source(s) for s in spec.get("tokenSources", ())) or (BEARER,),
+        "scope_claims": tuple(claim_path(p) for p in claims.get("scopes", ("scope", "scp"))),
+        "role_claims": tuple(claim_path(p) for p in claims.get("roles", ())),
+        "iss_values": tuple(dict.fromkeys(names)),
+    }
+    # Last, once nothing else can fail: asking for a remote source starts its fetching.
+    provider = _key_provider(obj, algorithms, keys)
     return CompiledIssuer(
-        id=obj.key,
-        issuer=spec["issuer"],
-        keys=keys,
-        algorithms=algorithms,
-        audiences=tuple(spec.get("audiences", ())),
-        audience_claim=spec.get("audienceClaim", "aud"),
-        clock_skew=spec.get("clockSkewSeconds", 60),
-        max_lifetime=spec.get("maxLifetimeSeconds"),
-        require_exp=spec.get("requireExp", True),
-        require_typ=spec.get("requireTyp"),
-        token_sources=tuple(_token_source(s) for s in spec.get("tokenSources", ())) or (BEARER,),
-        scope_claims=tuple(claim_path(p) for p in claims.get("scopes", ("scope", "scp"))),
-        role_claims=tuple(claim_path(p) for p in claims.get("roles", ())),
+        id=obj.key, issuer=spec["issuer"], keys=provider, algorithms=algorithms, **fields
     )
+
+
+def _key_provider(obj: PolicyObject, algorithms: frozenset[str], keys: KeyManager) -> KeyProvider:
+    """The issuer's keys: parsed now for static sources, a managed remote source otherwise."""
+    spec = obj.spec
+    base = Path(obj.origin).parent
+    remote = _remote_source(spec, algorithms)
+    if remote is not None:
+        return keys.remote(obj.key, remote, _fetch_settings(spec.get("fetch", {}), base))
+    where = next(k for k in ("jwks", "jwksFile", "publicKeys", "hmacSecretFile") if k in spec)
+    try:
+        if where == "jwks":
+            key_set, warnings = parse_jwks(spec["jwks"], algorithms)
+            return StaticKeys(key_set, "jwks (inline)", warnings)
+        if where == "jwksFile":
+            path = base / spec["jwksFile"]
+            try:
+                doc = json.loads(_read(path, where))
+            except ValueError as exc:
+                raise CompileError(f"spec.jwksFile: cannot read {path}: {exc}") from exc
+            key_set, warnings = parse_jwks(doc, algorithms)
+            return StaticKeys(key_set, f"jwksFile {path}", warnings)
+        if where == "publicKeys":
+            entries = [
+                (k.get("kid"), k["pem"] if "pem" in k else _read(base / k["file"], where))
+                for k in spec["publicKeys"]
+            ]
+            return StaticKeys(pem_key_set(entries, algorithms), "publicKeys")
+        path = base / spec["hmacSecretFile"]
+        secret = _read(path, where)
+        # One trailing newline, as `echo` and editors add it, is not part of the secret.
+        secret = (
+            secret.removesuffix(b"\r\n") if secret.endswith(b"\r\n") else secret.removesuffix(b"\n")
+        )
+        return StaticKeys(hmac_key_set(secret, algorithms), f"hmacSecretFile {path}")
+    except JWKSError as exc:
+        raise CompileError(f"spec.{where}: {exc}") from exc
+
+
+def _remote_source(spec: Mapping[str, Any], algorithms: frozenset[str]) -> RemoteSource | None:
+    allow_http = spec.get("fetch", {}).get("allowInsecureHttp", False)
+    issuer = spec["issuer"]
+    if spec.get("discovery") is True:
+        source = RemoteSource("discovery", discovery_url(issuer), issuer, algorithms)
+        where = "spec.issuer"
+    elif "jwksUri" in spec:
+        source = RemoteSource("jwksUri", spec["jwksUri"], issuer, algorithms)
+        where = "spec.jwksUri"
+    elif "x509CertificatesUri" in spec:
+        source = RemoteSource("x509", spec["x509CertificatesUri"], issuer, algorithms)
+        where = "spec.x509CertificatesUri"
+    else:
+        return None
+    problem = url_problem(source.url, allow_http)
+    if problem is not None:
+        raise CompileError(f"{where}: {problem}")
+    return source
+
+
+def _fetch_settings(spec: Mapping[str, Any], base: Path) -> FetchSettings:
+    def get(name: str) -> int:
+        value: int = spec.get(name, schema.FETCH_DEFAULTS[name])
+        return value
+
+    ca_pem = None
+    if "caFile" in spec:
+        try:
+            ca_pem = _read(base / spec["caFile"], "fetch.caFile").decode("ascii")
+            tls_context(ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise CompileError(f"spec.fetch.caFile: not a PEM CA bundle: {exc}") from exc
+    return FetchSettings(
+        refresh=get("refreshSeconds"),
+        min_refresh=get("minRefreshSeconds"),
+        max_refresh=get("maxRefreshSeconds"),
+        cooldown=get("unknownKidCooldownSeconds"),
+        wait=get("unknownKidWaitMillis") / 1000,
+        max_stale=get("maxStaleSeconds"),
+        timeout=get("timeoutSeconds"),
+        ca_pem=ca_pem,
+        allow_http=spec.get("allowInsecureHttp", False),
+    )
+
+
+def _read(path: Path, where: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CompileError(f"spec.{where}: cannot read {path}: {exc}") from exc
 
 
 def _token_source(spec: Mapping[str, Any]) -> TokenSource:
@@ -216,12 +308,12 @@ def compile_policy(
         issuer = issuers.get(key)
         if issuer is None:
             problems.append(f"spec.issuers[{i}]: {key} not found or not ready")
-        elif issuer.issuer in by_iss:
-            problems.append(
-                f"spec.issuers[{i}]: {key} has the same iss as {by_iss[issuer.issuer].id}; ignored"
-            )
+            continue
+        clash = next((by_iss[iss] for iss in issuer.accepted_iss if iss in by_iss), None)
+        if clash is not None:
+            problems.append(f"spec.issuers[{i}]: {key} has the same iss as {clash.id}; ignored")
         else:
-            by_iss[issuer.issuer] = issuer
+            by_iss.update(dict.fromkeys(issuer.accepted_iss, issuer))
     rules = tuple(_rule(r, i) for i, r in enumerate(spec["rules"]))
     default_action = spec.get("defaultAction", "deny")
     if not spec.get("issuers") and any(
@@ -229,7 +321,7 @@ def compile_policy(
     ):
         raise CompileError("spec.issuers: a rule requires a token but the policy trusts no issuer")
     sources: list[TokenSource] = []
-    for issuer in by_iss.values():
+    for issuer in dict.fromkeys(by_iss.values()):
         sources.extend(s for s in issuer.token_sources if s not in sources)
     response = spec.get("response", {})
     headers = tuple(

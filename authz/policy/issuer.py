@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from authz.keys.jwk import KeySet
+from authz.keys.manager import KeyProvider
 
 ClaimPath = tuple[str, ...]
 
@@ -28,11 +28,16 @@ BEARER = TokenSource(kind="header", name="authorization", prefix="Bearer ")
 
 @dataclass(frozen=True, slots=True)
 class CompiledIssuer:
-    """One trusted issuer. `id` names the object it came from, e.g. `JWTIssuer/default/demo`."""
+    """One trusted issuer. `id` names the object it came from, e.g. `JWTIssuer/default/demo`.
+
+    `keys` is read on every verification: a fixed set, or a remote source the key
+    manager refreshes in the background. `iss_values` holds the concrete `iss` values
+    of a multi-tenant template (`issuer` keeps the template); empty means just `issuer`.
+    """
 
     id: str
     issuer: str
-    keys: KeySet
+    keys: KeyProvider
     algorithms: frozenset[str]
     audiences: tuple[str, ...] = ()
     audience_claim: str = "aud"
@@ -43,3 +48,9 @@ class CompiledIssuer:
     token_sources: tuple[TokenSource, ...] = (BEARER,)
     scope_claims: tuple[ClaimPath, ...] = (("scope",), ("scp",))
     role_claims: tuple[ClaimPath, ...] = ()
+    iss_values: tuple[str, ...] = ()
+
+    @property
+    def accepted_iss(self) -> tuple[str, ...]:
+        """Every `iss` this issuer answers for; policies index them in O(1)."""
+        return self.iss_values or (self.issuer,)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,36 +77,107 @@ def _path(parts: Iterator[Any] | Any) -> str:
     return out
 
 
-def _exactly_one(obj: Mapping[str, Any], names: tuple[str, ...]) -> bool:
-    return sum(1 for n in names if n in obj) == 1
+def _count(obj: Mapping[str, Any], names: tuple[str, ...]) -> int:
+    return sum(1 for n in names if n in obj)
+
+
+def _on(obj: Mapping[str, Any], name: str) -> bool:
+    """CEL `has(self.x) && self.x` for a boolean field."""
+    return obj.get(name) is True
+
+
+def _https_or_allowed(spec: Mapping[str, Any]) -> bool:
+    if spec.get("fetch", {}).get("allowInsecureHttp") is True:
+        return True
+    urls = [spec[k] for k in ("jwksUri", "x509CertificatesUri") if k in spec]
+    if _on(spec, "discovery"):
+        urls.append(spec["issuer"])
+    return all(u.startswith("https://") for u in urls)
+
+
+_KEY_SOURCES = (
+    "jwks", "jwksFile", "jwksUri", "publicKeys", "x509CertificatesUri", "hmacSecretFile",
+)  # fmt: skip
+_REMOTE = ("jwksUri", "x509CertificatesUri")
+_D = schema.FETCH_DEFAULTS
+_Check = Callable[[Mapping[str, Any]], bool]
+
+# The Python twin of every rule in schema.RULES, keyed by its message; an import-time
+# check fails if a rule has no twin or a twin no rule, so the two cannot drift apart.
+_CHECKS: dict[str, _Check] = {
+    "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
+    "x509CertificatesUri or hmacSecretFile": lambda s: (
+        _count(s, _KEY_SOURCES) + _on(s, "discovery") == 1
+    ),
+    "hmacSecretFile needs algorithms listing only HS256, HS384 or HS512": lambda s: (
+        "hmacSecretFile" not in s
+        or ("algorithms" in s and all(a.startswith("HS") for a in s["algorithms"]))
+    ),
+    "tenants and a {tenant} placeholder in issuer go together": lambda s: (
+        ("tenants" in s) == ("{tenant}" in s["issuer"])
+    ),
+    "discovery needs a fixed issuer; for an issuer template set jwksUri": lambda s: (
+        not (_on(s, "discovery") and "tenants" in s)
+    ),
+    "key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use https "
+    "unless fetch.allowInsecureHttp is true": _https_or_allowed,
+    "fetch applies only to remote key sources: jwksUri, discovery or x509CertificatesUri": (
+        lambda s: "fetch" not in s or _count(s, _REMOTE) > 0 or _on(s, "discovery")
+    ),
+    "minRefreshSeconds must not exceed maxRefreshSeconds": lambda f: (
+        f.get("minRefreshSeconds", _D["minRefreshSeconds"])
+        <= f.get("maxRefreshSeconds", _D["maxRefreshSeconds"])
+    ),
+    "exactly one of pem, file must be set": lambda k: _count(k, ("pem", "file")) == 1,
+    "exactly one of header, cookie, query must be set": lambda t: (
+        _count(t, ("header", "cookie", "query")) == 1
+    ),
+    "at least one target must be set: hosts, contextExtensions or workloadSelector": lambda t: (
+        _count(t, ("hosts", "contextExtensions", "workloadSelector")) > 0
+    ),
+    "requireScopes, requireRoles and claims need action requireToken": lambda r: (
+        r.get("action", "requireToken") == "requireToken"
+        or _count(r, ("requireScopes", "requireRoles", "claims")) == 0
+    ),
+    "exactly one of equals, in, present, regex must be set": lambda c: (
+        _count(c, ("equals", "in", "present", "regex")) == 1
+    ),
+}
+if set(_CHECKS) != {message for *_, message in schema.RULES}:
+    raise AssertionError("validate._CHECKS and schema.RULES are out of step")
+
+
+def _nodes(spec: Mapping[str, Any], path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The objects at a RULES path (`spec.rules[].claims[]`) with their concrete paths.
+
+    Absent fields yield nothing, as a CRD rule on an absent field does not run.
+    """
+    nodes: list[tuple[str, Any]] = [("spec", spec)]
+    for part in path.split(".")[1:]:
+        name, many = (part[:-2], True) if part.endswith("[]") else (part, False)
+        found: list[tuple[str, Any]] = []
+        for where, node in nodes:
+            if name not in node:
+                continue
+            if many:
+                found.extend((f"{where}.{name}[{i}]", v) for i, v in enumerate(node[name]))
+            else:
+                found.append((f"{where}.{name}", node[name]))
+        nodes = found
+    return iter(nodes)
 
 
 def _cross_field(kind: str, spec: Mapping[str, Any]) -> list[str]:
     """The CEL rules of `schema.RULES`, in Python, with the same messages."""
-    messages = {(k, p): m for k, p, _, m in schema.RULES}
+    family = "issuer" if kind in schema.ISSUER_KINDS else "policy"
     problems: list[str] = []
-    if kind in schema.ISSUER_KINDS:
-        if not _exactly_one(spec, ("jwks", "jwksFile")):
-            problems.append(f"spec: {messages[('issuer', 'spec')]}")
-        for i, source in enumerate(spec.get("tokenSources", [])):
-            if not _exactly_one(source, ("header", "cookie", "query")):
-                problems.append(
-                    f"spec.tokenSources[{i}]: {messages[('issuer', 'spec.tokenSources[]')]}"
-                )
-        return problems
-    targets = spec.get("targets", {})
-    if not any(k in targets for k in ("hosts", "contextExtensions", "workloadSelector")):
-        problems.append(f"spec.targets: {messages[('policy', 'spec.targets')]}")
-    for i, rule in enumerate(spec.get("rules", [])):
-        if rule.get("action", "requireToken") != "requireToken" and any(
-            k in rule for k in ("requireScopes", "requireRoles", "claims")
-        ):
-            problems.append(f"spec.rules[{i}]: {messages[('policy', 'spec.rules[]')]}")
-        for j, cond in enumerate(rule.get("claims", [])):
-            if not _exactly_one(cond, ("equals", "in", "present", "regex")):
-                problems.append(
-                    f"spec.rules[{i}].claims[{j}]: {messages[('policy', 'spec.rules[].claims[]')]}"
-                )
+    for rule_family, path, _rule, message in schema.RULES:
+        if rule_family != family:
+            continue
+        check = _CHECKS[message]
+        problems.extend(
+            f"{where}: {message}" for where, node in _nodes(spec, path) if not check(node)
+        )
     return problems
 
 

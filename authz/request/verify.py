@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.decision import Reason
-from authz.keys.jwk import verify_signature
+from authz.keys.jwk import KeySet, verify_signature
 from authz.policy.issuer import CompiledIssuer
 from authz.request.jose import TokenError, parse
 
@@ -23,13 +23,15 @@ _MEDIA_TYPE_PREFIX = "application/"
 
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
-    """A token whose signature and time window checked out; `expires_at` bounds any cache entry."""
+    """A token whose signature and time window checked out; `expires_at` bounds any cache
+    entry, and `keys` is the key set it verified against, so a cache entry dies with it."""
 
     issuer: CompiledIssuer
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
     kid: str | None
     expires_at: float | None
+    keys: KeySet
 
 
 def verify(
@@ -66,14 +68,20 @@ def verify(
         raise TokenError(Reason.CLAIM_INVALID, "'aud' is not a string or array of strings")
 
     kid: str | None = header.get("kid")
-    if not issuer.keys.keys:
-        raise TokenError(Reason.KEYS_UNAVAILABLE, "issuer keys are not available")
-    candidates = issuer.keys.candidates(kid, alg)
+    keys = issuer.keys.current()
+    candidates = keys.candidates(kid, alg)
     if not candidates:
-        raise TokenError(Reason.KEY_NOT_FOUND, f"no {alg} key for kid {_clip(kid)!r}")
+        # Only now, with every cheap check passed: the issuer may have rotated keys.
+        keys = issuer.keys.await_refresh(kid, alg)
+        if not keys.keys:
+            error = issuer.keys.state().last_error or "not loaded yet"
+            raise TokenError(Reason.KEYS_UNAVAILABLE, f"issuer keys are not available: {error}")
+        candidates = keys.candidates(kid, alg)
+        if not candidates:
+            raise TokenError(Reason.KEY_NOT_FOUND, f"no {alg} key for kid {_clip(kid)!r}")
     for key in candidates:
         if verify_signature(key, alg, parsed.signing_input, parsed.signature):
-            return VerifiedToken(issuer, header, claims, kid, expires_at)
+            return VerifiedToken(issuer, header, claims, kid, expires_at, keys)
     raise TokenError(Reason.SIGNATURE_INVALID, "signature does not verify")
 
 

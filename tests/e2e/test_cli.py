@@ -75,11 +75,14 @@ def test_check_explains_an_allow(setup: tuple[Path, Path]) -> None:
     )
     assert code == 0
     assert out["decision"] == "allow" and out["rule"] == "read-orders" and out["subject"] == "bob"
-    assert out["issuer"] == {
-        "id": "JWTIssuer/default/demo",
-        "iss": "https://demo.authz.local",
-        "kids": ["cli-1"],
-    }
+    issuer = out["issuer"]
+    assert (issuer["id"], issuer["iss"]) == ("JWTIssuer/default/demo", "https://demo.authz.local")
+    keys = issuer["keys"]
+    assert (keys["source"], keys["ready"], keys["kids"]) == (
+        f"jwksFile {policies / 'jwks.json'}",
+        True,
+        ["cli-1"],
+    )
     assert out["upstream_headers"]["x-auth-subject"] == "bob"
 
 

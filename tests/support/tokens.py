@@ -19,6 +19,7 @@ from typing import Any
 
 from authz.devtools import generate_key, mint_token
 from authz.keys.jwk import RSA_ALGORITHMS, parse_jwks
+from authz.keys.manager import StaticKeys
 from authz.policy.issuer import CompiledIssuer
 
 ISSUER = "https://issuer.test"
@@ -59,7 +60,7 @@ def make_issuer(
     compiled = CompiledIssuer(
         id=f"JWTIssuer/test/{kid}",
         issuer=issuer,
-        keys=keys,
+        keys=StaticKeys(keys, "test"),
         algorithms=allowed,
         **overrides,
     )

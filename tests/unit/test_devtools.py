@@ -7,6 +7,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from authz.devtools import SUPPORTED_ALGORITHMS, generate_key, mint_token
 from authz.keys.jwk import parse_jwks
+from authz.keys.manager import StaticKeys
 from authz.policy.issuer import CompiledIssuer
 from authz.request.jose import parse
 from authz.request.verify import verify
@@ -26,7 +27,9 @@ def test_generated_key_verifies_its_own_tokens(alg: str) -> None:
     assert warnings == []
     assert keys.keys[0].algorithms == {alg}
     token = mint_token(private, claims(), typ="at+jwt")
-    issuer = CompiledIssuer(id="dev", issuer=ISSUER, keys=keys, algorithms=frozenset({alg}))
+    issuer = CompiledIssuer(
+        id="dev", issuer=ISSUER, keys=StaticKeys(keys, "test"), algorithms=frozenset({alg})
+    )
     verified = verify(token, {ISSUER: issuer}, NOW)
     assert verified.header == {"alg": alg, "typ": "at+jwt", "kid": "dev"}
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import get_default_algorithms
 
+from authz.devtools import mint_token
+from authz.keys.manager import KeyManager, RemoteKeys
+from authz.keys.sources import RemoteSource
+from authz.policy import schema
 from authz.policy.compile import (
     CompileError,
     claim_path,
@@ -15,6 +22,8 @@ from authz.policy.compile import (
 )
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import validate_document
+from authz.request.verify import verify
+from tests.support.tokens import NOW, b64url, claims, signing_key
 from tests.unit.policy.conftest import issuer_doc, policy_doc
 
 
@@ -60,7 +69,7 @@ def _policy(
 
 
 def _issuers(jwks: dict[str, Any]) -> dict[str, Any]:
-    issuer = compile_issuer(validate_document(issuer_doc(jwks=jwks), "i.yaml"))
+    issuer = compile_issuer(validate_document(issuer_doc(jwks=jwks), "i.yaml"), KeyManager())
     return {issuer.id: issuer}
 
 
@@ -127,8 +136,102 @@ def test_hmac_needs_explicit_algorithms() -> None:
         "keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA", "kid": "h"}]
     }
     with pytest.raises(CompileError):
-        compile_issuer(validate_document(issuer_doc(jwks=secret), "i.yaml"))
+        compile_issuer(validate_document(issuer_doc(jwks=secret), "i.yaml"), KeyManager())
     issuer = compile_issuer(
-        validate_document(issuer_doc(jwks=secret, algorithms=["HS256"]), "i.yaml")
+        validate_document(issuer_doc(jwks=secret, algorithms=["HS256"]), "i.yaml"), KeyManager()
     )
-    assert issuer.keys.kids == ("h",)
+    assert issuer.keys.current().kids == ("h",)
+
+
+def _issuer(tmp_path: Path, manager: KeyManager | None = None, **spec: Any) -> Any:
+    doc = validate_document(issuer_doc(**spec), str(tmp_path / "issuer.yaml"))
+    return compile_issuer(doc, manager or KeyManager(start=False))
+
+
+def _pem(alg: str, kid: str) -> str:
+    jwk = signing_key(alg, kid)[1]
+    key = get_default_algorithms()[alg].from_jwk(jwk)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def test_public_keys_inline_and_from_files(tmp_path: Path) -> None:
+    (tmp_path / "b.pem").write_text(_pem("ES256", "b"))
+    issuer = _issuer(
+        tmp_path,
+        publicKeys=[{"kid": "a", "pem": _pem("ES256", "a")}, {"kid": "b", "file": "b.pem"}],
+        algorithms=["ES256"],
+    )
+    assert issuer.keys.current().kids == ("a", "b")
+    assert issuer.keys.state().source == "publicKeys"
+    with pytest.raises(CompileError, match=r"spec.publicKeys: cannot read .*missing.pem"):
+        _issuer(tmp_path, publicKeys=[{"file": "missing.pem"}])
+    with pytest.raises(CompileError, match=r"spec.publicKeys: \[0\]: not a PEM public key"):
+        _issuer(tmp_path, publicKeys=[{"pem": "-----BEGIN nonsense"}])
+
+
+def test_hmac_secret_file(tmp_path: Path) -> None:
+    secret = b"0123456789abcdef0123456789abcdef"
+    (tmp_path / "secret").write_bytes(secret + b"\n")
+    issuer = _issuer(tmp_path, hmacSecretFile="secret", algorithms=["HS256"])
+    [key] = issuer.keys.current().keys
+    assert key.key == secret and key.algorithms == {"HS256"}
+    token = mint_token(
+        {"kty": "oct", "k": b64url(secret), "alg": "HS256"}, claims(iss="https://idp.example")
+    )
+    assert verify(token, {issuer.issuer: issuer}, NOW).claims["sub"] == "alice"
+    (tmp_path / "short").write_bytes(b"too short\n")
+    with pytest.raises(CompileError, match=r"spec\.hmacSecretFile: oct key is 9 bytes"):
+        _issuer(tmp_path, hmacSecretFile="short", algorithms=["HS256"])
+
+
+def test_tenant_templates_expand_to_concrete_issuers(tmp_path: Path) -> None:
+    template = "https://login.example/{tenant}/v2.0"
+    issuer = _issuer(
+        tmp_path, iss=template, tenants=["t1", "t2"], jwksUri="https://login.example/keys"
+    )
+    assert issuer.issuer == template
+    assert issuer.accepted_iss == ("https://login.example/t1/v2.0", "https://login.example/t2/v2.0")
+    policy, problems = compile_policy(
+        validate_document(policy_doc(), "p.yaml"), {issuer.id: issuer}, {}
+    )
+    assert problems == [] and list(policy.issuers_by_iss) == list(issuer.accepted_iss)
+    assert all(i is issuer for i in policy.issuers_by_iss.values())
+
+
+def test_remote_sources_and_their_settings(tmp_path: Path) -> None:
+    manager = KeyManager(start=False)
+    issuer = _issuer(
+        tmp_path,
+        manager,
+        discovery=True,
+        fetch={"refreshSeconds": 120, "unknownKidWaitMillis": 100, "timeoutSeconds": 2},
+    )
+    assert isinstance(issuer.keys, RemoteKeys)
+    assert issuer.keys.source == RemoteSource(
+        "discovery",
+        "https://idp.example/.well-known/openid-configuration",
+        "https://idp.example",
+        frozenset(schema.ASYMMETRIC_ALGORITHMS),
+    )
+    settings = issuer.keys.settings
+    assert (settings.refresh, settings.wait, settings.timeout, settings.cooldown) == (
+        120,
+        0.1,
+        2,
+        30,
+    )
+    assert not issuer.keys.state().ready
+    again = _issuer(tmp_path, manager, discovery=True)
+    assert again.keys is issuer.keys and again.keys.settings.refresh == 600
+
+
+def test_remote_source_problems(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match=r"spec\.jwksUri: 'https://' is not an absolute"):
+        _issuer(tmp_path, jwksUri="https://")
+    with pytest.raises(CompileError, match=r"spec.fetch.caFile: cannot read .*ca.pem"):
+        _issuer(tmp_path, jwksUri="https://idp.example/k", fetch={"caFile": "ca.pem"})
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(CompileError, match=r"spec\.fetch\.caFile: not a PEM CA bundle"):
+        _issuer(tmp_path, jwksUri="https://idp.example/k", fetch={"caFile": "ca.pem"})

@@ -41,9 +41,14 @@ def test_unknown_fields_are_rejected_like_kubectl_strict() -> None:
 
 
 def test_exactly_one_key_source(es256_jwks: dict[str, Any]) -> None:
-    assert problems(issuer_doc()) == ["spec: exactly one key source must be set: jwks or jwksFile"]
-    both = issuer_doc(jwks=es256_jwks, jwksFile="k.json")
-    assert problems(both) == ["spec: exactly one key source must be set: jwks or jwksFile"]
+    one = (
+        "spec: exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, "
+        "publicKeys, x509CertificatesUri or hmacSecretFile"
+    )
+    assert problems(issuer_doc()) == [one]
+    assert problems(issuer_doc(jwks=es256_jwks, jwksFile="k.json")) == [one]
+    assert problems(issuer_doc(discovery=False)) == [one]
+    assert problems(issuer_doc(discovery=True, jwksUri="https://idp.example/jwks")) == [one]
 
 
 def test_algorithm_none_is_not_a_choice(es256_jwks: dict[str, Any]) -> None:
@@ -97,4 +102,90 @@ def test_wrong_types_are_named() -> None:
     assert problems(doc) == [
         "spec.clockSkewSeconds: must be of type integer, got str",
         "spec.jwks.keys: [] should be non-empty",
+    ]
+
+
+HTTPS_JWKS = "https://idp.example/jwks"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"jwksUri": HTTPS_JWKS},
+        {"discovery": True},
+        {"x509CertificatesUri": "https://www.googleapis.com/robot/v1/metadata/x509/x"},
+        {"publicKeys": [{"kid": "a", "pem": "PEM"}, {"file": "b.pem"}]},
+        {"hmacSecretFile": "secret", "algorithms": ["HS256", "HS512"]},
+        {"jwksUri": HTTPS_JWKS, "fetch": {"refreshSeconds": 60, "caFile": "ca.pem"}},
+        {"jwksUri": "http://127.0.0.1:8080/jwks", "fetch": {"allowInsecureHttp": True}},
+        {
+            "issuer": "https://login.microsoftonline.com/{tenant}/v2.0",
+            "tenants": ["contoso.onmicrosoft.com", "9188040d-6c67-4c5b-b112-36a304b66dad"],
+            "jwksUri": "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+        },
+    ],
+)
+def test_key_sources_that_validate(spec: dict[str, Any]) -> None:
+    iss = spec.pop("issuer", "https://idp.example")
+    assert validate_document(issuer_doc(iss=iss, **spec), "f.yaml").spec["issuer"] == iss
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        (
+            {"hmacSecretFile": "s"},
+            "spec: hmacSecretFile needs algorithms listing only HS256, HS384 or HS512",
+        ),
+        (
+            {"hmacSecretFile": "s", "algorithms": ["HS256", "RS256"]},
+            "spec: hmacSecretFile needs algorithms listing only HS256, HS384 or HS512",
+        ),
+        (
+            {"jwksUri": HTTPS_JWKS, "tenants": ["a"]},
+            "spec: tenants and a {tenant} placeholder in issuer go together",
+        ),
+        (
+            {"issuer": "https://idp/{tenant}", "jwksUri": HTTPS_JWKS},
+            "spec: tenants and a {tenant} placeholder in issuer go together",
+        ),
+        (
+            {"issuer": "https://idp/{tenant}", "tenants": ["a"], "discovery": True},
+            "spec: discovery needs a fixed issuer; for an issuer template set jwksUri",
+        ),
+        (
+            {"jwksUri": "http://idp.example/jwks"},
+            "spec: key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use "
+            "https unless fetch.allowInsecureHttp is true",
+        ),
+        (
+            {"issuer": "http://idp.example", "discovery": True},
+            "spec: key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use "
+            "https unless fetch.allowInsecureHttp is true",
+        ),
+        (
+            {"jwks": {"keys": [{}]}, "fetch": {"refreshSeconds": 60}},
+            "spec: fetch applies only to remote key sources: jwksUri, discovery or "
+            "x509CertificatesUri",
+        ),
+        (
+            {"jwksUri": HTTPS_JWKS, "fetch": {"minRefreshSeconds": 7200}},
+            "spec.fetch: minRefreshSeconds must not exceed maxRefreshSeconds",
+        ),
+        (
+            {"publicKeys": [{"pem": "P"}, {"kid": "b"}]},
+            "spec.publicKeys[1]: exactly one of pem, file must be set",
+        ),
+    ],
+)
+def test_key_source_rules(spec: dict[str, Any], problem: str) -> None:
+    iss = spec.pop("issuer", "https://idp.example")
+    assert problems(issuer_doc(iss=iss, **spec)) == [problem]
+
+
+def test_fetch_bounds_are_typed() -> None:
+    doc = issuer_doc(jwksUri=HTTPS_JWKS, fetch={"timeoutSeconds": 0, "unknownKidWaitMillis": 9000})
+    assert problems(doc) == [
+        "spec.fetch.timeoutSeconds: 0 is less than the minimum of 1",
+        "spec.fetch.unknownKidWaitMillis: 9000 is greater than the maximum of 5000",
     ]

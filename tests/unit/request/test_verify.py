@@ -15,6 +15,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from authz.decision import Reason
 from authz.keys.jwk import KeySet
+from authz.keys.manager import StaticKeys
 from authz.policy.issuer import CompiledIssuer
 from authz.request.jose import TokenError
 from authz.request.verify import VerifiedToken, verify
@@ -318,7 +319,7 @@ def test_known_kid_signed_by_another_key() -> None:
 def test_no_kid_tries_every_key() -> None:
     others = tuple(signing_key("ES256", f"other{i}")[1] for i in range(3))
     issuer, _ = make_issuer("ES256", extra_jwks=others)
-    assert len(issuer.keys.candidates(None, "ES256")) == 4
+    assert len(issuer.keys.current().candidates(None, "ES256")) == 4
     last = {k: v for k, v in signing_key("ES256", "other2")[0].items() if k != "kid"}
     assert check(mint(last), issuer).kid is None
     stranger = {k: v for k, v in signing_key("ES256", "stranger")[0].items() if k != "kid"}
@@ -333,7 +334,7 @@ def test_no_key_for_alg() -> None:
 
 def test_issuer_without_keys() -> None:
     issuer, private = make_issuer("ES256")
-    empty = dataclasses.replace(issuer, keys=KeySet.empty())
+    empty = dataclasses.replace(issuer, keys=StaticKeys(KeySet.empty(), "test"))
     denied(mint(private), empty, Reason.KEYS_UNAVAILABLE)
 
 

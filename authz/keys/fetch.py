@@ -1,0 +1,155 @@
+"""One HTTP GET of a key document, with the limits a background fetcher needs.
+
+Only the key manager's refresh threads call this; the Check path never does I/O.
+A whole fetch (connect, headers, body) is bounded by one deadline, the body by
+`MAX_BYTES`, redirects are not followed (a moved JWKS is a configuration change,
+not something to chase), and TLS is verified against the system CAs or the
+configured bundle. Every failure is a FetchError with a stable `result` code.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import ssl
+import time
+import urllib.parse
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+MAX_BYTES = 1 << 20
+_CHUNK = 64 * 1024
+# The kube-apiserver serves its JWKS only as application/jwk-set+json (406 for plain JSON).
+_HEADERS = {"Accept": "application/json, application/jwk-set+json, */*", "User-Agent": "authz"}
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+
+
+class FetchResult(StrEnum):
+    """How one refresh ended: the `result` label of the fetch metric and the state's last error."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    CONNECT_ERROR = "connect_error"
+    TLS_ERROR = "tls_error"
+    HTTP_STATUS = "http_status"
+    REDIRECT = "redirect"
+    TOO_LARGE = "too_large"
+    INVALID = "invalid"
+    ISSUER_MISMATCH = "issuer_mismatch"
+
+
+class FetchError(Exception):
+    """A key document could not be fetched or used; `result` says which way it failed."""
+
+    def __init__(self, result: FetchResult, message: str) -> None:
+        super().__init__(message)
+        self.result = result
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A JSON document and the server's `Cache-Control: max-age`, if it sent one."""
+
+    document: Any
+    max_age: int | None
+
+
+def tls_context(ca_pem: str | None) -> ssl.SSLContext:
+    """Verifying context: the configured CA bundle if given (only it), else the system CAs."""
+    return ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+
+
+def get_json(
+    url: str, *, timeout: float, tls: ssl.SSLContext, allow_http: bool, max_bytes: int = MAX_BYTES
+) -> Fetched:
+    """GET `url` and parse its body as JSON; raises FetchError."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise FetchError(FetchResult.INVALID, f"not an http(s) URL: {url}")
+    if parts.scheme == "http" and not allow_http:
+        raise FetchError(FetchResult.INVALID, f"plain http is not allowed: {url}")
+    deadline = time.monotonic() + timeout
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    response: http.client.HTTPResponse | None = None
+    try:
+        conn.request("GET", target, headers=_HEADERS)
+        _bound(conn, deadline)
+        response = conn.getresponse()
+        if 300 <= response.status < 400:
+            where = response.getheader("Location", "?")
+            raise FetchError(
+                FetchResult.REDIRECT, f"{url}: HTTP {response.status} to {where} not followed"
+            )
+        if response.status != 200:
+            raise FetchError(FetchResult.HTTP_STATUS, f"{url}: HTTP {response.status}")
+        body = _read(conn, response, deadline, max_bytes, url)
+        max_age = _max_age(response.getheader("Cache-Control", ""))
+    except FetchError:
+        raise
+    except TimeoutError:
+        raise FetchError(FetchResult.TIMEOUT, f"{url}: no answer within {timeout:g}s") from None
+    except ssl.SSLError as exc:
+        raise FetchError(FetchResult.TLS_ERROR, f"{url}: TLS: {exc}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise FetchError(FetchResult.CONNECT_ERROR, f"{url}: {exc or type(exc).__name__}") from None
+    finally:
+        if response is not None:
+            response.close()  # else its socket stays open until garbage collection
+        conn.close()
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FetchError(FetchResult.INVALID, f"{url}: not JSON: {exc}") from None
+    return Fetched(document, max_age)
+
+
+def _bound(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """Give the next socket operation only what is left of the fetch's time."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    if conn.sock is not None:
+        conn.sock.settimeout(remaining)
+
+
+def _read(
+    conn: http.client.HTTPConnection,
+    response: http.client.HTTPResponse,
+    deadline: float,
+    max_bytes: int,
+    url: str,
+) -> bytes:
+    """The body, refused early when Content-Length is too big and cut off at `max_bytes`.
+
+    `read1` returns after one socket read, so a server dripping bytes cannot stretch
+    the fetch past its deadline.
+    """
+    length = response.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise FetchError(
+            FetchResult.TOO_LARGE, f"{url}: body of {length} bytes exceeds {max_bytes}"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        _bound(conn, deadline)
+        chunk = response.read1(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchError(FetchResult.TOO_LARGE, f"{url}: body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+
+
+def _max_age(cache_control: str) -> int | None:
+    match = _MAX_AGE.search(cache_control)
+    return int(match.group(1)) if match else None
