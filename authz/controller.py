@@ -64,11 +64,12 @@ def start_controller(settings: ServeSettings, store: PolicyStore) -> Controller:
         api, store, namespaces=settings.watch_namespaces, on_rebuild=lambda _o: writer.poke()
     )
     source.propagation = PROPAGATION.observe
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector = LeaderElector(
         api,
         namespace=settings.leader_election_namespace or _own_namespace(),
         name=settings.leader_election_id,
-        identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        identity=identity,
         on_change=lambda leader: writer.poke() if leader else None,
     )
     writer = StatusWriter(
@@ -76,6 +77,10 @@ def start_controller(settings: ServeSettings, store: PolicyStore) -> Controller:
         objects=lambda: source.objects,
         statuses=lambda: store.statuses,
         is_leader=lambda: elector.is_leader,
+        identity=identity,
+        keys_status=lambda key: (
+            issuer.keys.state().status() if (issuer := store.issuer(key)) else None
+        ),
     )
     writer.start()
     elector.start()

@@ -170,6 +170,7 @@ def serve(settings: ServeSettings) -> int:
     controller = start_controller(settings, store) if settings.kubernetes else None
     if controller is not None:
         stoppers.append(controller.stop)
+    stoppers.append(store.close)  # last: the sources above may rebuild until they stop
 
     server, health_servicer, _port = grpc_server(checker, settings.grpc_addr, settings.threads)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))

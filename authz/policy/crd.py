@@ -39,12 +39,20 @@ _KEYS_STATUS = {
     "type": "object",
     "description": "The issuer's verification keys as this authorizer sees them.",
     "properties": {
+        "ready": {"type": "boolean", "description": "At least one key is loaded."},
         "kids": {"type": "array", "items": {"type": "string"}, "description": "Key ids loaded."},
         "count": {"type": "integer", "description": "Keys loaded."},
         "source": {"type": "string", "description": "Where the keys come from."},
-        "lastRefresh": {"type": "string", "format": "date-time"},
+        "lastRefresh": {"type": "string", "format": "date-time", "description": "Last success."},
+        "lastAttempt": {"type": "string", "format": "date-time", "description": "Last fetch."},
         "nextRefresh": {"type": "string", "format": "date-time"},
-        "lastError": {"type": "string"},
+        "lastError": {"type": "string", "description": "Why the last fetch failed."},
+        "stale": {"type": "boolean", "description": "Serving keys whose refresh is failing."},
+        "warnings": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Keys skipped and why.",
+        },
     },
 }
 

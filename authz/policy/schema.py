@@ -25,6 +25,16 @@ ASYMMETRIC_ALGORITHMS = (
 )  # fmt: skip
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ALGORITHMS = ASYMMETRIC_ALGORITHMS + HMAC_ALGORITHMS
+# Defaults of the issuer's `fetch` block, shared by the schema, its CEL rules and the compiler.
+FETCH_DEFAULTS = {
+    "refreshSeconds": 600,
+    "minRefreshSeconds": 60,
+    "maxRefreshSeconds": 3600,
+    "unknownKidCooldownSeconds": 30,
+    "unknownKidWaitMillis": 250,
+    "maxStaleSeconds": 86400,
+    "timeoutSeconds": 5,
+}
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 ACTIONS = ("requireToken", "allowAnonymous", "deny")
 
@@ -41,6 +51,11 @@ def _list(items: JSON, description: str, **extra: Any) -> JSON:
 
 def _obj(description: str, properties: JSON, **extra: Any) -> JSON:
     return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+def _fetch_int(name: str, description: str, **extra: Any) -> JSON:
+    default = FETCH_DEFAULTS[name]
+    return {"type": "integer", "description": description, "default": default, **extra}
 
 
 _CLAIM_PATH = _str(
@@ -73,9 +88,15 @@ _TOKEN_SOURCE = _obj(
 )
 
 ISSUER_SPEC: JSON = _obj(
-    "A trusted token issuer: its `iss`, where its keys come from and how its tokens are checked.",
+    "A trusted token issuer: its `iss`, where its keys come from and how its tokens are checked. "
+    "Set exactly one key source: jwks, jwksFile, jwksUri, discovery, publicKeys, "
+    "x509CertificatesUri or hmacSecretFile.",
     {
-        "issuer": _str("The exact `iss` value of this issuer's tokens.", minLength=1),
+        "issuer": _str(
+            "The exact `iss` value of this issuer's tokens, or a template with `{tenant}` "
+            "(see `tenants`).",
+            minLength=1,
+        ),
         "jwks": _obj(
             "Inline JSON Web Key Set (RFC 7517) with the issuer's public keys.",
             {
@@ -91,11 +112,126 @@ ISSUER_SPEC: JSON = _obj(
             "Path of a JWKS file, relative to the policy file's directory. File source only.",
             minLength=1,
         ),
+        "jwksUri": _str(
+            "URL of the issuer's JWKS, fetched in the background and refreshed (see `fetch`).",
+            pattern="^https?://",
+            maxLength=2048,
+        ),
+        "discovery": {
+            "type": "boolean",
+            "description": "Find the JWKS by OIDC discovery at "
+            "`{issuer}/.well-known/openid-configuration`; the document's `issuer` must equal "
+            "`issuer` exactly. Refreshed in the background (see `fetch`).",
+        },
+        "publicKeys": _list(
+            _obj(
+                "A PEM public key (SubjectPublicKeyInfo: RSA, EC or Ed25519/Ed448). "
+                "Set exactly one of pem, file.",
+                {
+                    "kid": _str(
+                        "Key id. A token naming a kid only verifies with the key of that kid; "
+                        "a key without one verifies only tokens without a kid.",
+                        minLength=1,
+                    ),
+                    "pem": _str("The PEM text.", minLength=1),
+                    "file": _str(
+                        "Path of a PEM file, relative to the policy file's directory. "
+                        "File source only.",
+                        minLength=1,
+                    ),
+                },
+            ),
+            "Public keys given as PEM, e.g. an IdP's published realm key.",
+            minItems=1,
+            maxItems=100,
+        ),
+        "x509CertificatesUri": _str(
+            "URL of a JSON object mapping key ids to PEM X.509 certificates, as Google and "
+            "Firebase publish them (`https://www.googleapis.com/robot/v1/metadata/x509/"
+            "securetoken@system.gserviceaccount.com`). Only the certificates' public keys are "
+            "used. Refreshed in the background (see `fetch`).",
+            pattern="^https?://",
+            maxLength=2048,
+        ),
+        "hmacSecretFile": _str(
+            "Path of a file holding a shared HMAC secret (its raw bytes; one trailing newline "
+            "is ignored), relative to the policy file's directory. `algorithms` must list the "
+            "HS* algorithms to accept, and only those. Tokens must not name a kid; for named "
+            "secrets use `jwksFile` with `kty: oct` keys.",
+            minLength=1,
+        ),
+        "tenants": _list(
+            _str("A tenant id or domain.", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$", maxLength=253),
+            "Multi-tenant issuers: `issuer` is a template with `{tenant}` "
+            "(`https://login.microsoftonline.com/{tenant}/v2.0`) and each tenant listed yields "
+            "one accepted `iss`. All tenants share this issuer's keys, e.g. Entra ID's common "
+            "JWKS via `jwksUri`.",
+            minItems=1,
+            maxItems=1000,
+        ),
+        "fetch": _obj(
+            "How remote keys (jwksUri, discovery, x509CertificatesUri) are fetched. Requests "
+            "never wait for a scheduled refresh; a token naming an unknown kid may wait up to "
+            "`unknownKidWaitMillis` for one refetch. Response bodies are limited to 1 MiB "
+            "and redirects are not followed.",
+            {
+                "refreshSeconds": _fetch_int(
+                    "refreshSeconds",
+                    "Refresh interval when the server sends no `Cache-Control: max-age`.",
+                    minimum=1,
+                ),
+                "minRefreshSeconds": _fetch_int(
+                    "minRefreshSeconds", "Lower bound applied to the server's max-age.", minimum=1
+                ),
+                "maxRefreshSeconds": _fetch_int(
+                    "maxRefreshSeconds",
+                    "Upper bound applied to the server's max-age: how long a key removed at "
+                    "the issuer can still verify at most.",
+                    minimum=1,
+                ),
+                "unknownKidCooldownSeconds": _fetch_int(
+                    "unknownKidCooldownSeconds",
+                    "At most one refetch for unknown kids per this many seconds; a kid still "
+                    "unknown afterwards is denied without refetching until the next refresh.",
+                    minimum=1,
+                ),
+                "unknownKidWaitMillis": _fetch_int(
+                    "unknownKidWaitMillis",
+                    "How long a request with an unknown kid may wait for that refetch; "
+                    "then it is denied (key_not_found). 0: never wait.",
+                    minimum=0,
+                    maximum=5000,
+                ),
+                "maxStaleSeconds": _fetch_int(
+                    "maxStaleSeconds",
+                    "How long the last good keys keep serving while refreshes fail.",
+                    minimum=0,
+                ),
+                "timeoutSeconds": _fetch_int(
+                    "timeoutSeconds",
+                    "Time limit for one fetch (connect, headers and body).",
+                    minimum=1,
+                    maximum=60,
+                ),
+                "caFile": _str(
+                    "PEM CA bundle to verify the key server's certificate with, instead of "
+                    "the system CAs; relative to the policy file's directory.",
+                    minLength=1,
+                ),
+                "allowInsecureHttp": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Allow plain-http key URLs. Development only: anyone on "
+                    "the path could substitute keys.",
+                },
+            },
+        ),
         "algorithms": _list(
             {"type": "string", "enum": list(ALGORITHMS)},
             "Accepted JWS algorithms. Default: all asymmetric ones. HS* only verify with an "
             "explicit `kty: oct` secret, never with a public key; `none` is never accepted.",
             minItems=1,
+            maxItems=len(ALGORITHMS),
         ),
         "audiences": _list(
             _str("An audience.", minLength=1),
@@ -133,6 +269,7 @@ ISSUER_SPEC: JSON = _obj(
             _TOKEN_SOURCE,
             "Where this issuer's tokens are looked for. Default: `Authorization: Bearer`.",
             minItems=1,
+            maxItems=16,  # bounds the CRD's CEL cost estimate for the per-item rule
         ),
         "claims": _obj(
             "Where scopes and roles live in this issuer's tokens.",
@@ -213,7 +350,7 @@ _RULE = _obj(
         },
         "requireScopes": _REQUIREMENT,
         "requireRoles": _REQUIREMENT,
-        "claims": _list(_CLAIM_CONDITION, "Claim conditions; all must hold."),
+        "claims": _list(_CLAIM_CONDITION, "Claim conditions; all must hold.", maxItems=64),
     },
 )
 
@@ -283,7 +420,7 @@ POLICY_SPEC: JSON = _obj(
             "default": "deny",
             "description": "What happens when no rule matches.",
         },
-        "rules": _list(_RULE, "Rules in order; the first match decides.", minItems=1),
+        "rules": _list(_RULE, "Rules in order; the first match decides.", minItems=1, maxItems=256),
         "response": _obj(
             "What an allowed request carries to the upstream.",
             {
@@ -305,19 +442,85 @@ SPECS: dict[str, JSON] = {
     "AuthzPolicy": POLICY_SPEC,
 }
 
+
+def _exactly_one(*conditions: str) -> str:
+    """A CEL sum of 0/1 terms: far cheaper for the API server's cost estimate than
+    filtering a list literal, which matters for rules evaluated on every list item."""
+    return " + ".join(f"({c} ? 1 : 0)" for c in conditions) + " == 1"
+
+
 # Cross-field rules: (kind, field path, CEL expression for the CRD, message).
 # `validate` enforces the same rules in Python; a test keeps the two in step.
 RULES: tuple[tuple[str, str, str, str], ...] = (
     (
         "issuer",
         "spec",
-        "[has(self.jwks), has(self.jwksFile)].filter(x, x).size() == 1",
-        "exactly one key source must be set: jwks or jwksFile",
+        _exactly_one(
+            "has(self.jwks)",
+            "has(self.jwksFile)",
+            "has(self.jwksUri)",
+            "has(self.discovery) && self.discovery",
+            "has(self.publicKeys)",
+            "has(self.x509CertificatesUri)",
+            "has(self.hmacSecretFile)",
+        ),
+        "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
+        "x509CertificatesUri or hmacSecretFile",
+    ),
+    (
+        "issuer",
+        "spec",
+        "!has(self.hmacSecretFile) || "
+        "(has(self.algorithms) && self.algorithms.all(a, a.startsWith('HS')))",
+        "hmacSecretFile needs algorithms listing only HS256, HS384 or HS512",
+    ),
+    (
+        "issuer",
+        "spec",
+        "has(self.tenants) == self.issuer.contains('{tenant}')",
+        "tenants and a {tenant} placeholder in issuer go together",
+    ),
+    (
+        "issuer",
+        "spec",
+        "!(has(self.discovery) && self.discovery && has(self.tenants))",
+        "discovery needs a fixed issuer; for an issuer template set jwksUri",
+    ),
+    (
+        "issuer",
+        "spec",
+        "(has(self.fetch) && has(self.fetch.allowInsecureHttp) && self.fetch.allowInsecureHttp) || "
+        "((!has(self.jwksUri) || self.jwksUri.startsWith('https://')) && "
+        "(!has(self.x509CertificatesUri) || self.x509CertificatesUri.startsWith('https://')) && "
+        "(!has(self.discovery) || !self.discovery || self.issuer.startsWith('https://')))",
+        "key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use https "
+        "unless fetch.allowInsecureHttp is true",
+    ),
+    (
+        "issuer",
+        "spec",
+        "!has(self.fetch) || has(self.jwksUri) || has(self.x509CertificatesUri) || "
+        "(has(self.discovery) && self.discovery)",
+        "fetch applies only to remote key sources: jwksUri, discovery or x509CertificatesUri",
+    ),
+    (
+        "issuer",
+        "spec.fetch",
+        f"(has(self.minRefreshSeconds) ? self.minRefreshSeconds : "
+        f"{FETCH_DEFAULTS['minRefreshSeconds']}) <= (has(self.maxRefreshSeconds) ? "
+        f"self.maxRefreshSeconds : {FETCH_DEFAULTS['maxRefreshSeconds']})",
+        "minRefreshSeconds must not exceed maxRefreshSeconds",
+    ),
+    (
+        "issuer",
+        "spec.publicKeys[]",
+        _exactly_one("has(self.pem)", "has(self.file)"),
+        "exactly one of pem, file must be set",
     ),
     (
         "issuer",
         "spec.tokenSources[]",
-        "[has(self.header), has(self.cookie), has(self.query)].filter(x, x).size() == 1",
+        _exactly_one("has(self.header)", "has(self.cookie)", "has(self.query)"),
         "exactly one of header, cookie, query must be set",
     ),
     (
@@ -336,8 +539,10 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
     (
         "policy",
         "spec.rules[].claims[]",
-        "[has(self.equals), has(self.in), has(self.present), has(self.regex)]"
-        ".filter(x, x).size() == 1",
+        # `in` is a CEL keyword: Kubernetes escapes the field name as `__in__`.
+        _exactly_one(
+            "has(self.equals)", "has(self.__in__)", "has(self.present)", "has(self.regex)"
+        ),
         "exactly one of equals, in, present, regex must be set",
     ),
 )

@@ -40,10 +40,24 @@ def _condition(kind: str, ok: bool, reason: str, message: str, generation: int) 
     }
 
 
+def _keys_condition(keys: Mapping[str, Any], generation: int) -> dict[str, Any]:
+    if not keys.get("ready"):
+        message = keys.get("lastError") or "no key loaded yet"
+        return _condition("KeysReady", False, "NotLoaded", message, generation)
+    kids = ", ".join(keys.get("kids", [])) or "no kid"
+    if keys.get("stale"):
+        message = f"serving {keys.get('count')} key(s) ({kids}) while refresh fails: {keys.get('lastError')}"
+        return _condition("KeysReady", True, "Stale", message, generation)
+    return _condition(
+        "KeysReady", True, "Loaded", f"{keys.get('count')} key(s): {kids}", generation
+    )
+
+
 def desired_conditions(
-    key: str, status: ObjectStatus | None, generation: int
+    key: str, status: ObjectStatus | None, generation: int, keys: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Ready, Accepted and (for policies) ResolvedRefs, without timestamps."""
+    """Ready, Accepted, ResolvedRefs (policies) and KeysReady (issuers), without timestamps.
+    An issuer is Ready only when its keys are loaded: that is what a user needs to know."""
     if status is None:
         return [_condition("Ready", False, "Pending", "not processed yet", generation)]
     problems = "; ".join(status.problems)
@@ -66,7 +80,13 @@ def desired_conditions(
                 generation,
             )
         )
-    if status.accepted and not unresolved:
+    keys_ready = None
+    if keys is not None:
+        keys_ready = _keys_condition(keys, generation)
+        conditions.append(keys_ready)
+    if status.accepted and keys_ready is not None and keys_ready["status"] == "False":
+        ready = _condition("Ready", False, "KeysNotReady", keys_ready["message"], generation)
+    elif status.accepted and not unresolved:
         ready = _condition("Ready", True, "Serving", "serving this generation", generation)
     elif status.accepted:
         ready = _condition("Ready", False, "UnresolvedRefs", "; ".join(unresolved), generation)
@@ -123,8 +143,10 @@ class StatusWriter:
         objects: Callable[[], Mapping[str, dict[str, Any]]],
         statuses: Callable[[], Mapping[str, ObjectStatus]],
         is_leader: Callable[[], bool],
+        identity: str,
         keys_status: Callable[[str], dict[str, Any] | None] = lambda _key: None,
     ) -> None:
+        self._identity = identity  # field manager and event reporter: shows who wrote what
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._objects = objects
@@ -165,13 +187,12 @@ class StatusWriter:
             generation = int(meta.get("generation") or 0)
             status = statuses.get(key)
             current = obj.get("status") or {}
+            keys = self._keys_status(key)
+            desired = desired_conditions(key, status, generation, keys)
             body: dict[str, Any] = {
                 "observedGeneration": generation,
-                "conditions": merge_times(
-                    desired_conditions(key, status, generation), current.get("conditions", [])
-                ),
+                "conditions": merge_times(desired, current.get("conditions", [])),
             }
-            keys = self._keys_status(key)
             if keys is not None:
                 body["keys"] = keys
             if status is not None and not status.accepted:
@@ -188,7 +209,12 @@ class StatusWriter:
         try:
             if obj["kind"] in schema.CLUSTER_SCOPED:
                 self._custom.patch_cluster_custom_object_status(
-                    schema.GROUP, schema.VERSION, plural, meta["name"], {"status": status}
+                    schema.GROUP,
+                    schema.VERSION,
+                    plural,
+                    meta["name"],
+                    {"status": status},
+                    field_manager=self._identity,
                 )
             else:
                 self._custom.patch_namespaced_custom_object_status(
@@ -198,6 +224,7 @@ class StatusWriter:
                     plural,
                     meta["name"],
                     {"status": status},
+                    field_manager=self._identity,
                 )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
@@ -232,6 +259,8 @@ class StatusWriter:
             message=message,
             type="Warning",
             source=client.V1EventSource(component="authz"),
+            reporting_component="authz",
+            reporting_instance=self._identity,
             first_timestamp=datetime.datetime.now(datetime.UTC),
             last_timestamp=datetime.datetime.now(datetime.UTC),
             count=1,

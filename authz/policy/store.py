@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from authz.keys.manager import KeyManager, KeyState
 from authz.policy import schema
 from authz.policy.compile import CompileError, compile_issuer, compile_policy
 from authz.policy.issuer import CompiledIssuer
@@ -36,10 +37,15 @@ class ObjectStatus:
 
 
 class PolicyStore:
-    def __init__(self, workload_labels: Mapping[str, str] | None = None) -> None:
+    """Holds the serving snapshot; owns the key manager that keeps remote issuer keys fresh."""
+
+    def __init__(
+        self, workload_labels: Mapping[str, str] | None = None, keys: KeyManager | None = None
+    ) -> None:
         self.snapshot = Snapshot(version=0)
         self.ready = False
         self.statuses: dict[str, ObjectStatus] = {}
+        self.keys = keys if keys is not None else KeyManager()
         self._workload_labels = dict(workload_labels or {})
         self._issuers: dict[str, CompiledIssuer] = {}
         self._policies: dict[str, PolicyObject] = {}
@@ -49,6 +55,18 @@ class PolicyStore:
 
     def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
         self._listeners.append(listener)
+
+    def key_states(self) -> dict[str, KeyState]:
+        """Key state of every issuer serving (referenced by a policy or not), by issuer id."""
+        return {key: issuer.keys.state() for key, issuer in sorted(self._issuers.items())}
+
+    def issuer(self, key: str) -> CompiledIssuer | None:
+        """The serving version of an issuer object, e.g. `JWTIssuer/default/idp`."""
+        return self._issuers.get(key)
+
+    def close(self) -> None:
+        """Stop fetching keys."""
+        self.keys.close()
 
     def update(
         self,
@@ -75,7 +93,7 @@ class PolicyStore:
                 if obj.kind not in schema.ISSUER_KINDS:
                     continue
                 try:
-                    issuers[obj.key] = compile_issuer(obj)
+                    issuers[obj.key] = compile_issuer(obj, self.keys)
                     statuses[obj.key] = ObjectStatus(obj.key, obj.origin, True, True)
                 except CompileError as exc:
                     last = self._issuers.get(obj.key)
@@ -114,6 +132,7 @@ class PolicyStore:
                     key, origin, fresh and used is obj, used is not None, tuple(problems)
                 )
             self._issuers = {k: v for k, v in issuers.items() if k in present}
+            self.keys.retain(i.keys for i in self._issuers.values())
             self._policies = good
             snapshot = Snapshot.build(self.snapshot.version + 1, compiled)
             self.snapshot = snapshot

@@ -1,0 +1,394 @@
+"""Cluster mode against a real etcd + kube-apiserver: CRD validation, watch-driven
+decisions within a second, truthful status, one status writer of two, API server restarts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from authz.devtools import generate_key, mint_token
+from authz.policy import crd, schema
+from authz.policy.kube import KubeSource, _Gone
+from authz.policy.store import PolicyStore
+from tests.e2e.conftest import AuthzFactory, AuthzServer
+from tests.support.kube import ControlPlane, KubeError
+from tests.support.kube_fixtures import control_plane, control_plane_users  # noqa: F401
+from tests.support.procs import http_request
+
+ISS = "https://idp.cluster.test"
+KEYS = generate_key("ES256", "c1")
+
+
+@pytest.fixture(scope="module")
+def crds(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
+    control_plane.apply([crd.crd(kind) for kind in schema.KINDS])
+    return control_plane
+
+
+@pytest.fixture
+def namespace(crds: ControlPlane) -> Iterator[str]:
+    name = f"ctl-{uuid.uuid4().hex[:8]}"
+    crds.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+    yield name
+
+
+def issuer(ns: str, name: str = "idp", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": schema.API_VERSION,
+        "kind": "JWTIssuer",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"issuer": ISS, "jwks": {"keys": [KEYS[1]]}, "audiences": ["api"], **spec},
+    }
+
+
+def policy(ns: str, name: str = "api", *, host: str = "api.test", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "targets": {"hosts": [host]},
+        "issuers": [{"name": "idp"}],
+        "rules": [
+            {"name": "read", "match": {"paths": ["/**"]}, "requireScopes": {"allOf": ["read"]}}
+        ],
+    }
+    body.update(spec)
+    return {
+        "apiVersion": schema.API_VERSION,
+        "kind": "AuthzPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": body,
+    }
+
+
+def token(**claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": ISS, "sub": "u", "aud": "api", "iat": now, "exp": now + 600, "scope": "read"}
+    body.update(claims)
+    return mint_token(KEYS[0], body)
+
+
+class Checker:
+    def __init__(self, server: AuthzServer) -> None:
+        self.channel = grpc.insecure_channel(server.grpc_addr)
+        self.stub = external_auth_pb2_grpc.AuthorizationStub(self.channel)
+
+    def status(self, value: str | None = None, host: str = "api.test") -> int:
+        request = external_auth_pb2.CheckRequest()
+        http = request.attributes.request.http
+        http.method, http.host, http.path = "GET", host, "/x"
+        if value:
+            http.headers["authorization"] = f"Bearer {value}"
+        response = self.stub.Check(request, timeout=5)
+        return 200 if response.status.code == 0 else int(response.denied_response.status.code)
+
+    def wait_for(
+        self, expected: int, value: str | None = None, host: str = "api.test", within: float = 1.0
+    ) -> float:
+        """Poll until the decision is `expected`; returns how long it took."""
+        started = time.monotonic()
+        while True:
+            got = self.status(value, host)
+            elapsed = time.monotonic() - started
+            if got == expected:
+                return elapsed
+            assert elapsed < within, f"expected {expected} within {within}s, still {got}"
+            time.sleep(0.01)
+
+
+def start(
+    authz_server: AuthzFactory, cp: ControlPlane, ns: str, tmp_path: Path, pod: str = "authz-0"
+) -> AuthzServer:
+    empty = tmp_path / f"empty-{pod}"
+    empty.mkdir(exist_ok=True)
+    return authz_server(
+        empty,
+        extra_args=[
+            "--kubernetes",
+            "--kubeconfig",
+            str(cp.kubeconfig_path),
+            "--watch-namespaces",
+            ns,
+            "--leader-election-namespace",
+            ns,
+        ],
+        env={"POD_NAME": pod, "POD_NAMESPACE": ns},
+    )
+
+
+def conditions(cp: ControlPlane, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    _, obj = cp.request("GET", cp.resource_path(doc))
+    return {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+
+
+def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_changes_are_enforced_within_a_second(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    server = start(authz_server, crds, namespace, tmp_path)
+    check = Checker(server)
+    timings = []
+    assert check.status(token()) == 403  # nothing declared yet: no policy
+    crds.apply([issuer(namespace), policy(namespace)])
+    timings.append(check.wait_for(200, token()))
+    tightened = policy(
+        namespace, rules=[{"name": "r", "requireScopes": {"allOf": ["read", "write"]}}]
+    )
+    crds.apply([tightened])
+    timings.append(check.wait_for(403, token()))
+    crds.apply([issuer(namespace, audiences=["other"]), policy(namespace)])
+    timings.append(check.wait_for(401, token()))  # issuer update: audience no longer accepted
+    crds.apply([issuer(namespace)])
+    timings.append(check.wait_for(200, token()))
+    crds.delete(issuer(namespace))
+    timings.append(check.wait_for(401, token()))  # policy no longer trusts a deleted issuer
+    crds.delete(policy(namespace))
+    timings.append(check.wait_for(403, token()))
+    print(
+        f"propagation: max {max(timings) * 1000:.0f} ms, median {statistics.median(timings) * 1000:.0f} ms"
+    )
+    assert "authz_policy_propagation_seconds_count" in server.metrics()
+
+
+def test_status_tells_the_truth(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    start(authz_server, crds, namespace, tmp_path)
+    good, orphan = (
+        policy(namespace),
+        policy(namespace, "orphan", issuers=[{"name": "missing"}], host="o.test"),
+    )
+    broken = policy(
+        namespace, "broken", host="b.test", rules=[{"claims": [{"path": "e", "regex": "(x"}]}]
+    )
+    crds.apply([issuer(namespace), good, orphan, broken])
+    eventually(lambda: conditions(crds, good).get("Ready", {}).get("status") == "True")
+    eventually(lambda: conditions(crds, broken).get("Ready", {}).get("reason") == "Invalid")
+    assert "regex" in conditions(crds, broken)["Accepted"]["message"]
+    eventually(lambda: conditions(crds, orphan).get("ResolvedRefs", {}).get("status") == "False")
+    assert (
+        "JWTIssuer/" + namespace + "/missing" in conditions(crds, orphan)["ResolvedRefs"]["message"]
+    )
+    ready = conditions(crds, issuer(namespace))["Ready"]
+    assert ready["status"] == "True" and ready["observedGeneration"] == 1
+    _, events = crds.request("GET", f"/api/v1/namespaces/{namespace}/events")
+    assert any(
+        e["involvedObject"]["name"] == "broken" and e["type"] == "Warning" for e in events["items"]
+    )
+
+
+def test_invalid_edit_keeps_last_good_version(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    check = Checker(start(authz_server, crds, namespace, tmp_path))
+    crds.apply([issuer(namespace), policy(namespace)])
+    check.wait_for(200, token())
+    bad = policy(namespace, rules=[{"name": "r", "claims": [{"path": "e", "regex": "(x"}]}])
+    crds.apply([bad])
+    eventually(lambda: conditions(crds, bad)["Ready"]["reason"] == "ServingLastGood")
+    assert check.status(token()) == 200
+
+
+CEL_CASES = [
+    ("issuer without a key source", lambda ns: _drop(issuer(ns), "jwks"), "exactly one key source"),
+    (
+        "issuer with two key sources",
+        lambda ns: issuer(ns, jwksFile="k.json"),
+        "exactly one key source",
+    ),
+    (
+        "token source with two places",
+        lambda ns: issuer(ns, tokenSources=[{"cookie": {"name": "a"}, "query": {"name": "b"}}]),
+        "exactly one of header, cookie, query",
+    ),
+    ("policy without targets", lambda ns: policy(ns, targets={}), "at least one target"),
+    (
+        "scopes on an anonymous rule",
+        lambda ns: policy(
+            ns, rules=[{"action": "allowAnonymous", "requireScopes": {"allOf": ["a"]}}]
+        ),
+        "need action requireToken",
+    ),
+    (
+        "claim condition with two operators",
+        lambda ns: policy(ns, rules=[{"claims": [{"path": "a", "equals": "x", "present": True}]}]),
+        "exactly one of equals, in, present, regex",
+    ),
+    ("algorithm none", lambda ns: issuer(ns, algorithms=["none"]), "Unsupported value"),
+    (
+        "hmac secret without HS algorithms",
+        lambda ns: _drop(issuer(ns, hmacSecretFile="secret"), "jwks"),
+        "hmacSecretFile needs algorithms listing only HS256",
+    ),
+    (
+        "tenants without a template",
+        lambda ns: issuer(ns, tenants=["a"]),
+        "tenants and a {tenant} placeholder",
+    ),
+    (
+        "discovery with a template",
+        lambda ns: _drop(
+            issuer(ns, issuer="https://i/{tenant}", tenants=["a"], discovery=True), "jwks"
+        ),
+        "discovery needs a fixed issuer",
+    ),
+    (
+        "plain http key url",
+        lambda ns: _drop(issuer(ns, jwksUri="http://idp.test/jwks"), "jwks"),
+        "must use https unless fetch.allowInsecureHttp",
+    ),
+    (
+        "fetch on local keys",
+        lambda ns: issuer(ns, fetch={"refreshSeconds": 60}),
+        "fetch applies only to remote",
+    ),
+    (
+        "refresh bounds crossed",
+        lambda ns: _drop(
+            issuer(
+                ns,
+                jwksUri="https://idp.test/jwks",
+                fetch={"minRefreshSeconds": 100, "maxRefreshSeconds": 50},
+            ),
+            "jwks",
+        ),
+        "minRefreshSeconds must not exceed maxRefreshSeconds",
+    ),
+    (
+        "public key without pem or file",
+        lambda ns: _drop(issuer(ns, publicKeys=[{"kid": "a"}]), "jwks"),
+        "exactly one of pem, file must be set",
+    ),
+    ("no rules", lambda ns: policy(ns, rules=[]), "should have at least 1 items"),
+]
+
+
+def _drop(doc: dict[str, Any], field: str) -> dict[str, Any]:
+    del doc["spec"][field]
+    return doc
+
+
+@pytest.mark.parametrize(("case", "make", "message"), CEL_CASES, ids=[c[0] for c in CEL_CASES])
+def test_api_server_rejects_invalid_objects(
+    crds: ControlPlane,
+    namespace: str,
+    case: str,
+    make: Callable[[str], dict[str, Any]],
+    message: str,
+) -> None:
+    with pytest.raises(KubeError) as info:
+        crds.apply([make(namespace)])
+    assert info.value.status == 422, case
+    assert message in json.dumps(info.value.body), info.value.body
+
+
+def test_every_cel_rule_has_a_rejection_case() -> None:
+    messages = {m for _, _, m in CEL_CASES}
+    for _, _, _, rule_message in schema.RULES:
+        assert any(m in rule_message for m in messages), rule_message
+
+
+def test_one_of_two_replicas_writes_status(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    first = start(authz_server, crds, namespace, tmp_path, pod="authz-a")
+    second = start(authz_server, crds, namespace, tmp_path, pod="authz-b")
+    broken = policy(
+        namespace, "broken", host="b.test", rules=[{"claims": [{"path": "e", "regex": "(x"}]}]
+    )
+    crds.apply([issuer(namespace), policy(namespace), broken])
+    for server in (first, second):
+        Checker(server).wait_for(200, token(), within=5)
+    eventually(lambda: conditions(crds, broken).get("Ready", {}).get("reason") == "Invalid")
+    _, lease = crds.request(
+        "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/authz-status"
+    )
+    leader = lease["spec"]["holderIdentity"]
+    assert leader in ("authz-a", "authz-b")
+    time.sleep(1.0)  # give a wrongly-acting follower the chance to write
+    for doc in (issuer(namespace), policy(namespace), broken):
+        _, obj = crds.request("GET", crds.resource_path(doc))
+        writers = {
+            m["manager"]
+            for m in obj["metadata"]["managedFields"]
+            if m.get("subresource") == "status"
+        }
+        assert writers == {leader}, obj["metadata"]["managedFields"]
+    _, events = crds.request("GET", f"/api/v1/namespaces/{namespace}/events")
+    reporters = {
+        e.get("reportingInstance")
+        for e in events["items"]
+        if e["involvedObject"]["name"] == "broken"
+    }
+    assert reporters == {leader}
+
+
+def _etcd_churn_and_compact(cp: ControlPlane) -> None:
+    """Write past every resourceVersion authz holds, then compact: its watch resumes into 410."""
+
+    def post(path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(  # noqa: S310
+            cp.etcd_url + path, data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    key = base64.b64encode(b"/authz-test/churn").decode()
+    for n in range(5):
+        reply = post(
+            "/v3/kv/put", {"key": key, "value": base64.b64encode(str(n).encode()).decode()}
+        )
+    post("/v3/kv/compaction", {"revision": int(reply["header"]["revision"]), "physical": True})
+
+
+def test_api_server_restart_keeps_serving(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    server = start(authz_server, crds, namespace, tmp_path)
+    check = Checker(server)
+    crds.apply([issuer(namespace), policy(namespace)])
+    check.wait_for(200, token())
+    crds.stop_apiserver()
+    try:
+        for _ in range(20):  # the API server is gone: the last snapshot keeps serving
+            assert check.status(token()) == 200
+            assert check.status() == 401
+            time.sleep(0.05)
+        assert http_request(server.http_url, "GET", "/readyz").status == 200
+    finally:
+        crds.start_apiserver()
+    crds.apply([policy(namespace, rules=[{"name": "r", "requireScopes": {"allOf": ["admin"]}}])])
+    check.wait_for(403, token(), within=45)  # reconnect backoff is capped at 30 s
+
+
+def test_expired_watch_is_gone_and_the_source_relists(crds: ControlPlane, namespace: str) -> None:
+    """A watch resumed from a compacted resourceVersion gets 410: the source relists."""
+    store = PolicyStore()
+    with crds.api_client() as api:
+        source = KubeSource(api, store, namespaces=[namespace])
+        target = next(t for t in source.targets if t.kind == "AuthzPolicy")
+        stale = source._list(target)
+        crds.apply([issuer(namespace), policy(namespace)])  # move past it
+        crds.stop_apiserver()
+        try:
+            _etcd_churn_and_compact(crds)
+        finally:
+            crds.start_apiserver()
+        with pytest.raises(_Gone):
+            source._watch(target, stale)
+        source._list(target)  # what _run does on _Gone
+        assert f"AuthzPolicy/{namespace}/api" in source.objects
