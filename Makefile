@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv lint typecheck test test-fast test-e2e demo clean
+.PHONY: help venv lint typecheck test test-fast test-e2e demo testbin clean
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
@@ -38,8 +38,25 @@ test-e2e: venv
 test: lint
 	$(BIN)/pytest $(PYTEST_FLAGS) tests
 
+## testbin: build the upstream test binaries (kube-apiserver, etcd, helm, hydra, ...) into ~/.cache/authz-testbin once
+testbin: venv
+	$(BIN)/python -m tests.support.testbin all
+
 demo: venv
 	VENV=$(VENV) bash examples/demo.sh
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
+
+# -- Install artifacts: the chart's CRDs and manifests/ are generated, never hand-edited. ---
+# `manifests`: CRDs from authz/policy/schema.py into charts/authz/crds/ and manifests/crds.yaml,
+# then `helm template` (default values) into manifests/install.yaml; tests/e2e/test_manifests.py
+# fails when they are stale. helm is the real one, built once into the test-binary cache.
+.PHONY: manifests chart-lint
+HELM_BIN = $$($(BIN)/python -c 'from tests.support import testbin; print(testbin.path("helm"))')
+
+manifests: venv
+	$(BIN)/python -m tests.support.manifests
+
+chart-lint: venv
+	$(HELM_BIN) lint --strict charts/authz

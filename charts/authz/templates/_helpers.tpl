@@ -1,0 +1,127 @@
+{{/* Names ------------------------------------------------------------------------------ */}}
+
+{{- define "authz.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "authz.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "authz.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "authz.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "authz.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "authz.labels" -}}
+helm.sh/chart: {{ include "authz.chart" . }}
+{{ include "authz.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: authorizer
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "authz.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "authz.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "authz.leaseName" -}}
+{{- default (printf "%s-status" (include "authz.fullname" .)) .Values.controller.leaseName }}
+{{- end }}
+
+{{- define "authz.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Modes and switches ------------------------------------------------------------------- */}}
+
+{{- define "authz.central" -}}
+{{- if eq .Values.mode "central" }}true{{ end }}
+{{- end }}
+
+{{/* The controller watches the cluster: central mode with controller.enabled. */}}
+{{- define "authz.watching" -}}
+{{- if and (eq .Values.mode "central") .Values.controller.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "authz.rbac" -}}
+{{- if and (include "authz.watching" .) .Values.rbac.create }}true{{ end }}
+{{- end }}
+
+{{/* Namespaces that need a Role: the watched ones, plus `default`, where Kubernetes puts
+     events about cluster-scoped objects (ClusterJWTIssuer). Empty when watching all. */}}
+{{- define "authz.roleNamespaces" -}}
+{{- if .Values.controller.watchNamespaces }}
+{{- $all := append .Values.controller.watchNamespaces "default" | uniq }}
+{{- toJson $all }}
+{{- else }}
+{{- toJson list }}
+{{- end }}
+{{- end }}
+
+{{/* Workers ------------------------------------------------------------------------------
+     `workers` wins; else whole cores of resources.limits.cpu ("2", 2, 1.5, "1500m"), at
+     least 1; else nothing (authz's default). One process per core: Python runs one thread
+     of bytecode at a time per process, so more processes than cores only adds switching. */}}
+{{- define "authz.workers" -}}
+{{- if .Values.workers }}
+{{- .Values.workers }}
+{{- else }}
+{{- $cpu := "" }}
+{{- with .Values.resources }}{{ with .limits }}{{ with .cpu }}{{ $cpu = toString . }}{{ end }}{{ end }}{{ end }}
+{{- if $cpu }}
+{{- $cores := 0 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $cores = div (trimSuffix "m" $cpu | atoi) 1000 }}
+{{- else }}
+{{- $cores = floor (float64 $cpu) | int }}
+{{- end }}
+{{- max 1 $cores }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod pieces shared by both modes ------------------------------------------------------ */}}
+
+{{- define "authz.policyFiles" -}}
+{{- $files := dict }}
+{{- range $file, $content := .Values.policies }}
+{{- $_ := set $files $file (kindIs "string" $content | ternary $content (toYaml $content)) }}
+{{- end }}
+{{- toYaml $files }}
+{{- end }}
+
+{{- define "authz.probe" -}}
+{{- $timing := index . 0 }}
+{{- $path := index . 1 }}
+{{- $port := index . 2 -}}
+httpGet:
+  path: {{ $path }}
+  port: {{ $port }}
+{{ toYaml $timing }}
+{{- end }}
