@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--threads", type=int, default=16, help="gRPC handler threads")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes, one per core (ports: PORT shared, PORT+1+i each)",
+    )
+    serve.add_argument(
         "--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)"
     )
     serve.add_argument("--max-token-bytes", type=int, default=16384)
@@ -129,13 +135,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from authz import logs
     from authz.server import ServeSettings, serve
+    from authz.workers import Supervisor
 
     logs.configure(args.log_level, json_output=args.log_format == "json")
     if args.policy_dir is None and not args.kubernetes:
         raise SystemExit("authz serve: give --policy-dir, --kubernetes, or both")
+    if args.workers > 1:
+        if args.grpc_addr.startswith("unix:"):
+            raise SystemExit("authz serve: --workers needs a TCP --grpc-addr")
+        serve_args = argv[argv.index("serve") + 1 :]
+        drain = args.shutdown_delay + args.shutdown_grace
+        return Supervisor(serve_args, args.workers, args.http_addr, drain).run()
     return serve(
         ServeSettings(
             policy_dir=args.policy_dir,
@@ -307,9 +320,10 @@ def _token_mint(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, argv)
     if args.command == "check":
         return _check(args)
     if args.command == "lint":

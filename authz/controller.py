@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from kubernetes import client, config
 from prometheus_client import Histogram
 
+from authz import workers
 from authz.policy.kube import KubeSource
 from authz.policy.lease import LeaderElector
 from authz.policy.status import StatusWriter
@@ -65,6 +66,9 @@ def start_controller(settings: ServeSettings, store: PolicyStore) -> Controller:
     )
     source.propagation = PROPAGATION.observe
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    worker = workers.current()
+    if worker is not None:  # every worker process of a pod competes under its own name
+        identity = f"{identity}-w{worker.index}"
     elector = LeaderElector(
         api,
         namespace=settings.leader_election_namespace or _own_namespace(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -14,6 +14,8 @@ from authz.keys.manager import KeyState
 from authz.policy.snapshot import Snapshot
 from authz.policy.store import PolicyStore
 from authz.request.cache import TokenCache
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series: noise
 
 DECISIONS = Counter(
     "authz_decisions_total",

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from authz import audit, metrics
+from authz import audit, metrics, workers
 from authz.check import Checker, Outcome
 from authz.controller import start_controller
 from authz.decision import Decision, Reason
@@ -47,6 +47,7 @@ class ServeSettings:
     max_token_bytes: int = 16384
     shutdown_delay: float = 0.0
     shutdown_grace: float = 10.0
+    workers: int = 1
     kubernetes: bool = False
     kubeconfig: str | None = None
     watch_namespaces: tuple[str, ...] = ()
@@ -73,17 +74,17 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 class _OpsHandler(BaseHTTPRequestHandler):
     """`/healthz` (alive), `/readyz` (a snapshot is serving and we are not draining), `/metrics`."""
 
-    server: _OpsServer
+    server: OpsServer
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
             self._send(200, b"ok\n", "text/plain")
         elif path == "/readyz":
-            ready = self.server.state.ready()
+            ready = self.server.ready()
             self._send(200 if ready else 503, b"ok\n" if ready else b"not ready\n", "text/plain")
         elif path == "/metrics":
-            self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+            self._send(200, self.server.metrics(), CONTENT_TYPE_LATEST)
         else:
             self._send(404, b"not found\n", "text/plain")
 
@@ -98,12 +99,23 @@ class _OpsHandler(BaseHTTPRequestHandler):
         return
 
 
-class _OpsServer(ThreadingHTTPServer):
+class OpsServer(ThreadingHTTPServer):
+    """The HTTP ops port; also used by the `--workers` supervisor with its own answers."""
+
     daemon_threads = True
 
-    def __init__(self, addr: tuple[str, int], state: ServerState) -> None:
-        super().__init__(addr, _OpsHandler)
-        self.state = state
+    def __init__(
+        self,
+        addr: str,
+        ready: Callable[[], bool],
+        metrics: Callable[[], bytes] = generate_latest,
+    ) -> None:
+        super().__init__(_host_port(addr), _OpsHandler)
+        self.ready = ready
+        self.metrics = metrics
+
+    def start(self) -> None:
+        threading.Thread(target=self.serve_forever, name="ops-http", daemon=True).start()
 
 
 class ServerState:
@@ -123,12 +135,13 @@ def _host_port(addr: str) -> tuple[str, int]:
 
 
 def grpc_server(
-    checker: Checker, addr: str, threads: int = 16
+    checker: Checker, addr: str, threads: int = 16, *, reuse_port: bool = False
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
-    """The Check service with gRPC health and reflection, bound but not started."""
+    """The Check service with gRPC health and reflection, bound but not started.
+    SO_REUSEPORT only for `--workers`: otherwise a second instance must fail to bind."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check"),
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationService(checker), server
@@ -150,6 +163,9 @@ def serve(settings: ServeSettings) -> int:
         log.warning(
             "protobuf is not running on upb; Check will be slow", backend=api_implementation.Type()
         )
+    worker = workers.current()
+    if worker is not None:
+        log.info("worker starting", worker=worker.index, of=worker.count, cpu=workers.pin(worker))
     store = PolicyStore(settings.workload_labels)
     cache = TokenCache(settings.cache_entries)
     checker = Checker(
@@ -172,10 +188,14 @@ def serve(settings: ServeSettings) -> int:
         stoppers.append(controller.stop)
     stoppers.append(store.close)  # last: the sources above may rebuild until they stop
 
-    server, health_servicer, _port = grpc_server(checker, settings.grpc_addr, settings.threads)
+    server, health_servicer, _port = grpc_server(
+        checker, settings.grpc_addr, settings.threads, reuse_port=worker is not None
+    )
+    if worker is not None:  # its own port too, for Envoy clusters that list every worker
+        server.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
-    ops = _OpsServer(_host_port(settings.http_addr), state)
-    threading.Thread(target=ops.serve_forever, name="ops-http", daemon=True).start()
+    ops = OpsServer(settings.http_addr, state.ready)
+    ops.start()
     server.start()
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,188 @@
+"""`authz serve --workers N`: one process per core, each pinned to its core.
+
+Python runs one Check at a time per process, so a core each is how authz uses a
+machine. The supervisor (the process started) runs N workers, each a complete
+server that listens on the shared gRPC port (SO_REUSEPORT: the kernel spreads
+connections) and on its own port `PORT+1+i` (Envoy keeps one HTTP/2 connection
+per Envoy worker, so listing every worker's port as an endpoint balances best).
+The supervisor restarts a worker that dies, answers `/readyz` only when every
+worker is ready, serves every worker's metrics with a `worker` label, and passes
+SIGTERM on so each worker drains.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
+
+log = structlog.get_logger("authz.workers")
+
+ENV = "AUTHZ_WORKER"  # "i/N" in a worker's environment
+# The supervisor's own series, kept out of the default registry so workers do not export them.
+_OWN = CollectorRegistry()
+RESTARTS = Counter(
+    "authz_worker_restarts", "Workers restarted after exiting unexpectedly.", registry=_OWN
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    index: int
+    count: int
+
+
+def current() -> Worker | None:
+    """This process's worker identity, or None when not run by a supervisor."""
+    value = os.environ.get(ENV)
+    if not value:
+        return None
+    index, _, count = value.partition("/")
+    return Worker(int(index), int(count))
+
+
+def own_address(grpc_addr: str, worker: Worker) -> str:
+    host, _, port = grpc_addr.rpartition(":")
+    return f"{host}:{int(port) + 1 + worker.index}"
+
+
+def pin(worker: Worker) -> int | None:
+    """Pin this process to one allowed CPU (round robin); None where not permitted."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        cpu = cpus[worker.index % len(cpus)]
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError):
+        return None
+    return cpu
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _without(argv: list[str], *flags: str) -> list[str]:
+    """Drop `--flag value` and `--flag=value` for each flag."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in flags:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+class _WorkerMetrics(Collector):
+    """Every worker's metrics, re-labelled with `worker`, read at scrape time."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for index, port in enumerate(self._supervisor.ops_ports):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                continue  # a restarting worker: its series are absent for one scrape
+            for family in text_string_to_metric_families(text):
+                target = merged.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type, family.unit)
+                )
+                for sample in family.samples:
+                    labels = {**sample.labels, "worker": str(index)}
+                    target.samples.append(sample._replace(labels=labels))
+        yield from merged.values()
+
+
+class Supervisor:
+    def __init__(self, argv: list[str], count: int, http_addr: str, drain_seconds: float) -> None:
+        self.count = count
+        self.http_addr = http_addr
+        self.drain_seconds = drain_seconds
+        self.ops_ports = [_free_port() for _ in range(count)]
+        self._argv = _without(argv, "--workers", "--http-addr")
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._draining = threading.Event()
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, ENV: f"{index}/{self.count}"}
+        command = [
+            sys.executable, "-m", "authz", "serve", *self._argv,
+            "--http-addr", f"127.0.0.1:{self.ops_ports[index]}",
+        ]  # fmt: skip
+        return subprocess.Popen(command, env=env)
+
+    def ready(self) -> bool:
+        if self._draining.is_set():
+            return False
+        for port in self.ops_ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                    if resp.status != 200:
+                        return False
+            except OSError:
+                return False
+        return True
+
+    def metrics(self) -> bytes:
+        registry = CollectorRegistry()
+        registry.register(_WorkerMetrics(self))
+        return generate_latest(registry) + generate_latest(_OWN)
+
+    def run(self) -> int:
+        from authz.server import OpsServer  # noqa: PLC0415 (server imports this module)
+
+        self._procs = [self._spawn(i) for i in range(self.count)]
+        ops = OpsServer(self.http_addr, self.ready, self.metrics)
+        ops.start()
+        log.info("supervising workers", workers=self.count, http=self.http_addr)
+
+        def _on_signal(signum: int, _frame: Any) -> None:
+            log.info("draining workers", signal=signal.Signals(signum).name)
+            self._draining.set()
+            for proc in self._procs:
+                proc.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        while not self._draining.is_set():
+            for index, proc in enumerate(self._procs):
+                if proc.poll() is not None and not self._draining.is_set():
+                    log.error("worker exited; restarting", worker=index, code=proc.returncode)
+                    RESTARTS.inc()
+                    self._procs[index] = self._spawn(index)
+            self._draining.wait(0.5)
+        deadline = time.monotonic() + self.drain_seconds + 5
+        code = 0
+        for proc in self._procs:
+            try:
+                code |= proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = 1
+        ops.shutdown()
+        log.info("stopped")
+        return code

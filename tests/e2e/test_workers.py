@@ -1,0 +1,84 @@
+"""`authz serve --workers N`: pinned worker processes behind one supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from authz.devtools import generate_key
+from tests.e2e.conftest import AuthzFactory, AuthzServer
+from tests.e2e.test_envoy_flows import _write_policies
+from tests.support.procs import http_request
+
+
+@pytest.fixture
+def server(tmp_path: Path, authz_server: AuthzFactory) -> AuthzServer:
+    _write_policies(tmp_path, generate_key("ES256", "w1")[1])
+    return authz_server(tmp_path, extra_args=["--workers", "2"])
+
+
+def _check(addr: str) -> Any:
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path = "GET", "api.example", "/healthz"
+    with grpc.insecure_channel(addr) as channel:
+        return external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=5)
+
+
+def _worker_pids(supervisor: int) -> list[int]:
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return sorted(int(pid) for pid in children)
+
+
+def test_workers_serve_on_the_shared_and_their_own_ports(server: AuthzServer) -> None:
+    host, _, port = server.grpc_addr.rpartition(":")
+    for addr in (server.grpc_addr, f"{host}:{int(port) + 1}", f"{host}:{int(port) + 2}"):
+        assert _check(addr).status.code == 0, addr
+    metrics = server.metrics()
+    assert 'worker="0"' in metrics and 'worker="1"' in metrics
+    assert "authz_worker_restarts_total 0.0" in metrics
+
+
+def test_workers_are_pinned_to_distinct_cpus(server: AuthzServer) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    cpus = [os.sched_getaffinity(pid) for pid in _worker_pids(server.process.pid)]
+    assert all(len(c) == 1 for c in cpus) and cpus[0] != cpus[1], cpus
+
+
+def test_a_killed_worker_is_restarted_and_traffic_continues(server: AuthzServer) -> None:
+    before = _worker_pids(server.process.pid)
+    os.kill(before[0], signal.SIGKILL)
+    served = 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert _check(server.grpc_addr).status.code == 0  # the other worker answers meanwhile
+        served += 1
+        after = _worker_pids(server.process.pid)
+        if (
+            len(after) == 2
+            and before[0] not in after
+            and http_request(server.http_url, "GET", "/readyz").status == 200
+        ):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("worker was not restarted")
+    assert "authz_worker_restarts_total 1.0" in server.metrics()
+    assert served > 0
+
+
+def test_sigterm_drains_every_worker(server: AuthzServer) -> None:
+    workers = _worker_pids(server.process.pid)
+    assert server.process.stop(grace=20) == 0
+    for pid in workers:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
