@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,20 @@ from authz.policy.validate import PolicyError, PolicyObject, validate_document
 
 log = structlog.get_logger("authz.kube")
 
-# Fields that read the authorizer's own filesystem: fine in a policy directory, never
-# from a cluster object (a tenant must not make the authorizer read its files).
-FILE_FIELDS = ("jwksFile",)
+# Fields that make the authorizer trust key material from its own filesystem: fine in a
+# policy directory, never from a cluster object (a tenant must not choose files to trust).
+# `fetch.caFile` stays allowed: in-cluster discovery needs the service account CA bundle.
+FILE_FIELDS = ("jwksFile", "hmacSecretFile")
+
+
+def _file_fields(spec: Mapping[str, Any]) -> list[str]:
+    found = [f"spec.{f}" for f in FILE_FIELDS if f in spec]
+    found += [
+        f"spec.publicKeys[{i}].file"
+        for i, k in enumerate(spec.get("publicKeys", ()))
+        if "file" in k
+    ]
+    return found
 
 
 class _Gone(Exception):

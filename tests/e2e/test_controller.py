@@ -392,3 +392,16 @@ def test_expired_watch_is_gone_and_the_source_relists(crds: ControlPlane, namesp
             source._watch(target, stale)
         source._list(target)  # what _run does on _Gone
         assert f"AuthzPolicy/{namespace}/api" in source.objects
+
+
+def test_file_sources_are_refused_on_cluster_objects(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    """A tenant must not make the authorizer trust key material from its own filesystem."""
+    start(authz_server, crds, namespace, tmp_path)
+    sneaky = _drop(
+        issuer(namespace, "sneaky", hmacSecretFile="/etc/hostname", algorithms=["HS256"]), "jwks"
+    )
+    crds.apply([sneaky])
+    eventually(lambda: conditions(crds, sneaky).get("Ready", {}).get("reason") == "Invalid")
+    assert "not allowed on cluster objects" in conditions(crds, sneaky)["Accepted"]["message"]
