@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv lint typecheck test test-fast test-e2e demo testbin clean
+.PHONY: help venv lint typecheck test test-fast test-e2e demo testbin clean bench
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
@@ -60,3 +60,11 @@ manifests: venv
 
 chart-lint: venv
 	$(HELM_BIN) lint --strict charts/authz
+
+# Performance: Envoy, authz, OPA-Envoy and a trivial grpcio server side by side (issue 6).
+# BENCH_DURATION=S (default 8 s per scenario), BENCH_QUICK=1 (smoke run),
+# BENCH_ARGS="--scenarios 'authz_*' --profile". Results also go to .bench/results.json.
+bench: venv
+	command -v h2load >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update && apt-get install -y nghttp2-client wrk)
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)

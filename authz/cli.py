@@ -26,6 +26,17 @@ def _labels(text: str) -> dict[str, str]:
     return out
 
 
+def _token_limit(text: str) -> int:
+    """A token travels in one header, and a header over MAX_HEADER_BYTES is refused (400)
+    before any token is read: a larger token limit could never be reached."""
+    from authz.request.extract import MAX_HEADER_BYTES
+
+    value = int(text)
+    if not 0 < value <= MAX_HEADER_BYTES - 1024:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_HEADER_BYTES - 1024}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -74,23 +85,45 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="processes, one per core (ports: PORT shared, PORT+1+i each)",
+        help="processes, one per core (ports: PORT shared, PORT+10+i each)",
     )
     serve.add_argument(
         "--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)"
     )
-    serve.add_argument("--max-token-bytes", type=int, default=16384)
+    serve.add_argument(
+        "--max-token-bytes",
+        type=_token_limit,
+        default=16384,
+        help="longer tokens: 401 token_too_large (at most 32 KiB, the header limit, less 1 KiB)",
+    )
     serve.add_argument(
         "--shutdown-delay", type=float, default=0.0, help="seconds to keep serving after SIGTERM"
     )
     serve.add_argument(
         "--shutdown-grace", type=float, default=10.0, help="seconds for in-flight checks"
     )
+    serve.add_argument(
+        "--debug-endpoints",
+        action="store_true",
+        help="serve /debug/snapshot and /debug/explain on the ops port (they reveal policy)",
+    )
+    serve.add_argument(
+        "--tracing",
+        action="store_true",
+        help="OpenTelemetry span per Check, exported by OTLP as OTEL_* says (authz[otel])",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--log-format", default="json", choices=("json", "console"))
 
-    check = sub.add_parser("check", help="explain the decision for one request, offline")
-    check.add_argument("--policy-dir", type=Path, required=True)
+    check = sub.add_parser(
+        "check", help="explain the decision for one request (offline, or by a running server)"
+    )
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument("--policy-dir", type=Path, help="decide with this policy directory")
+    where.add_argument(
+        "--server",
+        help="ask a running server: its ops URL (http://HOST:PORT, needs --debug-endpoints)",
+    )
     check.add_argument(
         "--token", help="the token (or set AUTHZ_TOKEN, which stays out of shell history)"
     )
@@ -162,6 +195,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             max_token_bytes=args.max_token_bytes,
             shutdown_delay=args.shutdown_delay,
             shutdown_grace=args.shutdown_grace,
+            debug_endpoints=args.debug_endpoints,
+            tracing=args.tracing,
             kubernetes=args.kubernetes,
             kubeconfig=args.kubeconfig,
             watch_namespaces=args.watch_namespaces,
@@ -190,76 +225,44 @@ def _load(policy_dir: Path, labels: dict[str, str], *, fetch_keys: bool) -> tupl
 
 
 def _check(args: argparse.Namespace) -> int:
-    from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-
-    from authz.check import Checker
-    from authz.request.respond import challenge, http_status
-
-    store, result = _load(args.policy_dir, args.workload_labels, fetch_keys=True)
     token = args.token or os.environ.get("AUTHZ_TOKEN")
     headers = _pairs(args.header, ":", "header")
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    request = CheckRequest()
-    http = request.attributes.request.http
-    http.method, http.host, http.path = args.method.upper(), args.host, args.path
-    http.headers.update(headers)
-    request.attributes.context_extensions.update(_pairs(args.context, "=", "context"))
-    checker = Checker(store, realm=args.realm)
-    response, outcome = checker.check(request)
-    decision = outcome.decision
-    out: dict[str, Any] = {
-        "decision": "allow" if decision.allowed else "deny",
-        "status": http_status(decision),
-        "reason": decision.reason.value,
-        "detail": decision.detail or None,
-        "policy": decision.policy,
-        "rule": decision.rule,
-        "snapshot": store.snapshot.version,
-    }
-    issuer = _token_issuer(outcome, token)
-    if issuer is not None:
-        out["issuer"] = {
-            "id": issuer.id,
-            "iss": issuer.issuer,
-            "keys": issuer.keys.state().status(),
-        }
-    if decision.identity is not None:
-        out["subject"] = decision.identity.subject
-        out["scopes"] = list(decision.identity.scopes)
-        out["roles"] = list(decision.identity.roles)
-    if decision.allowed:
-        out["upstream_headers"] = {
-            h.header.key: h.header.value for h in response.ok_response.headers
-        }
-        out["removed_headers"] = list(response.ok_response.headers_to_remove)
+    context = _pairs(args.context, "=", "context")
+    if args.server:
+        from authz.debug import remote_explain
+
+        try:
+            out = remote_explain(
+                args.server,
+                method=args.method,
+                host=args.host,
+                path=args.path,
+                headers=headers,
+                context=context,
+                token=token,
+            )
+        except OSError as exc:
+            print(f"authz check: {args.server}: {exc}", file=sys.stderr)
+            return 2
     else:
-        out["www_authenticate"] = challenge(decision.reason, args.realm, decision.required_scopes)
-        if decision.required_scopes:
-            out["required_scopes"] = list(decision.required_scopes)
-    problems = [e for e in result.file_errors] + [
-        f"{s.key}: {p}" for s in store.statuses.values() for p in s.problems
-    ]
-    if problems:
-        out["policy_problems"] = problems
+        from authz.check import Checker
+        from authz.explain import check_request, explain
+
+        store, result = _load(args.policy_dir, args.workload_labels, fetch_keys=True)
+        request = check_request(
+            method=args.method,
+            host=args.host,
+            path=args.path,
+            headers=headers,
+            context=context,
+            token=token,
+        )
+        problems = [*result.file_errors] + [
+            f"{s.key}: {p}" for s in store.statuses.values() for p in s.problems
+        ]
+        out = explain(Checker(store, realm=args.realm), request, token, problems)
     print(json.dumps(out, indent=2))
-    return 0 if decision.allowed else 1
-
-
-def _token_issuer(outcome: Any, token: str | None) -> Any:
-    """The issuer that verified the token or, when verification failed, the one its `iss`
-    names in the chosen policy: a denial for missing keys is explained by that issuer's keys."""
-    from authz.request.jose import TokenError, parse
-
-    if outcome.verified is not None:
-        return outcome.verified.issuer
-    if outcome.policy is None or not token:
-        return None
-    try:
-        iss = parse(token).claims.get("iss")
-    except TokenError:
-        return None
-    return outcome.policy.issuers_by_iss.get(iss) if isinstance(iss, str) else None
+    return 0 if out["decision"] == "allow" else 1
 
 
 def _lint(args: argparse.Namespace) -> int:

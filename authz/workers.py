@@ -3,7 +3,7 @@
 Python runs one Check at a time per process, so a core each is how authz uses a
 machine. The supervisor (the process started) runs N workers, each a complete
 server that listens on the shared gRPC port (SO_REUSEPORT: the kernel spreads
-connections) and on its own port `PORT+1+i` (Envoy keeps one HTTP/2 connection
+connections) and on its own port `PORT+10+i` (Envoy keeps one HTTP/2 connection
 per Envoy worker, so listing every worker's port as an endpoint balances best).
 The supervisor restarts a worker that dies, answers `/readyz` only when every
 worker is ready, serves every worker's metrics with a `worker` label, and passes
@@ -12,6 +12,7 @@ SIGTERM on so each worker drains.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,9 +57,12 @@ def current() -> Worker | None:
     return Worker(int(index), int(count))
 
 
+OWN_PORT_OFFSET = 10  # not 1: the ops port conventionally sits right after the gRPC port
+
+
 def own_address(grpc_addr: str, worker: Worker) -> str:
     host, _, port = grpc_addr.rpartition(":")
-    return f"{host}:{int(port) + 1 + worker.index}"
+    return f"{host}:{int(port) + OWN_PORT_OFFSET + worker.index}"
 
 
 def pin(worker: Worker) -> int | None:
@@ -91,6 +96,10 @@ def _without(argv: list[str], *flags: str) -> list[str]:
             continue
         out.append(arg)
     return out
+
+
+# A worker that drained (0) or was stopped by SIGTERM before its handler was installed.
+_STOPPED = (0, -signal.SIGTERM)
 
 
 class _WorkerMetrics(Collector):
@@ -147,6 +156,23 @@ class Supervisor:
                 return False
         return True
 
+    def debug(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """`--debug-endpoints`: every worker serves the same policy, so the first one answers
+        (the next one while it restarts)."""
+        error = "no worker answered"
+        for port in self.ops_ports:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", data=body or None, method=method
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (http URL above)
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except OSError as exc:
+                error = str(exc)
+        return 503, {"error": error}
+
     def metrics(self) -> bytes:
         registry = CollectorRegistry()
         registry.register(_WorkerMetrics(self))
@@ -156,7 +182,8 @@ class Supervisor:
         from authz.server import OpsServer  # noqa: PLC0415 (server imports this module)
 
         self._procs = [self._spawn(i) for i in range(self.count)]
-        ops = OpsServer(self.http_addr, self.ready, self.metrics)
+        debug = self.debug if "--debug-endpoints" in self._argv else None
+        ops = OpsServer(self.http_addr, self.ready, self.metrics, debug)
         ops.start()
         log.info("supervising workers", workers=self.count, http=self.http_addr)
 
@@ -170,16 +197,22 @@ class Supervisor:
         signal.signal(signal.SIGINT, _on_signal)
         while not self._draining.is_set():
             for index, proc in enumerate(self._procs):
-                if proc.poll() is not None and not self._draining.is_set():
-                    log.error("worker exited; restarting", worker=index, code=proc.returncode)
-                    RESTARTS.inc()
-                    self._procs[index] = self._spawn(index)
+                code = proc.poll()
+                if code is None or self._draining.is_set():
+                    continue
+                if code in _STOPPED:  # told to stop (a SIGTERM to the whole group): drain all
+                    _on_signal(signal.SIGTERM, None)
+                    break
+                log.error("worker exited; restarting", worker=index, code=code)
+                RESTARTS.inc()
+                self._procs[index] = self._spawn(index)
             self._draining.wait(0.5)
         deadline = time.monotonic() + self.drain_seconds + 5
         code = 0
         for proc in self._procs:
             try:
-                code |= proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                if proc.wait(timeout=max(0.1, deadline - time.monotonic())) not in _STOPPED:
+                    code = 1
             except subprocess.TimeoutExpired:
                 proc.kill()
                 code = 1

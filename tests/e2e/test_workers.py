@@ -39,7 +39,7 @@ def _worker_pids(supervisor: int) -> list[int]:
 
 def test_workers_serve_on_the_shared_and_their_own_ports(server: AuthzServer) -> None:
     host, _, port = server.grpc_addr.rpartition(":")
-    for addr in (server.grpc_addr, f"{host}:{int(port) + 1}", f"{host}:{int(port) + 2}"):
+    for addr in (server.grpc_addr, f"{host}:{int(port) + 10}", f"{host}:{int(port) + 11}"):
         assert _check(addr).status.code == 0, addr
     metrics = server.metrics()
     assert 'worker="0"' in metrics and 'worker="1"' in metrics
@@ -56,11 +56,18 @@ def test_workers_are_pinned_to_distinct_cpus(server: AuthzServer) -> None:
 def test_a_killed_worker_is_restarted_and_traffic_continues(server: AuthzServer) -> None:
     before = _worker_pids(server.process.pid)
     os.kill(before[0], signal.SIGKILL)
-    served = 0
+    served = reset = 0
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        assert _check(server.grpc_addr).status.code == 0  # the other worker answers meanwhile
-        served += 1
+        try:
+            assert _check(server.grpc_addr).status.code == 0  # the other worker answers
+            served += 1
+        except grpc.RpcError as exc:
+            # a connection the kernel had already queued on the killed worker's socket
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+            reset += 1
+            assert reset <= 3, "more than the killed worker's queued connections failed"
+            continue
         after = _worker_pids(server.process.pid)
         if (
             len(after) == 2
