@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv lint typecheck test test-fast test-e2e demo testbin clean bench
+.PHONY: help venv lint typecheck test test-fast test-e2e demo testbin clean bench fuzz soak
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
 	@echo "make test       every check and test (lint, types, unit, conformance, end-to-end)"
-	@echo "make test-fast  unit and conformance tests only (edit-test loop)"
+	@echo "make test-fast  unit, conformance and security tests only (edit-test loop)"
+	@echo "make fuzz       coverage-guided fuzzing (FUZZ_SECONDS=600)"
+	@echo "make soak       sustained load through Envoy with policy changes (SOAK_SECONDS=600)"
 	@echo "make lint       ruff and mypy"
 
 venv: $(STAMP)
@@ -30,7 +32,7 @@ lint: venv
 	$(BIN)/hadolint Dockerfile
 
 test-fast: venv
-	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit tests/conformance
+	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit tests/conformance tests/security
 
 test-e2e: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
@@ -46,7 +48,7 @@ demo: venv
 	VENV=$(VENV) bash examples/demo.sh
 
 clean:
-	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz
 
 # -- Install artifacts: the chart's CRDs and manifests/ are generated, never hand-edited. ---
 # `manifests`: CRDs from authz/policy/schema.py into charts/authz/crds/ and manifests/crds.yaml,
@@ -68,3 +70,20 @@ bench: venv
 	command -v h2load >/dev/null && command -v wrk >/dev/null || \
 		(apt-get update && apt-get install -y nghttp2-client wrk)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# Hardening (issue 7). `make test` already runs the adversarial suite, a bounded fuzz run
+# (tests/security) and a 10 s soak smoke; these are the long runs.
+# fuzz: atheris (libFuzzer) on the token parser/verifier, the policy loader and the Check
+# handler, FUZZ_SECONDS split between them; the corpus persists in .fuzz/.
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install -q atheris
+	$(BIN)/python -m tests.security.fuzz --seconds $(FUZZ_SECONDS)
+
+# soak: loopback load through Envoy at SOAK_RPS (default: 70% of the capacity measured at
+# the start) with valid/invalid tokens and a policy change every few seconds; every response
+# is checked against the decision the serving policy version must give, RSS is sampled.
+SOAK_SECONDS ?= 600
+SOAK_RPS ?= 0
+soak: venv
+	$(BIN)/python -m tests.soak --seconds $(SOAK_SECONDS) --rps $(SOAK_RPS)

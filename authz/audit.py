@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 
 from authz.check import Outcome
-from authz.metrics import CHECK_SECONDS, DECISIONS
+from authz.metrics import CHECK_SECONDS, DECISIONS, DRY_RUN_WOULD_DENY
 from authz.request.respond import http_status
 
 log = structlog.get_logger("authz.audit")
@@ -41,6 +41,12 @@ def record(outcome: Outcome, seconds: float) -> None:
     }
     if decision.detail:
         fields["detail"] = decision.detail
+    would_deny = outcome.would_deny
+    if would_deny is not None:
+        DRY_RUN_WOULD_DENY.labels(decision.policy or "", would_deny.reason.value).inc()
+        fields.update(
+            dry_run=True, would_deny=would_deny.reason.value, would_status=http_status(would_deny)
+        )
     request = outcome.request
     if request is not None:
         fields.update(method=request.method, host=request.host, path=request.path)

@@ -34,6 +34,7 @@ class Outcome:
     token_header: str | None = None  # the header the token came in, for stripAuthorization
     verified: VerifiedToken | None = None
     snapshot_version: int = 0
+    would_deny: Decision | None = None  # dry-run: the denial that was not enforced
 
 
 class Checker:
@@ -63,6 +64,8 @@ class Checker:
             decision = Decision(False, Reason.REQUEST_INVALID, str(exc))
             return self.responder.deny(decision), Outcome(decision, None, None)
         outcome = self.decide(request)
+        if not outcome.decision.allowed and outcome.policy and outcome.policy.dry_run:
+            outcome = self._dry_run(outcome)
         if outcome.decision.allowed:
             response = self.responder.allow(outcome.decision, outcome.policy, outcome.token_header)
         else:
@@ -120,6 +123,38 @@ class Checker:
         else:
             decision = authorize(rule, policy, who)
         return Outcome(decision, request, policy, token_header, verified, version)
+
+    def _dry_run(self, outcome: Outcome) -> Outcome:
+        """Allow what a dry-run policy would deny. Identity headers come from the token only
+        when it is valid for the policy: a denial by rule was decided before the token was
+        read, so it is verified here; a token that fails verification gives none."""
+        denied, policy, request = outcome.decision, outcome.policy, outcome.request
+        assert policy is not None and request is not None
+        who, token_header, verified = denied.identity, outcome.token_header, outcome.verified
+        if who is None and verified is None:
+            try:
+                found = extract_token(request, policy.token_sources)
+                if found is not None:
+                    token, source = found
+                    token_header = source.name if source.kind == "header" else None
+                    verified = self._verify(token, policy)
+                    if source in verified.issuer.token_sources:
+                        check_audience(verified, policy)
+                        who = identity(verified)
+            except TokenError:
+                who = None
+        decision = Decision(
+            True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who
+        )
+        return Outcome(
+            decision,
+            request,
+            policy,
+            token_header,
+            verified,
+            outcome.snapshot_version,
+            would_deny=denied,
+        )
 
     def _verify(self, token: str, policy: CompiledPolicy) -> VerifiedToken:
         """Cache first; a cached token counts only if this policy trusts the very issuer

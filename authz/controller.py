@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubernetes import client, config
-from prometheus_client import Histogram
 
 from authz import workers
+from authz.metrics import PROPAGATION
 from authz.policy.kube import KubeSource
 from authz.policy.lease import LeaderElector
 from authz.policy.status import StatusWriter
@@ -23,11 +23,6 @@ from authz.policy.store import PolicyStore
 if TYPE_CHECKING:
     from authz.server import ServeSettings
 
-PROPAGATION = Histogram(
-    "authz_policy_propagation_seconds",
-    "From a cluster object change being observed to the new snapshot serving.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 

@@ -18,6 +18,8 @@ class Reason(StrEnum):
     ALLOWED = "allowed"
     ALLOWED_ANONYMOUS = "allowed_anonymous"
     ALLOWED_BY_DEFAULT = "allowed_by_default"
+    # A policy in dry-run mode would have denied; the would-be reason is logged and counted.
+    ALLOWED_DRY_RUN = "allowed_dry_run"
     # 400: the request itself is malformed (RFC 6750 section 3.1 invalid_request).
     REQUEST_INVALID = "request_invalid"
     TOKEN_MULTIPLE = "token_multiple"

@@ -27,6 +27,17 @@ CHECK_SECONDS = Histogram(
     "Time spent in the Check handler.",
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
 )
+DRY_RUN_WOULD_DENY = Counter(
+    "authz_dry_run_would_deny_total",
+    "Requests a dry-run policy allowed but would have denied, by policy and would-be reason.",
+    ["policy", "reason"],
+)
+PROPAGATION = Histogram(
+    "authz_policy_propagation_seconds",
+    "From a policy change (a file written, a cluster object change observed) to the new "
+    "snapshot serving.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 SNAPSHOT_SWAPS = Counter("authz_snapshot_swaps_total", "Policy snapshots swapped in.")
 BUILD = Info("authz_build", "Build information.")
 BUILD.info({"version": __version__})

@@ -3,6 +3,7 @@ the policy watcher, and graceful drain on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -21,9 +22,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from authz import audit, metrics, workers
+from authz import audit, metrics, tracing, workers
 from authz.check import Checker, Outcome
 from authz.controller import start_controller
+from authz.debug import MAX_BODY, Debug
 from authz.decision import Decision, Reason
 from authz.policy.source import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
@@ -32,6 +34,9 @@ from authz.request.cache import TokenCache
 log = structlog.get_logger("authz.server")
 
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+# (method, path, body) -> (HTTP status, JSON answer): authz.debug.Debug.handle, or the
+# `--workers` supervisor's forwarding to a worker.
+DebugHandler = Callable[[str, str, bytes], tuple[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class ServeSettings:
     max_token_bytes: int = 16384
     shutdown_delay: float = 0.0
     shutdown_grace: float = 10.0
+    debug_endpoints: bool = False
+    tracing: bool = False
     workers: int = 1
     kubernetes: bool = False
     kubeconfig: str | None = None
@@ -56,8 +63,9 @@ class ServeSettings:
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, checker: Checker) -> None:
+    def __init__(self, checker: Checker, tracer: tracing.Tracing | None = None) -> None:
         self._checker = checker
+        self._tracer = tracer
 
     def Check(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
@@ -67,12 +75,28 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             log.exception("check failed; denying")
             outcome = Outcome(Decision(False, Reason.INTERNAL_ERROR), None, None)
             response = self._checker.responder.deny(outcome.decision)
-        audit.record(outcome, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        audit.record(outcome, seconds)
+        if self._tracer is not None:
+            self._trace(request, outcome, seconds)
         return response
+
+    def _trace(self, request: Any, outcome: Outcome, seconds: float) -> None:
+        """A tracing failure is logged, never turned into a failed Check."""
+        assert self._tracer is not None
+        headers = (
+            outcome.request.headers if outcome.request else request.attributes.request.http.headers
+        )
+        end = time.time_ns()
+        try:
+            self._tracer.record(headers, outcome, end - int(seconds * 1e9), end)
+        except Exception:
+            log.exception("tracing failed")
 
 
 class _OpsHandler(BaseHTTPRequestHandler):
-    """`/healthz` (alive), `/readyz` (a snapshot is serving and we are not draining), `/metrics`."""
+    """`/healthz` (alive), `/readyz` (a snapshot is serving and we are not draining), `/metrics`,
+    and with `--debug-endpoints` `/debug/snapshot` and `/debug/explain` (see authz.debug)."""
 
     server: OpsServer
 
@@ -85,8 +109,33 @@ class _OpsHandler(BaseHTTPRequestHandler):
             self._send(200 if ready else 503, b"ok\n" if ready else b"not ready\n", "text/plain")
         elif path == "/metrics":
             self._send(200, self.server.metrics(), CONTENT_TYPE_LATEST)
+        elif path.startswith("/debug/"):
+            self._debug("GET", path, b"")
         else:
             self._send(404, b"not found\n", "text/plain")
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if not path.startswith("/debug/"):
+            self._send(404, b"not found\n", "text/plain")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._send(413, b"body missing or over 64 KiB\n", "text/plain")
+            return
+        self._debug("POST", path, self.rfile.read(length))
+
+    def _debug(self, method: str, path: str, body: bytes) -> None:
+        if self.server.debug is None:
+            self._send(
+                404, b"not found (debug endpoints are off: --debug-endpoints)\n", "text/plain"
+            )
+            return
+        status, answer = self.server.debug(method, path, body)
+        self._send(status, json.dumps(answer, indent=2).encode() + b"\n", "application/json")
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -109,10 +158,12 @@ class OpsServer(ThreadingHTTPServer):
         addr: str,
         ready: Callable[[], bool],
         metrics: Callable[[], bytes] = generate_latest,
+        debug: DebugHandler | None = None,
     ) -> None:
         super().__init__(_host_port(addr), _OpsHandler)
         self.ready = ready
         self.metrics = metrics
+        self.debug = debug
 
     def start(self) -> None:
         threading.Thread(target=self.serve_forever, name="ops-http", daemon=True).start()
@@ -135,7 +186,12 @@ def _host_port(addr: str) -> tuple[str, int]:
 
 
 def grpc_server(
-    checker: Checker, addr: str, threads: int = 16, *, reuse_port: bool = False
+    checker: Checker,
+    addr: str,
+    threads: int = 16,
+    *,
+    reuse_port: bool = False,
+    tracer: tracing.Tracing | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """The Check service with gRPC health and reflection, bound but not started.
     SO_REUSEPORT only for `--workers`: otherwise a second instance must fail to bind."""
@@ -144,7 +200,7 @@ def grpc_server(
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(checker), server
+        AuthorizationService(checker, tracer), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -177,10 +233,14 @@ def serve(settings: ServeSettings) -> int:
     )
     metrics.register_state(store, cache)
     stoppers: list[Callable[[], None]] = []
+    tracer = tracing.from_environment() if settings.tracing else None
+    if tracer is not None:
+        stoppers.append(tracer.shutdown)
     if settings.policy_dir is not None:
         source = DirectorySource(settings.policy_dir)
         load(source, store)
         watcher = DirectoryWatcher(source, store)
+        watcher.propagation = metrics.PROPAGATION.observe
         watcher.start()
         stoppers.append(watcher.stop)
     controller = start_controller(settings, store) if settings.kubernetes else None
@@ -189,12 +249,17 @@ def serve(settings: ServeSettings) -> int:
     stoppers.append(store.close)  # last: the sources above may rebuild until they stop
 
     server, health_servicer, _port = grpc_server(
-        checker, settings.grpc_addr, settings.threads, reuse_port=worker is not None
+        checker, settings.grpc_addr, settings.threads, reuse_port=worker is not None, tracer=tracer
     )
     if worker is not None:  # its own port too, for Envoy clusters that list every worker
         server.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
-    ops = OpsServer(settings.http_addr, state.ready)
+    debug = None
+    if settings.debug_endpoints:
+        debug = Debug(
+            store, settings.realm, settings.default_allow, settings.max_token_bytes
+        ).handle
+    ops = OpsServer(settings.http_addr, state.ready, debug=debug)
     ops.start()
     server.start()
     for name in ("", SERVICE):

@@ -344,5 +344,6 @@ def compile_policy(
         ),
         hosts=host_matcher(targets.get("hosts", ())),
         context=tuple(sorted(targets.get("contextExtensions", {}).items())),
+        dry_run=spec.get("dryRun", False),
     )
     return policy, problems

@@ -420,6 +420,14 @@ POLICY_SPEC: JSON = _obj(
             "default": "deny",
             "description": "What happens when no rule matches.",
         },
+        "dryRun": {
+            "type": "boolean",
+            "default": False,
+            "description": "Shadow mode for a safe rollout: every decision is computed, "
+            "logged (`dry_run: true`, `would_deny: <reason>`) and counted "
+            "(`authz_dry_run_would_deny_total`), and the request is allowed, with identity "
+            "headers when it carried a valid token.",
+        },
         "rules": _list(_RULE, "Rules in order; the first match decides.", minItems=1, maxItems=256),
         "response": _obj(
             "What an allowed request carries to the upstream.",

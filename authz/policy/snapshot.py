@@ -117,6 +117,7 @@ class CompiledPolicy:
     response: ResponseSpec
     hosts: HostMatcher | None
     context: tuple[tuple[str, str], ...]
+    dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
         for rule in self.rules:

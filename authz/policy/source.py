@@ -9,9 +9,11 @@ last good version in the store.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 import yaml
@@ -29,6 +31,44 @@ class ScanResult:
     objects: list[PolicyObject] = field(default_factory=list)
     failures: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     file_errors: list[str] = field(default_factory=list)
+
+
+_WITHOUT_TIMESTAMPS = {
+    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it (sigs.k8s.io/yaml goes through JSON): a date is a string.
+    Anchors and aliases are refused: an alias can make a document refer to itself or
+    expand exponentially (billion laughs) in what validation then walks."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.yaml_implicit_resolvers = _WITHOUT_TIMESTAMPS
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not supported",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        return super().compose_node(parent, index)
+
+
+def documents(text: str) -> list[object]:
+    """The non-empty documents of a YAML stream; raises yaml.YAMLError for anything unusable.
+    PyYAML's scalar constructors raise other errors for some malformed input (`!!int 0x`,
+    `!!timestamp x`) and the composer recurses once per nesting level: all are YAMLErrors here."""
+    try:
+        return [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise yaml.YAMLError(f"{type(exc).__name__}: {exc}") from None
 
 
 def _files(root: Path) -> Iterator[Path]:
@@ -70,9 +110,7 @@ class DirectorySource:
             if path.suffix not in POLICY_SUFFIXES:
                 continue
             try:
-                docs = [
-                    d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None
-                ]
+                docs = documents(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 kept = self._last_docs.get(path)
                 note = "; keeping its last good version" if kept is not None else ""
@@ -101,6 +139,16 @@ class DirectorySource:
         return result
 
 
+def _newest_write(
+    before: tuple[tuple[str, int, int, int], ...], after: tuple[tuple[str, int, int, int], ...]
+) -> float:
+    """When the change was made: the newest mtime among new or changed files (a deletion
+    has none, so it counts from now). Includes the polling delay, as users experience it."""
+    old = set(before)
+    changed = [entry[1] for entry in after if entry not in old]
+    return max(changed) / 1e9 if changed else time.time()
+
+
 def _short(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
@@ -124,6 +172,7 @@ class DirectoryWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="policy-watch", daemon=True)
         self._last = source.signature()
+        self.propagation: Callable[[float], None] | None = None  # seconds, file written -> serving
 
     def start(self) -> None:
         self._thread.start()
@@ -137,7 +186,10 @@ class DirectoryWatcher:
             try:
                 current = self._source.signature()
                 if current != self._last:
+                    written = _newest_write(self._last, current)
                     self._last = current
                     load(self._source, self._store)
+                    if self.propagation is not None:
+                        self.propagation(max(0.0, time.time() - written))
             except Exception:  # a reload must never kill the watcher; the last snapshot serves on
                 log.exception("policy reload failed; keeping the current snapshot")

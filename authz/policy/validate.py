@@ -185,19 +185,21 @@ def validate_document(doc: Any, origin: str) -> PolicyObject:
     """Turn one YAML/JSON document into a PolicyObject, or raise PolicyError naming every problem."""
     if not isinstance(doc, dict):
         raise PolicyError(origin, None, ["a policy document must be a mapping"])
-    kind = doc.get("kind")
+    raw_kind = doc.get("kind")
+    # Only a known string goes into the set lookups (a YAML mapping is unhashable).
+    kind = raw_kind if isinstance(raw_kind, str) and raw_kind in schema.KINDS else None
     raw_meta = doc.get("metadata")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     name = meta.get("name")
     namespace = None if kind in schema.CLUSTER_SCOPED else meta.get("namespace", "default")
     key: str | None = None
-    if kind in schema.KINDS and isinstance(name, str) and isinstance(namespace, (str, type(None))):
+    if kind is not None and isinstance(name, str) and isinstance(namespace, (str, type(None))):
         key = f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
     problems: list[str] = []
     if doc.get("apiVersion") != schema.API_VERSION:
         problems.append(f"apiVersion: must be {schema.API_VERSION}, got {doc.get('apiVersion')!r}")
-    if kind not in schema.KINDS:
-        problems.append(f"kind: must be one of {', '.join(schema.KINDS)}, got {kind!r}")
+    if kind is None:
+        problems.append(f"kind: must be one of {', '.join(schema.KINDS)}, got {raw_kind!r:.64}")
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(
             "metadata.name: must be a DNS subdomain name (lower case, digits, '-', '.')"

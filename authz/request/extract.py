@@ -19,6 +19,14 @@ from authz.request.jose import TokenError
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _MAX_PATH = 8192
+# Request header limits. Envoy's own defaults are 100 client headers and 60 KiB in all; the
+# count leaves room for the pseudo-headers and the ones Envoy adds (x-request-id, ...), so a
+# request Envoy accepted is never refused here. They bound what a direct gRPC caller, or an
+# Envoy configured far above its defaults, can make every Check walk through. One header
+# may be twice the default token limit, so a long token meets `token_too_large` (401) first.
+MAX_HEADERS = 128
+MAX_HEADER_BYTES = 32 * 1024  # one header, name and value
+MAX_HEADERS_TOTAL = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,7 @@ def http_request(check_request: Any) -> HttpRequest:
         else:
             raise RequestError("request path missing, not absolute or too long")
     headers: Mapping[str, str] = http.headers
+    _check_header_limits(http, len(headers) or len(http.header_map.headers))
     if not headers and len(http.header_map.headers):
         joined: dict[str, str] = {}
         headers = joined
@@ -110,6 +119,26 @@ def http_request(check_request: Any) -> HttpRequest:
         headers=headers,
         context=attrs.context_extensions,
     )
+
+
+def _check_header_limits(http: Any, count: int) -> None:
+    """Refuse oversized header sets before anything reads them. Envoy sends `headers` or
+    `header_map`, never both; `count` is that one's length. The serialized size (one C
+    call) bounds every header, so the per-header walk runs only for large requests."""
+    if count > MAX_HEADERS:
+        raise RequestError(f"request has {count} headers, over {MAX_HEADERS}")
+    size = http.ByteSize()
+    if size <= MAX_HEADER_BYTES:
+        return
+    total = 0
+    pairs = [(h.key, h.value or h.raw_value) for h in http.header_map.headers]
+    for key, value in [*http.headers.items(), *pairs]:
+        length = len(key) + len(value)
+        if length > MAX_HEADER_BYTES:
+            raise RequestError(f"header {key[:64]!r} is {length} bytes, over {MAX_HEADER_BYTES}")
+        total += length
+    if total > MAX_HEADERS_TOTAL:
+        raise RequestError(f"request headers are {total} bytes, over {MAX_HEADERS_TOTAL}")
 
 
 def _from_header(value: str, source: TokenSource) -> str | None:

@@ -41,11 +41,13 @@ class CheckClient:
 
 
 @contextmanager
-def check_server(policy_dir: Path, threads: int = 4, **checker_args: Any) -> Iterator[CheckClient]:
+def check_server(
+    policy_dir: Path, threads: int = 4, tracer: Any = None, **checker_args: Any
+) -> Iterator[CheckClient]:
     store = PolicyStore(checker_args.pop("workload_labels", None))
     load(DirectorySource(policy_dir), store)
     checker = Checker(store, **checker_args)
-    server, _health, port = grpc_server(checker, "127.0.0.1:0", threads=threads)
+    server, _health, port = grpc_server(checker, "127.0.0.1:0", threads=threads, tracer=tracer)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:

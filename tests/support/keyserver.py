@@ -260,6 +260,11 @@ class KeyServer:
         with self._server.lock:
             return self._server.counts[path]
 
+    def total_hits(self) -> int:
+        """Requests for any path, routed or not."""
+        with self._server.lock:
+            return sum(self._server.counts.values())
+
     # -- being down --------------------------------------------------------------------------
 
     def down(self) -> None:

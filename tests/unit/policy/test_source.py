@@ -104,6 +104,8 @@ def test_watcher_applies_a_change_within_a_second(
 ) -> None:
     source, store = _setup(tmp_path, es256_jwks)
     watcher = DirectoryWatcher(source, store, interval=0.1)
+    latencies: list[float] = []
+    watcher.propagation = latencies.append
     watcher.start()
     try:
         changed = policy_doc(targets={"hosts": ["api.example"]}, rules=[{"name": "changed"}])
@@ -112,5 +114,41 @@ def test_watcher_applies_a_change_within_a_second(
         while _rule_names(store) != ["changed"]:
             assert time.monotonic() - started < 1.0, "change not applied within 1 s"
             time.sleep(0.01)
+        time.sleep(0.05)  # the observation follows the swap
+        # from the file's mtime: the polling delay is part of what users wait for
+        assert len(latencies) == 1 and 0 < latencies[0] < 1.0, latencies
     finally:
         watcher.stop()
+
+
+def test_hostile_yaml_is_a_file_error_not_a_crash(
+    tmp_path: Path, es256_jwks: dict[str, Any]
+) -> None:
+    """Found by fuzzing: PyYAML raises ValueError/AttributeError for some scalars, aliases can
+    make a document refer to itself, and `kind: {}` is unhashable. None may stop a reload."""
+    source, store = _setup(tmp_path, es256_jwks)
+    hostile = {
+        "date.yaml": "a: !!int 0x\n",
+        "stamp.yaml": "a: !!timestamp nope\n",
+        "alias.yaml": "a: &x [1]\nb: *x\n",
+        "deep.yaml": "a: " + "[" * 3000 + "]" * 3000 + "\n",
+        "kind.yaml": "apiVersion: authz.io/v1alpha1\nkind: {}\nmetadata: {name: k}\nspec: {}\n",
+    }
+    for name, text in hostile.items():
+        (tmp_path / name).write_text(text)
+    result = load(source, store)
+    assert len(result.file_errors) == len(hostile), result.file_errors
+    assert _rule_names(store) == ["all"] and store.snapshot.version == 2
+
+
+def test_dates_stay_strings_as_in_kubernetes(tmp_path: Path, es256_jwks: dict[str, Any]) -> None:
+    source, store = _setup(tmp_path, es256_jwks)
+    doc = policy_doc(
+        targets={"hosts": ["api.example"]},
+        rules=[{"name": "d", "claims": [{"path": "day", "equals": "2001-02-30"}]}],
+    )
+    (tmp_path / "api.yaml").write_text(
+        json.dumps(doc).replace('"2001-02-30"', "2001-02-30")  # JSON is YAML; unquoted date
+    )
+    load(source, store)
+    assert _rule_names(store) == ["d"], store.statuses

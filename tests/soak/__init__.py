@@ -1,0 +1,1 @@
+"""`make soak`: sustained loopback load through Envoy with policy changes; see driver.py."""
