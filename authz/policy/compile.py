@@ -88,6 +88,8 @@ def _key_provider(obj: PolicyObject, algorithms: frozenset[str], keys: KeyManage
     remote = _remote_source(spec, algorithms)
     if remote is not None:
         return keys.remote(obj.key, remote, _fetch_settings(spec.get("fetch", {}), base))
+    if "hmacSecretRef" in spec:  # the cluster source replaces it with the Secret's value
+        raise CompileError("spec.hmacSecretRef: Kubernetes Secrets are read in cluster mode only")
     where = next(k for k in ("jwks", "jwksFile", "publicKeys", "hmacSecretFile") if k in spec)
     try:
         if where == "jwks":

@@ -11,10 +11,11 @@ goes away the last snapshot keeps serving.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -42,6 +43,9 @@ def _file_fields(spec: Mapping[str, Any]) -> list[str]:
         if "file" in k
     ]
     return found
+
+
+SECRET_REFRESH_SECONDS = 300.0  # Secrets are read, not watched: re-read this often
 
 
 class _Gone(Exception):
@@ -84,6 +88,7 @@ class KubeSource:
         on_rebuild: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     ) -> None:
         self._api = client.CustomObjectsApi(api)
+        self._read_secret = secret_reader(api)
         self._store = store
         self._debounce = debounce
         self._resync = resync
@@ -240,7 +245,8 @@ class KubeSource:
     def _rebuild_loop(self) -> None:
         """Debounce bursts into one rebuild; the first rebuild waits for every initial list."""
         while not self._stop.is_set():
-            self._dirty.wait()
+            if not self._dirty.wait(timeout=SECRET_REFRESH_SECONDS) and not self._uses_secrets():
+                continue  # quiet: rebuild only to pick up rotated Secrets
             if self._stop.is_set():
                 return
             self._stop.wait(self._debounce)
@@ -252,11 +258,15 @@ class KubeSource:
             except Exception:
                 log.exception("rebuild failed; keeping the current snapshot")
 
+    def _uses_secrets(self) -> bool:
+        with self._lock:
+            return any("hmacSecretRef" in (o.get("spec") or {}) for o in self.objects.values())
+
     def rebuild(self) -> None:
         with self._lock:
             snapshot = dict(self.objects)
             observed, self.changed_at = self.changed_at, None
-        objects, failures = validate_objects(snapshot.values())
+        objects, failures = validate_objects(snapshot.values(), self._read_secret)
         self._store.update(objects, failures, source="kubernetes")
         self.ready = True
         if observed is not None and self.propagation is not None:
@@ -265,10 +275,14 @@ class KubeSource:
             self._on_rebuild(snapshot)
 
 
+SecretReader = Callable[[str, str, str], bytes]  # (namespace, name, key) -> value
+
+
 def validate_objects(
-    raw: Iterable[dict[str, Any]],
+    raw: Iterable[dict[str, Any]], read_secret: SecretReader | None = None
 ) -> tuple[list[PolicyObject], dict[str, tuple[str, list[str]]]]:
-    """The same validation as files, plus the cluster-only rule on file fields."""
+    """The same validation as files, plus the cluster-only rules: no file fields, and
+    `hmacSecretRef` resolved to the Secret's value (read only when referenced)."""
     objects: list[PolicyObject] = []
     failures: dict[str, tuple[str, list[str]]] = {}
     for obj in raw:
@@ -278,18 +292,43 @@ def validate_objects(
         except PolicyError as exc:
             failures[exc.key or _key(obj)] = (origin, exc.problems)
             continue
-        file_fields = [f for f in FILE_FIELDS if f in validated.spec]
+        file_fields = _file_fields(validated.spec)
         if file_fields:
             failures[validated.key] = (
                 origin,
                 [
-                    f"spec.{f}: reads the authorizer's filesystem; not allowed on cluster objects"
+                    f"{f}: reads the authorizer's filesystem; not allowed on cluster objects"
                     for f in file_fields
                 ],
             )
             continue
+        if "hmacSecretRef" in validated.spec:
+            try:
+                validated = _with_secret(validated, read_secret)
+            except ValueError as exc:
+                failures[validated.key] = (origin, [f"spec.hmacSecretRef: {exc}"])
+                continue
         objects.append(validated)
     return objects, failures
+
+
+def _with_secret(obj: PolicyObject, read_secret: SecretReader | None) -> PolicyObject:
+    """Replace `hmacSecretRef` by an inline `kty: oct` JWK holding the Secret's value."""
+    ref = obj.spec["hmacSecretRef"]
+    if obj.namespace is not None and ref.get("namespace", obj.namespace) != obj.namespace:
+        raise ValueError(
+            "namespace is for ClusterJWTIssuer only; a JWTIssuer reads its own namespace"
+        )
+    namespace = ref.get("namespace") or obj.namespace
+    if namespace is None:
+        raise ValueError("a ClusterJWTIssuer must name the Secret's namespace")
+    if read_secret is None:
+        raise ValueError("Secrets cannot be read here")
+    value = read_secret(namespace, ref["name"], ref["key"]).removesuffix(b"\n")
+    secret_jwk = {"kty": "oct", "k": base64.urlsafe_b64encode(value).rstrip(b"=").decode()}
+    spec = {k: v for k, v in obj.spec.items() if k != "hmacSecretRef"}
+    spec["jwks"] = {"keys": [secret_jwk]}
+    return replace(obj, spec=spec)
 
 
 def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -302,6 +341,25 @@ def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
         "metadata": kept,
         "spec": obj.get("spec"),
     }
+
+
+def secret_reader(api: client.ApiClient) -> SecretReader:
+    """GET one Secret key; errors become ValueError with a message fit for status."""
+    core = client.CoreV1Api(api)
+
+    def read(namespace: str, name: str, key: str) -> bytes:
+        try:
+            secret = core.read_namespaced_secret(name, namespace, _request_timeout=10)
+        except ApiException as exc:
+            raise ValueError(
+                f"cannot read Secret {namespace}/{name}: {exc.status} {exc.reason}"
+            ) from None
+        data = secret.data or {}
+        if key not in data:
+            raise ValueError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data[key])
+
+    return read
 
 
 def _short(exc: Exception) -> str:

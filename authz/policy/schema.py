@@ -90,7 +90,7 @@ _TOKEN_SOURCE = _obj(
 ISSUER_SPEC: JSON = _obj(
     "A trusted token issuer: its `iss`, where its keys come from and how its tokens are checked. "
     "Set exactly one key source: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-    "x509CertificatesUri or hmacSecretFile.",
+    "x509CertificatesUri, hmacSecretFile or hmacSecretRef.",
     {
         "issuer": _str(
             "The exact `iss` value of this issuer's tokens, or a template with `{tenant}` "
@@ -159,6 +159,22 @@ ISSUER_SPEC: JSON = _obj(
             "HS* algorithms to accept, and only those. Tokens must not name a kid; for named "
             "secrets use `jwksFile` with `kty: oct` keys.",
             minLength=1,
+        ),
+        "hmacSecretRef": _obj(
+            "A Kubernetes Secret holding a shared HMAC secret (cluster mode only; read when "
+            "referenced, again on every policy change and every 5 minutes). `algorithms` must "
+            "list the HS* algorithms to accept, and only those. Tokens must not name a kid.",
+            {
+                "name": _str("Secret name.", minLength=1, maxLength=253),
+                "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
+                "namespace": _str(
+                    "The Secret's namespace: ClusterJWTIssuer only (a JWTIssuer reads "
+                    "Secrets in its own namespace).",
+                    minLength=1,
+                    maxLength=63,
+                ),
+            },
+            required=["name", "key"],
         ),
         "tenants": _list(
             _str("A tenant id or domain.", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$", maxLength=253),
@@ -471,16 +487,17 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
             "has(self.publicKeys)",
             "has(self.x509CertificatesUri)",
             "has(self.hmacSecretFile)",
+            "has(self.hmacSecretRef)",
         ),
         "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-        "x509CertificatesUri or hmacSecretFile",
+        "x509CertificatesUri, hmacSecretFile or hmacSecretRef",
     ),
     (
         "issuer",
         "spec",
-        "!has(self.hmacSecretFile) || "
+        "(!has(self.hmacSecretFile) && !has(self.hmacSecretRef)) || "
         "(has(self.algorithms) && self.algorithms.all(a, a.startsWith('HS')))",
-        "hmacSecretFile needs algorithms listing only HS256, HS384 or HS512",
+        "hmacSecretFile and hmacSecretRef need algorithms listing only HS256, HS384 or HS512",
     ),
     (
         "issuer",

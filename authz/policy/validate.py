@@ -97,6 +97,7 @@ def _https_or_allowed(spec: Mapping[str, Any]) -> bool:
 
 _KEY_SOURCES = (
     "jwks", "jwksFile", "jwksUri", "publicKeys", "x509CertificatesUri", "hmacSecretFile",
+    "hmacSecretRef",
 )  # fmt: skip
 _REMOTE = ("jwksUri", "x509CertificatesUri")
 _D = schema.FETCH_DEFAULTS
@@ -106,11 +107,11 @@ _Check = Callable[[Mapping[str, Any]], bool]
 # check fails if a rule has no twin or a twin no rule, so the two cannot drift apart.
 _CHECKS: dict[str, _Check] = {
     "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-    "x509CertificatesUri or hmacSecretFile": lambda s: (
+    "x509CertificatesUri, hmacSecretFile or hmacSecretRef": lambda s: (
         _count(s, _KEY_SOURCES) + _on(s, "discovery") == 1
     ),
-    "hmacSecretFile needs algorithms listing only HS256, HS384 or HS512": lambda s: (
-        "hmacSecretFile" not in s
+    "hmacSecretFile and hmacSecretRef need algorithms listing only HS256, HS384 or HS512": lambda s: (
+        ("hmacSecretFile" not in s and "hmacSecretRef" not in s)
         or ("algorithms" in s and all(a.startswith("HS") for a in s["algorithms"]))
     ),
     "tenants and a {tenant} placeholder in issuer go together": lambda s: (

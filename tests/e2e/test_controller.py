@@ -232,7 +232,7 @@ CEL_CASES = [
     (
         "hmac secret without HS algorithms",
         lambda ns: _drop(issuer(ns, hmacSecretFile="secret"), "jwks"),
-        "hmacSecretFile needs algorithms listing only HS256",
+        "hmacSecretFile and hmacSecretRef need algorithms listing only HS256",
     ),
     (
         "tenants without a template",
@@ -405,3 +405,54 @@ def test_file_sources_are_refused_on_cluster_objects(
     crds.apply([sneaky])
     eventually(lambda: conditions(crds, sneaky).get("Ready", {}).get("reason") == "Invalid")
     assert "not allowed on cluster objects" in conditions(crds, sneaky)["Accepted"]["message"]
+
+
+def test_hmac_secret_from_a_kubernetes_secret(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    secret = b"s" * 32
+    crds.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "hs", "namespace": namespace},
+                "data": {"key": base64.b64encode(secret + b"\n").decode()},
+            }
+        ]
+    )
+    hs_issuer = _drop(
+        issuer(namespace, hmacSecretRef={"name": "hs", "key": "key"}, algorithms=["HS256"]), "jwks"
+    )
+    check = Checker(start(authz_server, crds, namespace, tmp_path))
+    crds.apply([hs_issuer, policy(namespace)])
+    jwk = {"kty": "oct", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}
+    now = int(time.time())
+    claims = {"iss": ISS, "sub": "u", "aud": "api", "iat": now, "exp": now + 600, "scope": "read"}
+    check.wait_for(200, mint_token(jwk, claims, alg="HS256"))
+    assert check.status(token()) == 401  # an ES256 token is not acceptable to an HS-only issuer
+    missing = _drop(
+        issuer(namespace, "gone", hmacSecretRef={"name": "nope", "key": "k"}, algorithms=["HS256"]),
+        "jwks",
+    )
+    foreign = _drop(
+        issuer(
+            namespace,
+            "foreign",
+            hmacSecretRef={"name": "hs", "key": "key", "namespace": "kube-system"},
+            algorithms=["HS256"],
+        ),
+        "jwks",
+    )
+    crds.apply([missing, foreign])
+    eventually(
+        lambda: (
+            "cannot read Secret" in conditions(crds, missing).get("Accepted", {}).get("message", "")
+        )
+    )
+    eventually(
+        lambda: (
+            "ClusterJWTIssuer only"
+            in conditions(crds, foreign).get("Accepted", {}).get("message", "")
+        )
+    )

@@ -43,7 +43,7 @@ def test_unknown_fields_are_rejected_like_kubectl_strict() -> None:
 def test_exactly_one_key_source(es256_jwks: dict[str, Any]) -> None:
     one = (
         "spec: exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, "
-        "publicKeys, x509CertificatesUri or hmacSecretFile"
+        "publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef"
     )
     assert problems(issuer_doc()) == [one]
     assert problems(issuer_doc(jwks=es256_jwks, jwksFile="k.json")) == [one]
@@ -135,11 +135,11 @@ def test_key_sources_that_validate(spec: dict[str, Any]) -> None:
     [
         (
             {"hmacSecretFile": "s"},
-            "spec: hmacSecretFile needs algorithms listing only HS256, HS384 or HS512",
+            "spec: hmacSecretFile and hmacSecretRef need algorithms listing only HS256, HS384 or HS512",
         ),
         (
             {"hmacSecretFile": "s", "algorithms": ["HS256", "RS256"]},
-            "spec: hmacSecretFile needs algorithms listing only HS256, HS384 or HS512",
+            "spec: hmacSecretFile and hmacSecretRef need algorithms listing only HS256, HS384 or HS512",
         ),
         (
             {"jwksUri": HTTPS_JWKS, "tenants": ["a"]},
