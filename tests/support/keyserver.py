@@ -15,7 +15,6 @@ how often the authorizer fetched.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import ssl
 import threading
@@ -29,11 +28,11 @@ from typing import Any, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from authz.keys.sources import FetchSettings
 from authz.policy.schema import FETCH_DEFAULTS
+from tests.support.pki import CA, pem_cert, pem_key
 
 
 def fetch_settings(**changes: Any) -> FetchSettings:
@@ -125,69 +124,15 @@ class LocalCA:
 
 
 def make_ca(directory: Path) -> LocalCA:
-    """A throwaway CA (EC P-256) and a leaf for 127.0.0.1 / localhost, valid for a day."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "authz test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    """A throwaway CA and a leaf for 127.0.0.1 / localhost, valid for a day, as files."""
+    ca = CA.create("authz test CA")
+    key, cert = ca.serving("127.0.0.1", dns=["localhost"], ips=["127.0.0.1"])
     directory.mkdir(parents=True, exist_ok=True)
-    ca = LocalCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    ca.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    ca.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    ca.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca
+    files = LocalCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files.ca_file.write_bytes(pem_cert(ca.cert))
+    files.cert_file.write_bytes(pem_cert(cert))
+    files.key_file.write_bytes(pem_key(key))
+    return files
 
 
 def self_signed_cert_pem(private_key: Any, common_name: str = "securetoken") -> str:

@@ -28,10 +28,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
-import datetime as dt
 import enum
 import io
-import ipaddress
 import json
 import os
 import secrets
@@ -49,13 +47,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s
 
 from tests.support import testbin
+from tests.support.pki import CA, pem_cert, pem_key
 from tests.support.procs import Process, ProcessError, free_port, wait_for_http
 
 FIELD_MANAGER = "authz-tests"
@@ -104,73 +101,25 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 def _write_pki(d: Path) -> None:
     """CA, API server serving cert (SANs: loopback + in-cluster names), SA signing key."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "authz-tests-ca")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
+    ca = CA.create("authz-tests-ca", days=7)
+    in_cluster = (
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
     )
-    srv_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [
-        x509.DNSName(n)
-        for n in (
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        )
-    ]
-    sans += [
-        x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1", KUBERNETES_SERVICE_IP)
-    ]
-    srv_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(srv_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
+    srv_key, srv_cert = ca.serving(
+        "kube-apiserver",
+        dns=["localhost", *in_cluster],
+        ips=["127.0.0.1", "::1", KUBERNETES_SERVICE_IP],
+        days=7,
     )
     # RSA like real clusters, so consumers of the JWKS see RS256 service-account tokens.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files = {
-        "ca.crt": ca_cert.public_bytes(serialization.Encoding.PEM),
-        "apiserver.crt": srv_cert.public_bytes(serialization.Encoding.PEM),
-        "apiserver.key": _pem_key(srv_key),
+        "ca.crt": pem_cert(ca.cert),
+        "apiserver.crt": pem_cert(srv_cert),
+        "apiserver.key": pem_key(srv_key),
         "sa.key": _pem_key(sa_key),
         "sa.pub": sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
