@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv lint typecheck test test-fast test-e2e demo testbin clean bench fuzz soak
+.PHONY: help venv deps lint test test-fast test-e2e demo testbin clean bench fuzz soak
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
@@ -15,7 +15,9 @@ help:
 	@echo "make test-fast  unit, conformance and security tests only (edit-test loop)"
 	@echo "make fuzz       coverage-guided fuzzing (FUZZ_SECONDS=600)"
 	@echo "make soak       sustained load through Envoy with policy changes (SOAK_SECONDS=600)"
-	@echo "make lint       ruff and mypy"
+	@echo "make bench      the performance table (Envoy, authz, OPA-Envoy, trivial server)"
+	@echo "make manifests  regenerate the CRDs and manifests/install.yaml"
+	@echo "make lint       ruff, mypy and hadolint"
 
 venv: $(STAMP)
 
@@ -37,7 +39,13 @@ test-fast: venv
 test-e2e: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
 
-test: lint
+# Debian packages the tests drive (h2load and wrk for the bench smoke test), if missing.
+deps:
+	command -v h2load >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update && apt-get install -y nghttp2-client wrk)
+
+# The first run on a new machine also builds the Go test binaries (~13 min on 2 cores).
+test: lint deps testbin
 	$(BIN)/pytest $(PYTEST_FLAGS) tests
 
 ## testbin: build the upstream test binaries (kube-apiserver, etcd, helm, hydra, ...) into ~/.cache/authz-testbin once
@@ -66,9 +74,7 @@ chart-lint: venv
 # Performance: Envoy, authz, OPA-Envoy and a trivial grpcio server side by side (issue 6).
 # BENCH_DURATION=S (default 8 s per scenario), BENCH_QUICK=1 (smoke run),
 # BENCH_ARGS="--scenarios 'authz_*' --profile". Results also go to .bench/results.json.
-bench: venv
-	command -v h2load >/dev/null && command -v wrk >/dev/null || \
-		(apt-get update && apt-get install -y nghttp2-client wrk)
+bench: venv deps
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 # Hardening (issue 7). `make test` already runs the adversarial suite, a bounded fuzz run
