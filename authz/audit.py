@@ -24,11 +24,23 @@ def _aud(value: Any) -> Any:
     return _text(value)
 
 
+_COUNTERS: dict[tuple[bool, str, str | None], Any] = {}
+
+
+def _decisions(allowed: bool, reason: str, policy: str | None) -> Any:
+    """The labelled counter child, looked up once per label set (labels() is the slow part)."""
+    key = (allowed, reason, policy)
+    child = _COUNTERS.get(key)
+    if child is None:
+        child = DECISIONS.labels("allow" if allowed else "deny", reason, policy or "")
+        if len(_COUNTERS) < 10_000:  # label sets come from policy ids and reason codes
+            _COUNTERS[key] = child
+    return child
+
+
 def record(outcome: Outcome, seconds: float) -> None:
     decision = outcome.decision
-    DECISIONS.labels(
-        "allow" if decision.allowed else "deny", decision.reason.value, decision.policy or ""
-    ).inc()
+    _decisions(decision.allowed, decision.reason.value, decision.policy).inc()
     CHECK_SECONDS.observe(seconds)
     fields: dict[str, Any] = {
         "decision": "allow" if decision.allowed else "deny",

@@ -24,7 +24,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from authz import audit, metrics, tracing, workers
 from authz.check import Checker, Outcome
-from authz.controller import start_controller
 from authz.debug import MAX_BODY, Debug
 from authz.decision import Decision, Reason
 from authz.policy.source import DirectorySource, DirectoryWatcher, load
@@ -243,7 +242,11 @@ def serve(settings: ServeSettings) -> int:
         watcher.propagation = metrics.PROPAGATION.observe
         watcher.start()
         stoppers.append(watcher.stop)
-    controller = start_controller(settings, store) if settings.kubernetes else None
+    controller = None
+    if settings.kubernetes:  # the kubernetes client (~25 MB) is imported only in cluster mode
+        from authz.controller import start_controller  # noqa: PLC0415
+
+        controller = start_controller(settings, store)
     if controller is not None:
         stoppers.append(controller.stop)
     stoppers.append(store.close)  # last: the sources above may rebuild until they stop

@@ -268,6 +268,23 @@ def _condition(spec: Mapping[str, Any], where: str) -> ClaimCondition:
 
 
 def _rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
+    """Compiled rules are immutable, so identical rules (policies stamped from one template
+    share most of theirs) are compiled once and shared: memory scales with distinct rules."""
+    key = (json.dumps(spec, sort_keys=True), index)
+    rule = _RULES.get(key)
+    if rule is None:
+        rule = _compile_rule(spec, index)
+        if len(_RULES) >= _RULES_MAX:
+            _RULES.clear()
+        _RULES[key] = rule
+    return rule
+
+
+_RULES: dict[tuple[str, int], CompiledRule] = {}
+_RULES_MAX = 20_000
+
+
+def _compile_rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
     match = spec.get("match", {})
     where = f"spec.rules[{index}]"
     return CompiledRule(

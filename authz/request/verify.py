@@ -24,10 +24,10 @@ _MEDIA_TYPE_PREFIX = "application/"
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
     """A token whose signature and time window checked out; `expires_at` bounds any cache
-    entry, and `keys` is the key set it verified against, so a cache entry dies with it."""
+    entry, and `keys` is the key set it verified against, so a cache entry dies with it.
+    The header is not kept (only its kid): 100k cached tokens is the memory budget."""
 
     issuer: CompiledIssuer
-    header: Mapping[str, Any]
     claims: Mapping[str, Any]
     kid: str | None
     expires_at: float | None
@@ -81,7 +81,7 @@ def verify(
             raise TokenError(Reason.KEY_NOT_FOUND, f"no {alg} key for kid {_clip(kid)!r}")
     for key in candidates:
         if verify_signature(key, alg, parsed.signing_input, parsed.signature):
-            return VerifiedToken(issuer, header, claims, kid, expires_at, keys)
+            return VerifiedToken(issuer, claims, kid, expires_at, keys)
     raise TokenError(Reason.SIGNATURE_INVALID, "signature does not verify")
 
 

@@ -31,7 +31,8 @@ def test_generated_key_verifies_its_own_tokens(alg: str) -> None:
         id="dev", issuer=ISSUER, keys=StaticKeys(keys, "test"), algorithms=frozenset({alg})
     )
     verified = verify(token, {ISSUER: issuer}, NOW)
-    assert verified.header == {"alg": alg, "typ": "at+jwt", "kid": "dev"}
+    assert verified.kid == "dev"
+    assert parse(token).header == {"alg": alg, "typ": "at+jwt", "kid": "dev"}
 
 
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
