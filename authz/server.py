@@ -184,6 +184,24 @@ def _host_port(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def wait_for_signal() -> int:
+    """Block until SIGTERM or SIGINT. The handler only records the signal: it runs between
+    bytecodes of whatever the main thread is doing, so logging or taking locks there can
+    deadlock with the interrupted code (a second SIGTERM during shutdown did)."""
+    received: list[int] = []
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    while not stop.wait(0.5):
+        pass
+    return received[0]
+
+
 def grpc_server(
     checker: Checker,
     addr: str,
@@ -276,18 +294,10 @@ def serve(settings: ServeSettings) -> int:
         snapshot=store.snapshot.version,
     )
 
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: Any) -> None:
-        log.info("draining", signal=signal.Signals(signum).name)
-        state.draining.set()
-        health_servicer.enter_graceful_shutdown()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    while not stop.wait(0.5):
-        pass
+    signum = wait_for_signal()
+    log.info("draining", signal=signal.Signals(signum).name)
+    state.draining.set()
+    health_servicer.enter_graceful_shutdown()
     time.sleep(settings.shutdown_delay)  # let load balancers see /readyz fail first
     server.stop(grace=settings.shutdown_grace).wait()
     for stop_source in stoppers:

@@ -187,26 +187,30 @@ class Supervisor:
         ops.start()
         log.info("supervising workers", workers=self.count, http=self.http_addr)
 
-        def _on_signal(signum: int, _frame: Any) -> None:
-            log.info("draining workers", signal=signal.Signals(signum).name)
-            self._draining.set()
-            for proc in self._procs:
-                proc.send_signal(signal.SIGTERM)
+        received: list[int] = []
+
+        def _on_signal(signum: int, _frame: Any) -> None:  # only records: see wait_for_signal
+            received.append(signum)
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-        while not self._draining.is_set():
+        while not received:
             for index, proc in enumerate(self._procs):
                 code = proc.poll()
-                if code is None or self._draining.is_set():
+                if code is None:
                     continue
                 if code in _STOPPED:  # told to stop (a SIGTERM to the whole group): drain all
-                    _on_signal(signal.SIGTERM, None)
+                    received.append(signal.SIGTERM)
                     break
                 log.error("worker exited; restarting", worker=index, code=code)
                 RESTARTS.inc()
                 self._procs[index] = self._spawn(index)
-            self._draining.wait(0.5)
+            time.sleep(0.2)
+        log.info("draining workers", signal=signal.Signals(received[0]).name)
+        self._draining.set()
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.drain_seconds + 5
         code = 0
         for proc in self._procs:

@@ -199,7 +199,7 @@ def test_invalid_edit_keeps_last_good_version(
     check.wait_for(200, token())
     bad = policy(namespace, rules=[{"name": "r", "claims": [{"path": "e", "regex": "(x"}]}])
     crds.apply([bad])
-    eventually(lambda: conditions(crds, bad)["Ready"]["reason"] == "ServingLastGood")
+    eventually(lambda: conditions(crds, bad).get("Ready", {}).get("reason") == "ServingLastGood")
     assert check.status(token()) == 200
 
 
