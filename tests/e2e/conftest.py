@@ -23,9 +23,10 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,67 +248,20 @@ def _module_stack() -> Iterator[ExitStack]:
         yield stack
 
 
-class AuthzFactory:
-    def __init__(self, stack: ExitStack) -> None:
-        self._stack = stack
-
-    def __call__(
-        self,
-        policy_dir: str | os.PathLike[str],
-        *,
-        grpc_unix: bool = False,
-        wait_ready: bool = True,
-        log_level: str = "info",
-        extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> AuthzServer:
-        return start_authz(
-            self._stack,
-            policy_dir,
-            grpc_unix=grpc_unix,
-            wait_ready=wait_ready,
-            log_level=log_level,
-            extra_args=extra_args,
-            env=env,
-        )
-
-
-class EnvoyStackFactory:
-    def __init__(self, stack: ExitStack) -> None:
-        self._stack = stack
-
-    def __call__(
-        self,
-        policy_dir: str | os.PathLike[str],
-        *,
-        grpc_unix: bool = False,
-        timeout_ms: int = 500,
-        with_jwt_authn: Mapping[str, Any] | None = None,
-        policy_routes: Mapping[str, str] = DEFAULT_POLICY_ROUTES,
-        authz_args: Sequence[str] = (),
-        authz_env: Mapping[str, str] | None = None,
-    ) -> EnvoyStack:
-        return start_envoy_stack(
-            self._stack,
-            policy_dir,
-            grpc_unix=grpc_unix,
-            timeout_ms=timeout_ms,
-            with_jwt_authn=with_jwt_authn,
-            policy_routes=policy_routes,
-            authz_args=authz_args,
-            authz_env=authz_env,
-        )
+# A fixture hands out the starter bound to its ExitStack: same arguments, cleaned up with it.
+AuthzFactory = Callable[..., AuthzServer]
+EnvoyStackFactory = Callable[..., EnvoyStack]
 
 
 @pytest.fixture
 def authz_server(_function_stack: ExitStack) -> AuthzFactory:
     """``authz_server(policy_dir, grpc_unix=False, wait_ready=True, ...) -> AuthzServer``."""
-    return AuthzFactory(_function_stack)
+    return partial(start_authz, _function_stack)
 
 
 @pytest.fixture(scope="module")
 def authz_server_module(_module_stack: ExitStack) -> AuthzFactory:
-    return AuthzFactory(_module_stack)
+    return partial(start_authz, _module_stack)
 
 
 @pytest.fixture
@@ -319,9 +273,9 @@ def echo_upstream(_function_stack: ExitStack) -> Upstream:
 @pytest.fixture
 def envoy_stack(_function_stack: ExitStack) -> EnvoyStackFactory:
     """``envoy_stack(policy_dir, grpc_unix=False, timeout_ms=500, ...) -> EnvoyStack``."""
-    return EnvoyStackFactory(_function_stack)
+    return partial(start_envoy_stack, _function_stack)
 
 
 @pytest.fixture(scope="module")
 def envoy_stack_module(_module_stack: ExitStack) -> EnvoyStackFactory:
-    return EnvoyStackFactory(_module_stack)
+    return partial(start_envoy_stack, _module_stack)
