@@ -25,11 +25,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TextIO
+from typing import Any, Self, TextIO, TypeVar
+
+T = TypeVar("T")
 
 POLL_INTERVAL = 0.05
 
@@ -68,42 +70,42 @@ def _timeout_error(what: str, timeout: float, proc: Process | None, last: str) -
     return ProcessError(msg)
 
 
+def _wait(what: str, timeout: float, proc: Process | None, attempt: Callable[[], T]) -> T:
+    """Call ``attempt`` until it returns (OSError means "not yet"); fail fast if ``proc`` dies."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        _check_alive(proc, what)
+        try:
+            return attempt()
+        except OSError as exc:  # urllib.error.URLError is an OSError too
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise _timeout_error(what, timeout, proc, last)
+        time.sleep(POLL_INTERVAL)
+
+
 def wait_for_tcp(
     host: str, port: int, timeout: float = 10.0, *, proc: Process | None = None
 ) -> None:
     """Block until something accepts TCP connections on ``host:port``."""
-    what = f"tcp {host}:{port}"
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        _check_alive(proc, what)
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            raise _timeout_error(what, timeout, proc, last)
-        time.sleep(POLL_INTERVAL)
+
+    def connect() -> None:
+        with socket.create_connection((host, port), timeout=0.5):
+            return
+
+    _wait(f"tcp {host}:{port}", timeout, proc, connect)
 
 
 def wait_for_unix(path: str | Path, timeout: float = 10.0, *, proc: Process | None = None) -> None:
     """Block until something accepts connections on the unix socket ``path``."""
-    what = f"unix socket {path}"
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        _check_alive(proc, what)
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(0.5)
-                s.connect(os.fspath(path))
-                return
-        except OSError as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            raise _timeout_error(what, timeout, proc, last)
-        time.sleep(POLL_INTERVAL)
+
+    def connect() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(os.fspath(path))
+
+    _wait(f"unix socket {path}", timeout, proc, connect)
 
 
 def wait_for_addr(addr: str, timeout: float = 10.0, *, proc: Process | None = None) -> None:
@@ -177,21 +179,14 @@ def wait_for_http(
     proc: Process | None = None,
 ) -> bytes:
     """Block until ``GET url`` returns ``expect_status``; return the response body."""
-    what = f"GET {url} -> {expect_status}"
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        _check_alive(proc, what)
-        try:
-            status, body = http_get(url, timeout=1.0)
-            if status == expect_status:
-                return body
-            last = f"status {status}: {body[:200]!r}"
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            raise _timeout_error(what, timeout, proc, last)
-        time.sleep(POLL_INTERVAL)
+
+    def get() -> bytes:
+        status, body = http_get(url, timeout=1.0)
+        if status != expect_status:
+            raise OSError(f"status {status}: {body[:200]!r}")
+        return body
+
+    return _wait(f"GET {url} -> {expect_status}", timeout, proc, get)
 
 
 class Process:
