@@ -44,6 +44,11 @@ DEFAULT_HEADERS = (
 )
 
 
+# The problem text of an issuer reference that does not resolve; status turns it into
+# ResolvedRefs=False, so both sides use this one constant.
+UNRESOLVED = "not found or not ready"
+
+
 class CompileError(ValueError):
     """A valid-looking object that cannot be used (unreadable key file, bad regex...)."""
 
@@ -326,7 +331,7 @@ def compile_policy(
         )
         issuer = issuers.get(key)
         if issuer is None:
-            problems.append(f"spec.issuers[{i}]: {key} not found or not ready")
+            problems.append(f"spec.issuers[{i}]: {key} {UNRESOLVED}")
             continue
         clash = next((by_iss[iss] for iss in issuer.accepted_iss if iss in by_iss), None)
         if clash is not None:

@@ -18,12 +18,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from authz.policy import schema
+from authz.policy.compile import UNRESOLVED
 from authz.policy.crd import NAMES
 from authz.policy.store import ObjectStatus
 
 log = structlog.get_logger("authz.status")
-
-UNRESOLVED = "not found or not ready"
 
 
 def _timestamp() -> str:
