@@ -29,7 +29,7 @@ def _labels(text: str) -> dict[str, str]:
 def _token_limit(text: str) -> int:
     """A token travels in one header, and a header over MAX_HEADER_BYTES is refused (400)
     before any token is read: a larger token limit could never be reached."""
-    from authz.request.extract import MAX_HEADER_BYTES
+    from authz.request.view import MAX_HEADER_BYTES
 
     value = int(text)
     if not 0 < value <= MAX_HEADER_BYTES - 1024:
@@ -169,8 +169,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
-    from authz import logs
-    from authz.server import ServeSettings, serve
+    from authz.observe import logs
+    from authz.server import serve
+    from authz.settings import ServeSettings
     from authz.workers import Supervisor
 
     logs.configure(args.log_level, json_output=args.log_format == "json")
@@ -209,9 +210,9 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
 def _load(policy_dir: Path, labels: dict[str, str], *, fetch_keys: bool) -> tuple[Any, Any]:
     """Build a store from the directory; with `fetch_keys`, wait for remote keys' first fetch
     (each is bounded by its issuer's fetch timeout: discovery plus JWKS, at most 2 x 60 s)."""
-    from authz import logs
-    from authz.keys.manager import KeyManager
-    from authz.policy.source import DirectorySource
+    from authz.keys.remote import KeyManager
+    from authz.observe import logs
+    from authz.policy.files import DirectorySource
     from authz.policy.store import PolicyStore
 
     logs.configure("critical")  # problems, key errors included, are in the command's output
@@ -229,7 +230,7 @@ def _check(args: argparse.Namespace) -> int:
     headers = _pairs(args.header, ":", "header")
     context = _pairs(args.context, "=", "context")
     if args.server:
-        from authz.debug import remote_explain
+        from authz.observe.debug import remote_explain
 
         try:
             out = remote_explain(
@@ -245,22 +246,24 @@ def _check(args: argparse.Namespace) -> int:
             print(f"authz check: {args.server}: {exc}", file=sys.stderr)
             return 2
     else:
-        from authz.check import Checker
-        from authz.explain import check_request, explain
+        from authz.request.assembly import pipeline
+        from authz.request.cache import TokenCache
+        from authz.request.explain import explain
 
         store, result = _load(args.policy_dir, args.workload_labels, fetch_keys=True)
-        request = check_request(
+        problems = [*result.file_errors] + [
+            f"{s.key}: {p}" for s in store.statuses.values() for p in s.problems
+        ]
+        out = explain(
+            pipeline(store, TokenCache(max_entries=0), realm=args.realm),
             method=args.method,
             host=args.host,
             path=args.path,
             headers=headers,
             context=context,
             token=token,
+            problems=problems,
         )
-        problems = [*result.file_errors] + [
-            f"{s.key}: {p}" for s in store.statuses.values() for p in s.problems
-        ]
-        out = explain(Checker(store, realm=args.realm), request, token, problems)
     print(json.dumps(out, indent=2))
     return 0 if out["decision"] == "allow" else 1
 

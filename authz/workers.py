@@ -32,6 +32,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from authz.ops import OpsServer
+
 log = structlog.get_logger("authz.workers")
 
 ENV = "AUTHZ_WORKER"  # "i/N" in a worker's environment
@@ -179,8 +181,6 @@ class Supervisor:
         return generate_latest(registry) + generate_latest(_OWN)
 
     def run(self) -> int:
-        from authz.server import OpsServer  # noqa: PLC0415 (server imports this module)
-
         self._procs = [self._spawn(i) for i in range(self.count)]
         debug = self.debug if "--debug-endpoints" in self._argv else None
         ops = OpsServer(self.http_addr, self.ready, self.metrics, debug)

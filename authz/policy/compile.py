@@ -10,12 +10,14 @@ import json
 import re
 import ssl
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from authz.keys.fetch import tls_context
 from authz.keys.jwk import JWKSError, parse_jwks
-from authz.keys.manager import KeyManager, KeyProvider, StaticKeys
+from authz.keys.provider import KeyProvider, StaticKeys
+from authz.keys.remote import KeyManager
 from authz.keys.sources import (
     FetchSettings,
     RemoteSource,
@@ -42,11 +44,6 @@ DEFAULT_HEADERS = (
     HeaderFromClaim("x-auth-subject", ("sub",)),
     HeaderFromClaim("x-auth-issuer", ("iss",)),
 )
-
-
-# The problem text of an issuer reference that does not resolve; status turns it into
-# ResolvedRefs=False, so both sides use this one constant.
-UNRESOLVED = "not found or not ready"
 
 
 class CompileError(ValueError):
@@ -306,21 +303,33 @@ def _compile_rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """A compiled policy (None: it does not apply to this workload) and what is wrong with it.
+    `unresolved` holds the problems that are issuer references not found or not ready: status
+    reports them as ResolvedRefs=False, so they are kept apart rather than found by their text."""
+
+    policy: CompiledPolicy | None
+    problems: tuple[str, ...] = ()
+    unresolved: tuple[str, ...] = ()
+
+
 def compile_policy(
     obj: PolicyObject,
     issuers: Mapping[str, CompiledIssuer],
     workload_labels: Mapping[str, str],
-) -> tuple[CompiledPolicy | None, list[str]]:
-    """Compile one AuthzPolicy. Returns (None, reasons) when it does not apply to this
-    workload; unresolved issuer references are dropped (fail closed) and reported."""
+) -> PolicyResult:
+    """Compile one AuthzPolicy; unresolved issuer references are dropped (fail closed) and
+    reported."""
     spec = obj.spec
     targets = spec["targets"]
     selector = targets.get("workloadSelector")
     if selector is not None and any(
         workload_labels.get(k) != v for k, v in selector["matchLabels"].items()
     ):
-        return None, []
+        return PolicyResult(None)
     problems: list[str] = []
+    unresolved: list[str] = []
     by_iss: dict[str, CompiledIssuer] = {}
     for i, ref in enumerate(spec.get("issuers", ())):
         kind = ref.get("kind", "JWTIssuer")
@@ -331,7 +340,8 @@ def compile_policy(
         )
         issuer = issuers.get(key)
         if issuer is None:
-            problems.append(f"spec.issuers[{i}]: {key} {UNRESOLVED}")
+            unresolved.append(f"spec.issuers[{i}]: {key} not found or not ready")
+            problems.append(unresolved[-1])
             continue
         clash = next((by_iss[iss] for iss in issuer.accepted_iss if iss in by_iss), None)
         if clash is not None:
@@ -370,4 +380,4 @@ def compile_policy(
         context=tuple(sorted(targets.get("contextExtensions", {}).items())),
         dry_run=spec.get("dryRun", False),
     )
-    return policy, problems
+    return PolicyResult(policy, tuple(problems), tuple(unresolved))

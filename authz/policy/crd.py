@@ -15,12 +15,6 @@ import yaml
 
 from authz.policy import schema
 
-NAMES = {
-    "JWTIssuer": ("jwtissuers", "jwtissuer", ["jwtiss"]),
-    "ClusterJWTIssuer": ("clusterjwtissuers", "clusterjwtissuer", ["cjwtiss"]),
-    "AuthzPolicy": ("authzpolicies", "authzpolicy", ["azpol"]),
-}
-
 _CONDITION = {
     "type": "object",
     "description": "A metav1.Condition.",
@@ -121,7 +115,7 @@ def _columns(kind: str) -> list[dict[str, Any]]:
 
 
 def crd(kind: str) -> dict[str, Any]:
-    plural, singular, short = NAMES[kind]
+    plural, singular, short = schema.NAMES[kind]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -175,7 +169,7 @@ def write(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for kind in schema.KINDS:
-        path = directory / f"{NAMES[kind][0]}.{schema.GROUP}.yaml"
+        path = directory / f"{schema.NAMES[kind][0]}.{schema.GROUP}.yaml"
         path.write_text(render(kind), encoding="utf-8")
         paths.append(path)
     return paths

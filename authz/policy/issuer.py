@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from authz.keys.manager import KeyProvider
+from authz.keys.provider import KeyProvider
 
 ClaimPath = tuple[str, ...]
 

@@ -23,7 +23,6 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from authz.policy import schema
-from authz.policy.crd import NAMES
 from authz.policy.store import PolicyStore
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 
@@ -59,7 +58,7 @@ class Target:
 
     @property
     def plural(self) -> str:
-        return NAMES[self.kind][0]
+        return schema.NAMES[self.kind][0]
 
 
 def _key(obj: dict[str, Any]) -> str:

@@ -18,6 +18,13 @@ ISSUER_KINDS = ("JWTIssuer", "ClusterJWTIssuer")
 POLICY_KIND = "AuthzPolicy"
 KINDS = (*ISSUER_KINDS, POLICY_KIND)
 CLUSTER_SCOPED = frozenset({"ClusterJWTIssuer"})
+# kind -> (plural, singular, short names): the CRDs' names, the API paths the cluster source
+# lists and watches, and the status writer's patch target.
+NAMES = {
+    "JWTIssuer": ("jwtissuers", "jwtissuer", ["jwtiss"]),
+    "ClusterJWTIssuer": ("clusterjwtissuers", "clusterjwtissuer", ["cjwtiss"]),
+    "AuthzPolicy": ("authzpolicies", "authzpolicy", ["azpol"]),
+}
 
 ASYMMETRIC_ALGORITHMS = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",

@@ -18,9 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from authz.policy import schema
-from authz.policy.compile import UNRESOLVED
-from authz.policy.crd import NAMES
-from authz.policy.store import ObjectStatus
+from authz.policy.build import ObjectStatus
 
 log = structlog.get_logger("authz.status")
 
@@ -68,7 +66,7 @@ def desired_conditions(
         generation,
     )
     conditions = [accepted]
-    unresolved = [p for p in status.problems if UNRESOLVED in p]
+    unresolved = status.unresolved
     if key.startswith(f"{schema.POLICY_KIND}/"):
         conditions.append(
             _condition(
@@ -204,7 +202,7 @@ class StatusWriter:
 
     def _patch(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
         meta = obj["metadata"]
-        plural = NAMES[obj["kind"]][0]
+        plural = schema.NAMES[obj["kind"]][0]
         try:
             if obj["kind"] in schema.CLUSTER_SCOPED:
                 self._custom.patch_cluster_custom_object_status(

@@ -2,9 +2,10 @@
 
 Keyed on a SHA-256 of the token (the token itself is never kept), bounded
 LRU, an entry expires when its token would stop verifying (`exp` plus the
-issuer's skew), and the cache is cleared whenever a new snapshot is swapped in
-and an issuer's entries are dropped when its keys change, so a key rotation or
-policy change is never masked. Failures are not cached.
+issuer's skew), and the cache is cleared whenever a new snapshot is swapped in.
+An entry counts only while its issuer still serves the very key set it verified
+against (checked on every hit, see credentials.bearer_jwt), so a key rotation is
+never masked and costs no scan of the cache. Failures are not cached.
 """
 
 from __future__ import annotations
@@ -57,13 +58,6 @@ class TokenCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
                 self.evictions += 1
-
-    def drop_issuer(self, issuer_id: str) -> None:
-        """Forget the tokens one issuer object verified (its keys changed)."""
-        with self._lock:
-            stale = [d for d, (_, v) in self._entries.items() if v.issuer.id == issuer_id]
-            for digest in stale:
-                del self._entries[digest]
 
     def clear(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from authz.decision import Reason
+from authz.request.decision import Reason
 
 MAX_DEPTH = 32
 

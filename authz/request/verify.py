@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.decision import Reason
 from authz.keys.jwk import KeySet, verify_signature
 from authz.policy.issuer import CompiledIssuer
+from authz.request.claims import collect
+from authz.request.decision import Identity, Reason
 from authz.request.jose import TokenError, parse
 
 _MEDIA_TYPE_PREFIX = "application/"
@@ -25,13 +26,16 @@ _MEDIA_TYPE_PREFIX = "application/"
 class VerifiedToken:
     """A token whose signature and time window checked out; `expires_at` bounds any cache
     entry, and `keys` is the key set it verified against, so a cache entry dies with it.
-    The header is not kept (only its kid): 100k cached tokens is the memory budget."""
+    `identity` is what the token says about its bearer, read once with the issuer's claim
+    mapping (it is cached with the token). The header is not kept (only its kid): 100k
+    cached tokens is the memory budget."""
 
     issuer: CompiledIssuer
     claims: Mapping[str, Any]
     kid: str | None
     expires_at: float | None
     keys: KeySet
+    identity: Identity
 
 
 def verify(
@@ -81,8 +85,22 @@ def verify(
             raise TokenError(Reason.KEY_NOT_FOUND, f"no {alg} key for kid {_clip(kid)!r}")
     for key in candidates:
         if verify_signature(key, alg, parsed.signing_input, parsed.signature):
-            return VerifiedToken(issuer, claims, kid, expires_at, keys)
+            return VerifiedToken(
+                issuer, claims, kid, expires_at, keys, _identity(issuer, claims, kid)
+            )
     raise TokenError(Reason.SIGNATURE_INVALID, "signature does not verify")
+
+
+def _identity(issuer: CompiledIssuer, claims: Mapping[str, Any], kid: str | None) -> Identity:
+    sub = claims.get("sub")
+    return Identity(
+        issuer=issuer.issuer,
+        subject=sub if isinstance(sub, str) else None,
+        claims=claims,
+        scopes=collect(claims, issuer.scope_claims),
+        roles=collect(claims, issuer.role_claims),
+        kid=kid,
+    )
 
 
 def _typ_matches(typ: object, required: str) -> bool:

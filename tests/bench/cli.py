@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing load generators: {', '.join(missing)} (apt-get install wrk nghttp2-client)")
         return 2
 
-    from authz import logs
+    from authz.observe import logs
 
     logs.configure("error")  # the in-process microbenchmarks load policies; keep them quiet
     host = machine(envoy_binary())

@@ -24,8 +24,8 @@ from jwt.algorithms import ECAlgorithm
 
 from authz.devtools import mint_token
 from authz.keys.fetch import MAX_BYTES
-from authz.keys.manager import KeyState
-from authz.policy.source import DirectorySource, load
+from authz.keys.provider import KeyState
+from authz.policy.files import DirectorySource, load
 from tests.e2e.conftest import REPO_ROOT, AuthzFactory, child_env
 from tests.support.authz import CheckClient, check_server
 from tests.support.keyserver import KeyServer, LocalCA, make_ca, self_signed_cert_pem
@@ -213,9 +213,9 @@ def test_rotation_without_a_401_burst(tmp_path: Path, server: KeyServer) -> None
         doc = remote("rot", iss, jwksUri=f"{server.url}/rot/jwks", fetch={"refreshSeconds": 1})
         load(DirectorySource(write_policies(policy_dir, doc)), client.store)
         assert server.hits("/rot/jwks") == 2 and provider()["JWTIssuer/default/rot"].ready
-        hits = client.checker.cache.hits
+        hits = client.cache.hits
         assert check(client, old).status == check(client, old).status == 200
-        assert client.checker.cache.hits == hits + 1  # the old token is cached again
+        assert client.cache.hits == hits + 1  # the old token is cached again
         # k1 is retired: the next refresh drops it, and its token is denied although it
         # sits in the verified-token cache.
         server.json("/rot/jwks", jwks("k2"))

@@ -26,7 +26,7 @@ _RUNS = re.compile(rb"^#(\d+)\s", re.MULTILINE)
 
 def _quiet_logs() -> None:
     """The store logs every rejected object; at thousands per second that is noise."""
-    from authz import logs
+    from authz.observe import logs
 
     logs.configure("critical")
 

@@ -32,14 +32,14 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.message import DecodeError
 from jwt.algorithms import ECAlgorithm
 
-from authz.check import Checker
-from authz.decision import Reason
-from authz.keys.manager import KeyManager
-from authz.policy.source import documents
+from authz.keys.remote import KeyManager
+from authz.policy.files import documents
 from authz.policy.store import PolicyStore
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
+from authz.request.decision import Reason
 from authz.request.jose import TokenError
 from authz.request.verify import verify
+from tests.support.authz import grpc_checker
 from tests.support.tokens import (
     AUDIENCE,
     ISSUER,
@@ -192,7 +192,7 @@ def policy(data: bytes) -> None:
                 failures[exc.key] = (ORIGIN, exc.problems)
     store = PolicyStore(keys=KeyManager(start=False))  # fuzzed key URLs are never fetched
     store.update(objects, failures)
-    response, _ = Checker(store).check(_request(b"GET", b"api.test", b"/orders/1", VALID))
+    response, _ = grpc_checker(store).check(_request(b"GET", b"api.test", b"/orders/1", VALID))
     if response.status.code != 0 and response.denied_response.status.code not in (400, 401, 403):
         raise FuzzFailure(f"unexpected response {response}")
 
@@ -201,7 +201,7 @@ def policy(data: bytes) -> None:
 
 _CHECK_STORE = PolicyStore(keys=KeyManager(start=False))
 _CHECK_STORE.update([validate_document(d, ORIGIN) for d in BASE_DOCS], {})
-_CHECKER = Checker(_CHECK_STORE, clock=lambda: NOW)
+_CHECKER = grpc_checker(_CHECK_STORE, clock=lambda: NOW)
 _TOKENS = [
     VALID,
     mint(_PRIVATE, claims(scope="read a", tenant="acme", x=1)),

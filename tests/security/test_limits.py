@@ -13,7 +13,7 @@ import pytest
 import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
-from authz.request.extract import MAX_HEADER_BYTES, MAX_HEADERS, MAX_HEADERS_TOTAL
+from authz.request.view import MAX_HEADER_BYTES, MAX_HEADERS, MAX_HEADERS_TOTAL
 from tests.support.authz import CheckClient, check_server
 
 POLICY = {

@@ -1,4 +1,5 @@
-"""An authz Check server in this process, on a free loopback port, for tests that speak gRPC."""
+"""An authz Check server in this process, on a free loopback port, for tests that speak gRPC,
+and the same Check without a server (`grpc_checker`) for tests that call it directly."""
 
 from __future__ import annotations
 
@@ -10,48 +11,73 @@ from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from prometheus_client import CollectorRegistry
 
-from authz.check import Checker
-from authz.policy.source import DirectorySource, load
+from authz.observe.audit import Audit
+from authz.observe.metrics import Metrics
+from authz.observe.recorder import Recorder
+from authz.policy.files import DirectorySource, load
 from authz.policy.store import PolicyStore
-from authz.server import grpc_server
+from authz.request.assembly import pipeline
+from authz.request.cache import TokenCache
+from authz.request.pipeline import Serving
+from authz.transport.grpc import GrpcChecker, grpc_server
+
+
+def grpc_checker(
+    serving: Serving, *, cache: TokenCache | None = None, **options: Any
+) -> GrpcChecker:
+    """The gRPC transport over the server's pipeline; `options` as `assembly.pipeline` takes."""
+    return GrpcChecker(pipeline(serving, cache if cache is not None else TokenCache(), **options))
+
+
+def check_request(
+    *,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    host: str = "api.example.com",
+    path: str = "/",
+    context: dict[str, str] | None = None,
+) -> Any:
+    """The CheckRequest Envoy sends for this HTTP request."""
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path = method, host, path
+    http.headers.update(headers or {})
+    request.attributes.context_extensions.update(context or {})
+    return request
 
 
 @dataclass
 class CheckClient:
     stub: Any
     store: PolicyStore
-    checker: Checker
+    checker: GrpcChecker
+    cache: TokenCache
+    metrics: Metrics  # on a registry of this server's own (the process one is shared)
 
-    def check(
-        self,
-        *,
-        headers: dict[str, str] | None = None,
-        method: str = "GET",
-        host: str = "api.example.com",
-        path: str = "/",
-        context: dict[str, str] | None = None,
-    ) -> Any:
-        request = external_auth_pb2.CheckRequest()
-        http = request.attributes.request.http
-        http.method, http.host, http.path = method, host, path
-        http.headers.update(headers or {})
-        request.attributes.context_extensions.update(context or {})
-        return self.stub.Check(request, timeout=10)
+    def check(self, **request: Any) -> Any:
+        """Check over gRPC; `request` as `check_request` takes."""
+        return self.stub.Check(check_request(**request), timeout=10)
 
 
 @contextmanager
 def check_server(
-    policy_dir: Path, threads: int = 4, tracer: Any = None, **checker_args: Any
+    policy_dir: Path, threads: int = 4, tracer: Any = None, **options: Any
 ) -> Iterator[CheckClient]:
-    store = PolicyStore(checker_args.pop("workload_labels", None))
+    store = PolicyStore(options.pop("workload_labels", None))
     load(DirectorySource(policy_dir), store)
-    checker = Checker(store, **checker_args)
-    server, _health, port = grpc_server(checker, "127.0.0.1:0", threads=threads, tracer=tracer)
+    cache = options.pop("cache", None) or TokenCache()
+    store.on_swap(lambda _snapshot: cache.clear())
+    checker = grpc_checker(store, cache=cache, **options)
+    metrics = Metrics(CollectorRegistry())
+    recorder = Recorder(Audit(metrics), tracer)
+    server, _health, port = grpc_server(checker, "127.0.0.1:0", recorder, threads=threads)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
     try:
-        yield CheckClient(external_auth_pb2_grpc.AuthorizationStub(channel), store, checker)
+        yield CheckClient(stub, store, checker, cache, metrics)
     finally:
         channel.close()
         server.stop(grace=None)

@@ -19,7 +19,7 @@ from typing import Any
 
 from authz.devtools import generate_key, mint_token
 from authz.keys.jwk import RSA_ALGORITHMS, parse_jwks
-from authz.keys.manager import StaticKeys
+from authz.keys.provider import StaticKeys
 from authz.policy.issuer import CompiledIssuer
 
 ISSUER = "https://issuer.test"

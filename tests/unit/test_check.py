@@ -285,7 +285,7 @@ def test_malformed_check_request_is_400(client: CheckClient) -> None:
 
 def test_verified_tokens_are_cached_and_flushed_on_swap(client: CheckClient) -> None:
     value = token(scope="orders.read", jti="cache-test")
-    cache = client.checker.cache
+    cache = client.cache
     hits = cache.hits
     for _ in range(3):
         assert (
@@ -298,7 +298,7 @@ def test_verified_tokens_are_cached_and_flushed_on_swap(client: CheckClient) -> 
 
 
 def _objects(client: CheckClient) -> Iterator[Any]:
-    from authz.policy.source import DirectorySource
+    from authz.policy.files import DirectorySource
 
     origin = next(iter(client.store.statuses.values())).origin
     yield from DirectorySource(Path(origin).parent).scan().objects

@@ -13,10 +13,10 @@ import yaml
 from prometheus_client import REGISTRY
 
 from authz import cli
-from authz.debug import Debug
-from authz.policy.source import DirectorySource, load
+from authz.ops import OpsServer
+from authz.policy.files import DirectorySource, load
 from authz.policy.store import PolicyStore
-from authz.server import OpsServer
+from authz.server import debug_handler
 from tests.support.procs import free_port, http_request
 from tests.support.tokens import AUDIENCE, ISSUER, claims, mint, signing_key
 
@@ -68,7 +68,7 @@ def ops(debug: Any) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def url(store: PolicyStore) -> Iterator[str]:
-    yield from ops(Debug(store, "authz", False, 16384).handle)
+    yield from ops(debug_handler(store))
 
 
 def post(url: str, body: Any) -> tuple[int, Any]:

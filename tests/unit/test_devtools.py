@@ -7,7 +7,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from authz.devtools import SUPPORTED_ALGORITHMS, generate_key, mint_token
 from authz.keys.jwk import parse_jwks
-from authz.keys.manager import StaticKeys
+from authz.keys.provider import StaticKeys
 from authz.policy.issuer import CompiledIssuer
 from authz.request.jose import parse
 from authz.request.verify import verify

@@ -8,12 +8,9 @@ from typing import Any
 import pytest
 import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-from prometheus_client import REGISTRY
 
-from authz import audit
-from authz.decision import Reason
-from authz.explain import check_request
-from tests.support.authz import CheckClient, check_server, header
+from authz.request.decision import Reason
+from tests.support.authz import CheckClient, check_request, check_server, header
 from tests.support.tokens import AUDIENCE, ISSUER, NOW, claims, mint, signing_key
 
 DOCS: list[dict[str, Any]] = [
@@ -56,9 +53,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckClient]:
 
 
 def request(path: str, headers: dict[str, str]) -> CheckRequest:
-    return check_request(
-        method="GET", host="dry.test", path=path, headers=headers, context={}, token=None
-    )
+    return check_request(method="GET", host="dry.test", path=path, headers=headers)
 
 
 def bearer(**overrides: Any) -> dict[str, str]:
@@ -101,13 +96,13 @@ def test_an_allowed_request_is_not_a_dry_run(client: CheckClient) -> None:
 
 def test_would_deny_is_counted(client: CheckClient) -> None:
     labels = {"policy": "AuthzPolicy/dry/shadow", "reason": "insufficient_scope"}
-    before = REGISTRY.get_sample_value("authz_dry_run_would_deny_total", labels) or 0
-    _, outcome = client.checker.check(request("/read", bearer(scope="nope")))
-    audit.record(outcome, 0.001)
-    assert REGISTRY.get_sample_value("authz_dry_run_would_deny_total", labels) == before + 1
+    registry = client.metrics.registry
+    before = registry.get_sample_value("authz_dry_run_would_deny_total", labels) or 0
+    client.check(headers=bearer(scope="nope"), host="dry.test", path="/read")
+    assert registry.get_sample_value("authz_dry_run_would_deny_total", labels) == before + 1
     decisions = {
         "decision": "allow",
         "reason": "allowed_dry_run",
         "policy": "AuthzPolicy/dry/shadow",
     }
-    assert (REGISTRY.get_sample_value("authz_decisions_total", decisions) or 0) >= 1
+    assert (registry.get_sample_value("authz_decisions_total", decisions) or 0) >= 1

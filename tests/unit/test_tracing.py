@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from authz import tracing
+from authz.observe import tracing
 from tests.support.authz import CheckClient, check_server
 from tests.support.tokens import ISSUER, NOW, mint, signing_key
 

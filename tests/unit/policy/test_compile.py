@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import get_default_algorithms
 
 from authz.devtools import mint_token
-from authz.keys.manager import KeyManager, RemoteKeys
+from authz.keys.remote import KeyManager, RemoteKeys
 from authz.keys.sources import RemoteSource
 from authz.policy import schema
 from authz.policy.compile import (
@@ -64,8 +64,12 @@ def test_claim_paths() -> None:
 def _policy(
     doc: dict[str, Any], issuers: dict[str, Any], labels: dict[str, str] | None = None
 ) -> Any:
-    policy, problems = compile_policy(validate_document(doc, "p.yaml"), issuers, labels or {})
-    return policy, problems
+    result = compile_policy(validate_document(doc, "p.yaml"), issuers, labels or {})
+    return result.policy, list(result.problems)
+
+
+def _result(doc: dict[str, Any], issuers: dict[str, Any]) -> Any:
+    return compile_policy(validate_document(doc, "p.yaml"), issuers, {})
 
 
 def _issuers(jwks: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +120,7 @@ def test_unresolved_issuer_is_dropped_and_reported(es256_jwks: dict[str, Any]) -
     policy, problems = _policy(doc, _issuers(es256_jwks))
     assert list(policy.issuers_by_iss) == ["https://idp.example"]
     assert problems == ["spec.issuers[1]: JWTIssuer/default/gone not found or not ready"]
+    assert _result(doc, _issuers(es256_jwks)).unresolved == tuple(problems)
 
 
 def test_token_rule_without_issuers_does_not_compile(es256_jwks: dict[str, Any]) -> None:
@@ -193,10 +198,10 @@ def test_tenant_templates_expand_to_concrete_issuers(tmp_path: Path) -> None:
     )
     assert issuer.issuer == template
     assert issuer.accepted_iss == ("https://login.example/t1/v2.0", "https://login.example/t2/v2.0")
-    policy, problems = compile_policy(
-        validate_document(policy_doc(), "p.yaml"), {issuer.id: issuer}, {}
-    )
-    assert problems == [] and list(policy.issuers_by_iss) == list(issuer.accepted_iss)
+    result = compile_policy(validate_document(policy_doc(), "p.yaml"), {issuer.id: issuer}, {})
+    policy = result.policy
+    assert policy is not None and result.problems == ()
+    assert list(policy.issuers_by_iss) == list(issuer.accepted_iss)
     assert all(i is issuer for i in policy.issuers_by_iss.values())
 
 

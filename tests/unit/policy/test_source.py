@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from authz.policy.source import DirectorySource, DirectoryWatcher, load
+from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
 from tests.unit.policy.conftest import issuer_doc, policy_doc, write
 

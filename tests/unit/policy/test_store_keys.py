@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from authz.keys.manager import RemoteKeys
-from authz.policy.source import DirectorySource, load
+from authz.keys.remote import RemoteKeys
+from authz.policy.files import DirectorySource, load
 from authz.policy.store import PolicyStore
 from tests.support.keyserver import KeyServer
 from tests.support.tokens import signing_key

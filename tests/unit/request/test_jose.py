@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.decision import Reason
+from authz.request.decision import Reason
 from authz.request.jose import MAX_DEPTH, TokenError, parse
 from tests.support.tokens import b64url, b64url_decode, compact
 

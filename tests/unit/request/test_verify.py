@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
-from authz.decision import Reason
 from authz.keys.jwk import KeySet
-from authz.keys.manager import StaticKeys
+from authz.keys.provider import StaticKeys
 from authz.policy.issuer import CompiledIssuer
+from authz.request.decision import Reason
 from authz.request.jose import TokenError
 from authz.request.verify import VerifiedToken, verify
 from tests.support.tokens import (

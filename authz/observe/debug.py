@@ -15,14 +15,11 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from authz.check import Checker
-from authz.explain import check_request, explain
 from authz.policy import schema
 from authz.policy.snapshot import CompiledPolicy
 from authz.policy.store import PolicyStore
-from authz.request.cache import TokenCache
-
-MAX_BODY = 64 * 1024  # an explain request: a token and a few headers
+from authz.request.explain import explain
+from authz.request.pipeline import Pipeline
 
 
 class DebugError(ValueError):
@@ -30,18 +27,12 @@ class DebugError(ValueError):
 
 
 class Debug:
-    """The debug views of one server. Explains run on their own Checker without a token
-    cache, so they neither fill nor read the serving cache, nor count as decisions."""
+    """The debug views of one server. Explains run on a pipeline of their own, without a
+    token cache, so they neither fill nor read the serving cache, nor count as decisions."""
 
-    def __init__(self, store: PolicyStore, realm: str, default_allow: bool, max_token_bytes: int):
+    def __init__(self, store: PolicyStore, pipeline: Pipeline) -> None:
         self._store = store
-        self._checker = Checker(
-            store,
-            realm=realm,
-            default_allow=default_allow,
-            cache=TokenCache(max_entries=0),
-            max_token_bytes=max_token_bytes,
-        )
+        self._pipeline = pipeline
 
     def snapshot(self) -> dict[str, Any]:
         snapshot = self._store.snapshot
@@ -88,15 +79,16 @@ class Debug:
         token = doc.get("token")
         if token is not None and not isinstance(token, str):
             raise DebugError("token must be a string")
-        request = check_request(
+        return explain(
+            self._pipeline,
             method=_text(doc, "method", "GET"),
             host=_text(doc, "host", "localhost"),
             path=_text(doc, "path", "/"),
             headers=_strings(doc, "headers"),
             context=_strings(doc, "context"),
             token=token,
+            problems=_problems(self._store),
         )
-        return explain(self._checker, request, token, _problems(self._store))
 
 
 def _text(doc: Mapping[str, Any], name: str, default: str) -> str:

@@ -1,27 +1,23 @@
 """Cluster mode wiring: the CRD source, leader election and the status writer.
 
-Every replica watches and serves; the elected one also writes status and Events.
+Every replica watches and serves; the elected one also writes status and Events. The
+server passes in what this needs (where to connect, what to watch, who we are), so the
+policy layer never reads the server's settings.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kubernetes import client, config
 
-from authz import workers
-from authz.metrics import PROPAGATION
 from authz.policy.kube import KubeSource
 from authz.policy.lease import LeaderElector
 from authz.policy.status import StatusWriter
 from authz.policy.store import PolicyStore
-
-if TYPE_CHECKING:
-    from authz.server import ServeSettings
 
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -53,21 +49,26 @@ def _own_namespace() -> str:
     return "default"
 
 
-def start_controller(settings: ServeSettings, store: PolicyStore) -> Controller:
-    api = api_client(settings.kubeconfig)
+def start_controller(
+    store: PolicyStore,
+    *,
+    kubeconfig: str | None,
+    namespaces: tuple[str, ...],
+    lease_namespace: str | None,
+    lease_name: str,
+    identity: str,
+    propagation: Callable[[float], None] | None = None,
+) -> Controller:
+    """Watch `namespaces` (all if empty) into `store`; `identity` names this replica (and
+    worker) as Lease holder, status field manager and Event reporter."""
+    api = api_client(kubeconfig)
     # The callbacks run only after start(), when `writer` exists.
-    source = KubeSource(
-        api, store, namespaces=settings.watch_namespaces, on_rebuild=lambda _o: writer.poke()
-    )
-    source.propagation = PROPAGATION.observe
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    worker = workers.current()
-    if worker is not None:  # every worker process of a pod competes under its own name
-        identity = f"{identity}-w{worker.index}"
+    source = KubeSource(api, store, namespaces=namespaces, on_rebuild=lambda _o: writer.poke())
+    source.propagation = propagation
     elector = LeaderElector(
         api,
-        namespace=settings.leader_election_namespace or _own_namespace(),
-        name=settings.leader_election_id,
+        namespace=lease_namespace or _own_namespace(),
+        name=lease_name,
         identity=identity,
         on_change=lambda leader: writer.poke() if leader else None,
     )

@@ -1,7 +1,8 @@
 """The outcome of one Check: what was decided and the reason code behind it.
 
 Every layer reports failures as a `Reason`; only `request.respond` turns a
-decision into gRPC and HTTP codes, so the mapping lives in one place.
+decision into an HTTP status and challenge (transports only render that), so the
+mapping lives in one place.
 """
 
 from __future__ import annotations

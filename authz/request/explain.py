@@ -1,7 +1,8 @@
 """A decision explained: what `authz check` prints and `/debug/explain` answers.
 
 One function for both, so the offline CLI and the running server explain a request the
-same way. The output never contains the token, only what was learnt from it.
+same way, through the same pipeline as a served Check. The output never contains the
+token, only what was learnt from it.
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-
-from authz.check import Checker, Outcome
 from authz.policy.issuer import CompiledIssuer
+from authz.request.decision import Reason
 from authz.request.jose import TokenError, parse
+from authz.request.pipeline import Outcome, Pipeline
 from authz.request.respond import challenge, http_status
+from authz.request.view import RequestError, request_view
 
 
-def check_request(
+def explain(
+    pipeline: Pipeline,
     *,
     method: str,
     host: str,
@@ -25,23 +27,17 @@ def check_request(
     headers: Mapping[str, str],
     context: Mapping[str, str],
     token: str | None,
-) -> CheckRequest:
-    """The CheckRequest Envoy would send; a token goes in `Authorization: Bearer`."""
-    request = CheckRequest()
-    http = request.attributes.request.http
-    http.method, http.host, http.path = method.upper(), host, path
-    http.headers.update({k.lower(): v for k, v in headers.items()})
-    if token:
-        http.headers["authorization"] = f"Bearer {token}"
-    request.attributes.context_extensions.update(context)
-    return request
-
-
-def explain(
-    checker: Checker, request: CheckRequest, token: str | None, problems: list[str]
+    problems: list[str],
 ) -> dict[str, Any]:
-    """Decide `request` with `checker` and describe the decision and everything behind it."""
-    response, outcome = checker.check(request)
+    """Decide the request a user describes (a token goes in `Authorization: Bearer`) and
+    describe the decision and everything behind it."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if token:
+        lowered["authorization"] = f"Bearer {token}"
+    try:
+        answer, outcome = pipeline.check(request_view(method, host, path, lowered, context))
+    except RequestError as exc:
+        answer, outcome = pipeline.reject(Reason.REQUEST_INVALID, str(exc))
     decision = outcome.decision
     out: dict[str, Any] = {
         "decision": "allow" if decision.allowed else "deny",
@@ -50,7 +46,7 @@ def explain(
         "detail": decision.detail or None,
         "policy": decision.policy,
         "rule": decision.rule,
-        "snapshot": checker.store.snapshot.version,
+        "snapshot": outcome.snapshot_version,
     }
     if outcome.would_deny is not None:
         out["dry_run"] = True
@@ -68,13 +64,11 @@ def explain(
         out["scopes"] = list(decision.identity.scopes)
         out["roles"] = list(decision.identity.roles)
     if decision.allowed:
-        out["upstream_headers"] = {
-            h.header.key: h.header.value for h in response.ok_response.headers
-        }
-        out["removed_headers"] = list(response.ok_response.headers_to_remove)
+        out["upstream_headers"] = dict(answer.headers)
+        out["removed_headers"] = list(answer.remove)
     else:
         out["www_authenticate"] = challenge(
-            decision.reason, checker.responder.realm, decision.required_scopes
+            decision.reason, pipeline.responder.realm, decision.required_scopes
         )
         if decision.required_scopes:
             out["required_scopes"] = list(decision.required_scopes)

@@ -1,49 +1,86 @@
-"""Prometheus metrics. Label values come from small fixed sets (reason codes, policy ids)."""
+"""Prometheus metrics, one `Metrics` object per process. Label values come from small fixed
+sets (reason codes, policy ids); live state (snapshot, keys, cache) is read at scrape time."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
 
-from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from authz import __version__
-from authz.keys.manager import KeyState
+from authz.keys.provider import KeyState
 from authz.policy.snapshot import Snapshot
 from authz.policy.store import PolicyStore
 from authz.request.cache import TokenCache
 
-disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series: noise
 
-DECISIONS = Counter(
-    "authz_decisions_total",
-    "Check decisions by result, reason code and policy.",
-    ["decision", "reason", "policy"],
-)
-CHECK_SECONDS = Histogram(
-    "authz_check_duration_seconds",
-    "Time spent in the Check handler.",
-    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
-)
-DRY_RUN_WOULD_DENY = Counter(
-    "authz_dry_run_would_deny_total",
-    "Requests a dry-run policy allowed but would have denied, by policy and would-be reason.",
-    ["policy", "reason"],
-)
-PROPAGATION = Histogram(
-    "authz_policy_propagation_seconds",
-    "From a policy change (a file written, a cluster object change observed) to the new "
-    "snapshot serving.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
-SNAPSHOT_SWAPS = Counter("authz_snapshot_swaps_total", "Policy snapshots swapped in.")
-BUILD = Info("authz_build", "Build information.")
-BUILD.info({"version": __version__})
-POLICY_ERRORS = Gauge(
-    "authz_policy_objects_rejected", "Policy objects whose current version is not serving."
-)
+class Metrics:
+    """The series authz writes, registered on `registry` (the process default unless a test
+    or an embedding program gives its own)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series: noise
+        self.registry = registry
+        self.decisions = Counter(
+            "authz_decisions_total",
+            "Check decisions by result, reason code and policy.",
+            ["decision", "reason", "policy"],
+            registry=registry,
+        )
+        self.check_seconds = Histogram(
+            "authz_check_duration_seconds",
+            "Time spent in the Check handler.",
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+            registry=registry,
+        )
+        self.dry_run_would_deny = Counter(
+            "authz_dry_run_would_deny_total",
+            "Requests a dry-run policy allowed but would have denied, by policy and would-be "
+            "reason.",
+            ["policy", "reason"],
+            registry=registry,
+        )
+        self.propagation = Histogram(
+            "authz_policy_propagation_seconds",
+            "From a policy change (a file written, a cluster object change observed) to the new "
+            "snapshot serving.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.snapshot_swaps = Counter(
+            "authz_snapshot_swaps_total", "Policy snapshots swapped in.", registry=registry
+        )
+        self.policy_errors = Gauge(
+            "authz_policy_objects_rejected",
+            "Policy objects whose current version is not serving.",
+            registry=registry,
+        )
+        Info("authz_build", "Build information.", registry=registry).info({"version": __version__})
+
+    def watch(self, store: PolicyStore, cache: TokenCache) -> None:
+        """Export the store's and the cache's live state, and count swaps."""
+        self.registry.register(StateCollector(store, cache))
+
+        def on_swap(_snapshot: Snapshot) -> None:
+            self.snapshot_swaps.inc()
+            self.policy_errors.set(sum(1 for s in store.statuses.values() if not s.accepted))
+
+        store.on_swap(on_swap)
+
+    def exposition(self) -> bytes:
+        """The text format served on /metrics."""
+        return generate_latest(self.registry)
 
 
 class StateCollector(Collector):
@@ -113,13 +150,3 @@ def _key_metrics(
             fetches.add_metric([issuer, result], count)
         refetches.add_metric([issuer], state.unknown_kid_refetches)
     yield from (keys, ready, age, fetches, refetches)
-
-
-def register_state(store: PolicyStore, cache: TokenCache) -> None:
-    REGISTRY.register(StateCollector(store, cache))
-
-    def on_swap(_snapshot: Snapshot) -> None:
-        SNAPSHOT_SWAPS.inc()
-        POLICY_ERRORS.set(sum(1 for s in store.statuses.values() if not s.accepted))
-
-    store.on_swap(on_swap)

@@ -1,4 +1,4 @@
-"""Issuer keys at run time: fixed sets, and remote sets refreshed off the request path.
+"""Remote issuer keys: sets fetched and refreshed off the request path.
 
 Each remote source has one daemon thread that fetches on a schedule (the configured
 interval, or the server's max-age within bounds) and when a request met an unknown
@@ -21,16 +21,16 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from authz.keys import fetch
 from authz.keys.fetch import FetchError, FetchResult
 from authz.keys.jwk import KeySet
+from authz.keys.provider import SYSTEM_CLOCK, Clock, KeyState
 from authz.keys.sources import (
     FetchSettings,
     RemoteSource,
@@ -45,110 +45,6 @@ MAX_PENDING = 256
 MAX_NEGATIVE = 4096
 
 KidAlg = tuple[str | None, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """Monotonic time for scheduling, wall time for what is shown; injectable for tests."""
-
-    monotonic: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-
-
-SYSTEM_CLOCK = Clock()
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """One issuer's keys as of now: what is loaded, from where, and how refreshing goes.
-
-    Times are wall-clock seconds. `stale` means keys are served although the last
-    refresh failed; `fetches` counts refresh attempts by FetchResult.
-    """
-
-    source: str
-    kids: tuple[str, ...] = ()
-    count: int = 0
-    last_refresh: float | None = None
-    last_attempt: float | None = None
-    next_refresh: float | None = None
-    last_error: str | None = None
-    stale: bool = False
-    warnings: tuple[str, ...] = ()
-    fetches: dict[str, int] = field(default_factory=dict)
-    unknown_kid_refetches: int = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.count > 0
-
-    def age(self, now: float) -> float | None:
-        """Seconds since the keys were last loaded, or None if none are."""
-        return None if self.last_refresh is None or not self.ready else now - self.last_refresh
-
-    def status(self) -> dict[str, Any]:
-        """The CRD `status.keys` shape (camelCase, RFC 3339 times); unset fields are left out.
-
-        Counters stay in the metrics, so the status only changes when the keys or their
-        health do (and a refresh is attempted).
-        """
-        out: dict[str, Any] = {
-            "source": self.source,
-            "ready": self.ready,
-            "count": self.count,
-            "kids": list(self.kids),
-            "lastRefresh": _iso(self.last_refresh),
-            "lastAttempt": _iso(self.last_attempt),
-            "nextRefresh": _iso(self.next_refresh),
-            "lastError": self.last_error,
-            "stale": self.stale,
-            "warnings": list(self.warnings),
-        }
-        return {k: v for k, v in out.items() if v is not None and v not in ([], {})}
-
-
-class KeyProvider(Protocol):
-    """What the Check path and the status readers need from an issuer's keys."""
-
-    def current(self) -> KeySet:
-        """The keys to verify with now; never blocks."""
-        ...
-
-    def await_refresh(self, kid: str | None, alg: str) -> KeySet:
-        """Called on a miss: may wait (bounded) for a refetch; returns the keys then."""
-        ...
-
-    def state(self) -> KeyState: ...
-
-
-class StaticKeys:
-    """Keys fixed at compile time (inline JWKS, files, PEM keys, HMAC secret).
-
-    A changed file comes in as a new snapshot, which also clears the token cache.
-    """
-
-    def __init__(
-        self, keys: KeySet, source: str, warnings: Iterable[str] = (), clock: Clock = SYSTEM_CLOCK
-    ) -> None:
-        self._keys = keys
-        self._state = KeyState(
-            source, keys.kids, len(keys.keys), last_refresh=clock.wall(), warnings=tuple(warnings)
-        )
-
-    def current(self) -> KeySet:
-        return self._keys
-
-    def await_refresh(self, kid: str | None, alg: str) -> KeySet:
-        return self._keys
-
-    def state(self) -> KeyState:
-        return self._state
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +65,10 @@ class RemoteKeys:
         settings: FetchSettings,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        on_change: Callable[[str], None] = lambda _issuer_id: None,
     ) -> None:
         self.issuer_id = issuer_id
         self.source = source
         self._clock = clock
-        self._on_change = on_change
         self._keys = KeySet.empty()  # replaced whole, read without the lock
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -350,8 +244,6 @@ class RemoteKeys:
             after, state = self._keys, self._state
             retry = self._due - self._clock.monotonic()
         self._report(before, after, old_state, state, retry)
-        if after != before:
-            self._on_change(self.issuer_id)
 
     def _load(self, settings: FetchSettings, tls: ssl.SSLContext, jwks_uri: str | None) -> _Loaded:
         """Fetch (discovery, then) the key document and parse it; raises FetchError."""
@@ -376,7 +268,9 @@ class RemoteKeys:
         self, loaded: _Loaded, looked_for: set[KidAlg], scheduled: bool, attempted: float
     ) -> None:
         now = self._clock.monotonic()
-        keys = loaded.keys
+        # An unchanged set keeps its identity: cached tokens are valid only while the set
+        # they verified against is `current()`, so a routine refresh must not void them.
+        keys = self._keys if loaded.keys == self._keys else loaded.keys
         self._keys = keys
         self._jwks_uri = loaded.jwks_uri
         self._failures = 0
@@ -474,7 +368,6 @@ class KeyManager:
     def __init__(self, *, start: bool = True) -> None:
         self._start = start  # False: describe sources without fetching (`authz lint`)
         self._sources: dict[tuple[str, RemoteSource], RemoteKeys] = {}
-        self._listeners: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
 
     def remote(self, issuer_id: str, source: RemoteSource, settings: FetchSettings) -> RemoteKeys:
@@ -483,7 +376,7 @@ class KeyManager:
             if keys is not None:
                 keys.configure(settings)
                 return keys
-            keys = RemoteKeys(issuer_id, source, settings, on_change=self._changed)
+            keys = RemoteKeys(issuer_id, source, settings)
             self._sources[(issuer_id, source)] = keys
         if self._start:
             keys.start()
@@ -497,14 +390,6 @@ class KeyManager:
             stopped = [self._sources.pop(k) for k in gone]
         for keys in stopped:
             keys.stop()
-
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """`listener(issuer_id)` runs (on a refresh thread) after that issuer's keys changed."""
-        self._listeners.append(listener)
-
-    def _changed(self, issuer_id: str) -> None:
-        for listener in self._listeners:
-            listener(issuer_id)
 
     def wait_attempted(self, timeout: float) -> bool:
         """Wait until every source finished its first fetch (or `timeout` passed)."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from authz.check import Outcome
-from authz.decision import Reason
+from authz.request.decision import Reason
+from authz.request.pipeline import Outcome
 from authz.request.respond import http_status
 
 if TYPE_CHECKING:

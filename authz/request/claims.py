@@ -1,0 +1,55 @@
+"""Reading claims: paths into nested objects, scope and role lists, values as text.
+
+Shared by the credential kinds (identity), the authorizer (conditions) and the responder
+(identity headers), so every layer reads a claim the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from authz.policy.issuer import ClaimPath
+
+MISSING: Any = object()
+
+
+def claim(claims: Mapping[str, Any], path: ClaimPath) -> Any:
+    """The value at a claim path, or MISSING."""
+    value: Any = claims
+    for name in path:
+        if not isinstance(value, dict):
+            return MISSING
+        value = value.get(name, MISSING)
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def _values(value: Any) -> Iterable[str]:
+    """Scopes and roles arrive as a space-delimited string or an array of strings."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return (v for v in value if isinstance(v, str))
+    return ()
+
+
+def collect(claims: Mapping[str, Any], paths: tuple[ClaimPath, ...]) -> tuple[str, ...]:
+    """The distinct values at `paths`, in order (scopes from `scope` and `scp`, say)."""
+    out: dict[str, None] = {}
+    for path in paths:
+        value = claim(claims, path)
+        if value is not MISSING:
+            out.update(dict.fromkeys(_values(value)))
+    return tuple(out)
+
+
+def scalar_text(value: Any) -> str | None:
+    """Claim values compare as strings: JSON form for booleans and numbers."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return None

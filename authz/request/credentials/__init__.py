@@ -1,0 +1,56 @@
+"""Credential kinds: how a request proves who is calling, behind one small interface.
+
+A kind finds its credential in the request view (`find`) and turns it into a verified
+identity or a reason (`verify`). The authenticate step (`authz.request.authenticate`) asks
+every kind a policy accepts; the bearer JWT is the first kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from authz.policy.issuer import TokenSource
+from authz.policy.snapshot import CompiledPolicy
+from authz.request.decision import Identity
+from authz.request.jose import TokenError
+from authz.request.verify import VerifiedToken
+from authz.request.view import RequestView
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A credential found in a request, not yet verified. `secret` is never logged."""
+
+    kind: CredentialKind
+    secret: str
+    source: TokenSource
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """The result of the authenticate step: an identity, or the failure that denies it.
+
+    `verified` is the token behind it when signature and times checked out, even if a later
+    check (token source, audience) refused it: audit lines and explanations name its issuer.
+    `carrier` is the header the credential came in, removed upstream by stripAuthorization.
+    `reused` says the identity was verified before and is cached: what is derived from it
+    (the answer, its rendering) is worth keeping for the next request.
+    """
+
+    identity: Identity | None
+    failure: TokenError | None = None
+    verified: VerifiedToken | None = None
+    carrier: str | None = None
+    reused: bool = False
+
+
+class CredentialKind(Protocol):
+    def find(self, request: RequestView, policy: CompiledPolicy) -> Presented | None:
+        """The credential of this kind in `request`, or None; raises TokenError for a
+        malformed or repeated one (400 invalid_request)."""
+        ...
+
+    def verify(self, presented: Presented, policy: CompiledPolicy) -> Authentication:
+        """Verify a credential this kind found; never raises for a bad credential."""
+        ...

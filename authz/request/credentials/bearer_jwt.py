@@ -1,0 +1,97 @@
+"""The bearer JWT (RFC 6750 + RFC 7519): a signed token in a header, cookie or query parameter.
+
+Verification goes through the verified-token cache: a cached token counts only if this
+policy trusts the very issuer object that verified it (two namespaces may declare the same
+`iss`) and that issuer still serves the very key set it verified against (keys rotate).
+Then the checks that depend on the policy: the token came where its issuer sends tokens,
+and it names an audience the policy accepts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from authz.policy.snapshot import CompiledPolicy
+from authz.request.cache import TokenCache
+from authz.request.claims import MISSING
+from authz.request.credentials import Authentication, Presented
+from authz.request.decision import Reason
+from authz.request.extract import extract_token
+from authz.request.jose import TokenError
+from authz.request.verify import VerifiedToken, verify
+from authz.request.view import RequestView
+
+
+class BearerJwt:
+    def __init__(
+        self,
+        cache: TokenCache,
+        *,
+        max_token_bytes: int = 16384,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache = cache
+        self.max_token_bytes = max_token_bytes
+        self._clock = clock
+
+    def find(self, request: RequestView, policy: CompiledPolicy) -> Presented | None:
+        found = extract_token(request, policy.token_sources)
+        return None if found is None else Presented(self, found[0], found[1])
+
+    def verify(self, presented: Presented, policy: CompiledPolicy) -> Authentication:
+        source = presented.source
+        carrier = source.name if source.kind == "header" else None
+        try:
+            verified, reused = self._verified(presented.secret, policy)
+        except TokenError as exc:
+            return Authentication(None, exc, carrier=carrier)
+        try:
+            if source not in verified.issuer.token_sources:
+                raise TokenError(
+                    Reason.SOURCE_NOT_ALLOWED, f"{source.label} is not a source of this issuer"
+                )
+            check_audience(verified, policy)
+        except TokenError as exc:
+            return Authentication(None, exc, verified, carrier)
+        return Authentication(verified.identity, None, verified, carrier, reused)
+
+    def _verified(self, token: str, policy: CompiledPolicy) -> tuple[VerifiedToken, bool]:
+        """The verified token, and whether it came from the cache."""
+        now = self._clock()
+        if len(token) > self.max_token_bytes:
+            raise TokenError(
+                Reason.TOKEN_TOO_LARGE, f"token longer than {self.max_token_bytes} bytes"
+            )
+        digest = TokenCache.digest(token)
+        cached = self.cache.get(digest, now)
+        if (
+            cached is not None
+            and policy.issuers_by_iss.get(cached.claims["iss"]) is cached.issuer
+            and cached.issuer.keys.current() is cached.keys
+        ):
+            return cached, True
+        verified = verify(token, policy.issuers_by_iss, now, self.max_token_bytes)
+        self.cache.put(digest, verified, now)
+        return verified, False
+
+
+def check_audience(token: VerifiedToken, policy: CompiledPolicy) -> None:
+    """Any-of match. No audience configured: a token naming an audience is refused
+    (it was meant for someone else); audience configured: the token must name one.
+    Checked here, not in `verify`, because a policy may narrow the issuer's audiences
+    and verified tokens are cached across policies."""
+    issuer = token.issuer
+    accepted = policy.audiences if policy.audiences is not None else frozenset(issuer.audiences)
+    value = token.claims.get(issuer.audience_claim, MISSING)
+    if value is MISSING:
+        if accepted:
+            raise TokenError(Reason.AUDIENCE_MISMATCH, f"token has no {issuer.audience_claim}")
+        return
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise TokenError(Reason.CLAIM_INVALID, f"{issuer.audience_claim} must be a string or list")
+    if not accepted:
+        raise TokenError(Reason.AUDIENCE_MISMATCH, "token names an audience; none is accepted here")
+    if accepted.isdisjoint(names):
+        raise TokenError(Reason.AUDIENCE_MISMATCH, "token audience not accepted")

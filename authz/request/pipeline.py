@@ -1,0 +1,138 @@
+"""One Check, start to end: select policy -> match rule -> authenticate -> authorize -> respond.
+
+Reads the snapshot once, so a swap mid-request cannot mix two policies, and does no I/O
+of its own (a key wait is a bounded wait for a fetch running elsewhere). Transports hand
+it a `RequestView` and render the `Answer`; `authz check` and `/debug/explain` use it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
+from authz.request.authenticate import Authenticator
+from authz.request.authorize import authorize
+from authz.request.credentials import Authentication
+from authz.request.decision import Decision, Reason
+from authz.request.respond import Answer, Responder
+from authz.request.verify import VerifiedToken
+from authz.request.view import RequestView
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A decision with what the response and the audit log need to know."""
+
+    decision: Decision
+    request: RequestView | None
+    policy: CompiledPolicy | None
+    authentication: Authentication | None = None
+    snapshot_version: int = 0
+    would_deny: Decision | None = None  # dry-run: the denial that was not enforced
+
+    @property
+    def verified(self) -> VerifiedToken | None:
+        """The verified token behind the decision, if one was sent and verified."""
+        return self.authentication.verified if self.authentication is not None else None
+
+
+class Serving(Protocol):
+    """Where the serving snapshot is read from (the policy store, or a test's fixed one)."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+
+class Pipeline:
+    def __init__(
+        self,
+        serving: Serving,
+        authenticator: Authenticator,
+        *,
+        realm: str = "authz",
+        default_allow: bool = False,
+    ) -> None:
+        self._serving = serving
+        self._authenticator = authenticator
+        self.responder = Responder(realm)
+        self.default_allow = default_allow
+
+    def check(self, request: RequestView) -> tuple[Answer, Outcome]:
+        return self.respond(self.decide(request))
+
+    def reject(self, reason: Reason, detail: str) -> tuple[Answer, Outcome]:
+        """A request the transport could not turn into a view (400 request_invalid)."""
+        return self.respond(Outcome(Decision(False, reason, detail), None, None))
+
+    def respond(self, outcome: Outcome) -> tuple[Answer, Outcome]:
+        decision = outcome.decision
+        if not decision.allowed:
+            return self.responder.deny(decision), outcome
+        auth = outcome.authentication
+        if auth is None:
+            return self.responder.allow(decision, outcome.policy, None), outcome
+        answer = self.responder.allow(decision, outcome.policy, auth.carrier, reused=auth.reused)
+        return answer, outcome
+
+    def decide(self, request: RequestView) -> Outcome:
+        snapshot = self._serving.snapshot
+        version = snapshot.version
+        policy = snapshot.select(request.host, request.context)
+        if policy is None:
+            reason = Reason.ALLOWED_BY_DEFAULT if self.default_allow else Reason.NO_POLICY
+            return Outcome(Decision(self.default_allow, reason), request, None, None, version)
+        rule = policy.rule_for(request.method, request.host, request.path)
+        action = rule.action if rule is not None else policy.default_action
+        rule_name = rule.name if rule is not None else "(default)"
+        authentication = None
+        if action == "deny":
+            reason = Reason.RULE_DENIED if rule is not None else Reason.NO_RULE
+            decision = Decision(False, reason, "", policy.id, rule_name)
+        else:
+            authentication = self._authenticator.authenticate(request, policy)
+            decision = _authorize(action, rule, rule_name, policy, authentication)
+        if not decision.allowed and policy.dry_run:
+            return self._dry_run(decision, request, policy, authentication, version)
+        return Outcome(decision, request, policy, authentication, version)
+
+    def _dry_run(
+        self,
+        denied: Decision,
+        request: RequestView,
+        policy: CompiledPolicy,
+        authentication: Authentication | None,
+        version: int,
+    ) -> Outcome:
+        """Allow what a dry-run policy would deny. Identity headers come from the credential
+        only when it is valid for the policy; a denial by rule was decided before any
+        credential was read, so it is authenticated here."""
+        if authentication is None and denied.identity is None:
+            authentication = self._authenticator.authenticate(request, policy)
+        who = denied.identity or (authentication.identity if authentication else None)
+        decision = Decision(
+            True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who
+        )
+        return Outcome(decision, request, policy, authentication, version, would_deny=denied)
+
+
+def _authorize(
+    action: Action,
+    rule: CompiledRule | None,
+    rule_name: str,
+    policy: CompiledPolicy,
+    authentication: Authentication | None,
+) -> Decision:
+    if authentication is None:
+        if action == "allowAnonymous":
+            return Decision(True, Reason.ALLOWED_ANONYMOUS, "", policy.id, rule_name)
+        return Decision(False, Reason.TOKEN_MISSING, "", policy.id, rule_name)
+    who = authentication.identity
+    if who is None:
+        failure = authentication.failure
+        assert failure is not None
+        return Decision(False, failure.reason, failure.detail, policy.id, rule_name)
+    if rule is None or action == "allowAnonymous":
+        reason = Reason.ALLOWED if action == "requireToken" else Reason.ALLOWED_ANONYMOUS
+        return Decision(True, reason, "", policy.id, rule_name, who)
+    return authorize(rule, policy, who)

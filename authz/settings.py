@@ -1,0 +1,30 @@
+"""What `authz serve` was asked to do, grouped by concern; read by the wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    policy_dir: Path | None
+    grpc_addr: str = "127.0.0.1:9001"
+    http_addr: str = "127.0.0.1:9002"
+    realm: str = "authz"
+    default_allow: bool = False
+    workload_labels: Mapping[str, str] = field(default_factory=dict)
+    threads: int = 16
+    cache_entries: int = 100_000
+    max_token_bytes: int = 16384
+    shutdown_delay: float = 0.0
+    shutdown_grace: float = 10.0
+    debug_endpoints: bool = False
+    tracing: bool = False
+    workers: int = 1
+    kubernetes: bool = False
+    kubeconfig: str | None = None
+    watch_namespaces: tuple[str, ...] = ()
+    leader_election_namespace: str | None = None
+    leader_election_id: str = "authz-status"
