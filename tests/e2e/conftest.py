@@ -34,7 +34,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+from tests.support.caddy import CaddyServer  # noqa: E402
 from tests.support.envoy import DEFAULT_POLICY_ROUTES, EnvoyProcess, envoy_bootstrap  # noqa: E402
+from tests.support.nginx import NginxServer  # noqa: E402
 from tests.support.procs import (  # noqa: E402
     HttpResponse,
     Process,
@@ -279,3 +281,21 @@ def envoy_stack(_function_stack: ExitStack) -> EnvoyStackFactory:
 @pytest.fixture(scope="module")
 def envoy_stack_module(_module_stack: ExitStack) -> EnvoyStackFactory:
     return partial(start_envoy_stack, _module_stack)
+
+
+# -- third-party parts (tests/support/{nginx,caddy}.py) -------------------------------------
+# Each fixture hands out its part's constructor, started and entered into the fixture's
+# ExitStack: ``nginx_server(http_block, port=p)``, ``caddy_server(sites, port=p)``.
+
+NginxFactory = Callable[..., NginxServer]
+CaddyFactory = Callable[..., CaddyServer]
+
+
+@pytest.fixture
+def nginx_server(_function_stack: ExitStack) -> NginxFactory:
+    return lambda *args, **kwargs: _function_stack.enter_context(NginxServer(*args, **kwargs))
+
+
+@pytest.fixture
+def caddy_server(_function_stack: ExitStack) -> CaddyFactory:
+    return lambda *args, **kwargs: _function_stack.enter_context(CaddyServer(*args, **kwargs))
