@@ -45,6 +45,7 @@ from tests.support.procs import (  # noqa: E402
     wait_for_addr,
     wait_for_http,
 )
+from tests.support.redis import RedisServer  # noqa: E402
 
 UPSTREAM_SCRIPT = REPO_ROOT / "examples" / "upstream.py"
 STARTUP_TIMEOUT = 20.0
@@ -283,12 +284,14 @@ def envoy_stack_module(_module_stack: ExitStack) -> EnvoyStackFactory:
     return partial(start_envoy_stack, _module_stack)
 
 
-# -- third-party parts (tests/support/{nginx,caddy}.py) -------------------------------------
+# -- third-party parts (tests/support/{nginx,caddy,redis}.py) -------------------------------
 # Each fixture hands out its part's constructor, started and entered into the fixture's
-# ExitStack: ``nginx_server(http_block, port=p)``, ``caddy_server(sites, port=p)``.
+# ExitStack: ``nginx_server(http_block, port=p)``, ``caddy_server(sites, port=p)``,
+# ``redis_server(tcp=False)``.
 
 NginxFactory = Callable[..., NginxServer]
 CaddyFactory = Callable[..., CaddyServer]
+RedisFactory = Callable[..., RedisServer]
 
 
 @pytest.fixture
@@ -299,3 +302,8 @@ def nginx_server(_function_stack: ExitStack) -> NginxFactory:
 @pytest.fixture
 def caddy_server(_function_stack: ExitStack) -> CaddyFactory:
     return lambda *args, **kwargs: _function_stack.enter_context(CaddyServer(*args, **kwargs))
+
+
+@pytest.fixture
+def redis_server(_function_stack: ExitStack) -> RedisFactory:
+    return lambda **kwargs: _function_stack.enter_context(RedisServer(**kwargs))
