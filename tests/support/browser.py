@@ -69,7 +69,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 class Browser:
     """A headless Chromium session; ``driver`` is the Selenium WebDriver."""
 
-    def __init__(self, *, width: int = 1024, height: int = 768, page_timeout: float = 20.0):
+    def __init__(self, *, width: int = 1024, height: int = 768, page_timeout: float = 20.0) -> None:
         self.width, self.height = width, height
         self.page_timeout = page_timeout
         self._driver: webdriver.Chrome | None = None

@@ -15,7 +15,10 @@ Findings the code relies on (Hydra v2.3.0): ``urls.logout`` must be set, and the
 list ``post_logout_redirect_uris``, for RP-initiated logout; logout ends Hydra's login session
 but does not revoke tokens; a refresh rotates the refresh token and deactivates the previous
 access token; the first request that needs a signing key makes Hydra generate it (0.6-2.5 s),
-so startup fetches the JWKS once.
+so startup fetches the JWKS once. RFC 7662 introspection is served on the admin port only,
+with no client authentication, and discovery names no ``introspection_endpoint`` (the
+public ``/oauth2/introspect`` is 404): a test of an introspecting client's authentication
+needs something in front of the admin port that checks it.
 """
 
 from __future__ import annotations
