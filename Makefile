@@ -39,12 +39,21 @@ test-fast: venv
 test-e2e: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
 
-# Debian packages the tests drive (h2load and wrk for the bench smoke test), if missing.
+# Debian packages the tests drive: h2load and wrk (bench), nginx (auth_request), redis-server,
+# chromium and chromium-driver (browser sign-in). Only the missing ones are installed, so a
+# machine that has them all pays one dpkg-query; `apt-get update` runs only before an install.
+DEB_PACKAGES := nghttp2-client wrk nginx redis-server chromium chromium-driver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:
-	command -v h2load >/dev/null && command -v wrk >/dev/null || \
-		(apt-get update && apt-get install -y nghttp2-client wrk)
+	@missing=$$(dpkg-query -W -f='$${db:Status-Status} $${Package}\n' $(DEB_PACKAGES) 2>/dev/null \
+		| awk '$$1 == "installed" {print $$2}' | sort | comm -13 - <(tr ' ' '\n' <<<"$(DEB_PACKAGES)" | sort)); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing" $$missing; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
 
-# The first run on a new machine also builds the Go test binaries (~13 min on 2 cores).
+# The first run on a new machine also builds the Go test binaries (~15 min on 2 cores).
 test: lint deps testbin
 	$(BIN)/pytest $(PYTEST_FLAGS) tests
 
@@ -56,7 +65,7 @@ demo: venv
 	VENV=$(VENV) bash examples/demo.sh
 
 clean:
-	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz .screenshots
 
 # -- Install artifacts: the chart's CRDs and manifests/ are generated, never hand-edited. ---
 # `manifests`: CRDs from authz/policy/schema.py into charts/authz/crds/ and manifests/crds.yaml,

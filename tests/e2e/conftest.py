@@ -34,7 +34,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+from tests.support.browser import Browser  # noqa: E402
+from tests.support.caddy import CaddyServer  # noqa: E402
 from tests.support.envoy import DEFAULT_POLICY_ROUTES, EnvoyProcess, envoy_bootstrap  # noqa: E402
+from tests.support.hydra import HydraServer  # noqa: E402
+from tests.support.nginx import NginxServer  # noqa: E402
 from tests.support.procs import (  # noqa: E402
     HttpResponse,
     Process,
@@ -43,6 +47,7 @@ from tests.support.procs import (  # noqa: E402
     wait_for_addr,
     wait_for_http,
 )
+from tests.support.redis import RedisServer  # noqa: E402
 
 UPSTREAM_SCRIPT = REPO_ROOT / "examples" / "upstream.py"
 STARTUP_TIMEOUT = 20.0
@@ -279,3 +284,41 @@ def envoy_stack(_function_stack: ExitStack) -> EnvoyStackFactory:
 @pytest.fixture(scope="module")
 def envoy_stack_module(_module_stack: ExitStack) -> EnvoyStackFactory:
     return partial(start_envoy_stack, _module_stack)
+
+
+# -- third-party parts (tests/support/{nginx,caddy,redis,browser,hydra}.py) -----------------
+# Each fixture hands out its part's constructor, started and entered into the fixture's
+# ExitStack: ``nginx_server(http_block, port=p)``, ``caddy_server(sites, port=p)``,
+# ``redis_server(tcp=False)``, ``browser()``, ``hydra_server_module(login_app=True, ...)``.
+
+NginxFactory = Callable[..., NginxServer]
+CaddyFactory = Callable[..., CaddyServer]
+RedisFactory = Callable[..., RedisServer]
+BrowserFactory = Callable[..., Browser]
+HydraFactory = Callable[..., HydraServer]
+
+
+@pytest.fixture
+def nginx_server(_function_stack: ExitStack) -> NginxFactory:
+    return lambda *args, **kwargs: _function_stack.enter_context(NginxServer(*args, **kwargs))
+
+
+@pytest.fixture
+def caddy_server(_function_stack: ExitStack) -> CaddyFactory:
+    return lambda *args, **kwargs: _function_stack.enter_context(CaddyServer(*args, **kwargs))
+
+
+@pytest.fixture
+def redis_server(_function_stack: ExitStack) -> RedisFactory:
+    return lambda **kwargs: _function_stack.enter_context(RedisServer(**kwargs))
+
+
+@pytest.fixture
+def browser(_function_stack: ExitStack) -> BrowserFactory:
+    return lambda **kwargs: _function_stack.enter_context(Browser(**kwargs))
+
+
+@pytest.fixture(scope="module")
+def hydra_server_module(_module_stack: ExitStack) -> HydraFactory:
+    """Hydra takes ~2-4 s to start: one per test module that needs it."""
+    return lambda **kwargs: _module_stack.enter_context(HydraServer(**kwargs))

@@ -26,6 +26,8 @@ EXPECTED: dict[str, re.Pattern[str]] = {
     ),
     "ghz": re.compile(rf"^{re.escape(testbin.GHZ_VERSION)}$", re.M),
     "kubeconform": re.compile(rf"^{re.escape(testbin.KUBECONFORM_VERSION)}$", re.M),
+    # Built as a dependency of a main package of our own, so it knows its version.
+    "caddy": re.compile(rf"^{re.escape(testbin.CADDY_VERSION)} h1:", re.M),
 }
 
 

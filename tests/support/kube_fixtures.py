@@ -24,14 +24,15 @@ bounded by its own timeouts).
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
 from tests.support.kube import ControlPlane
+from tests.support.procs import alarm_paused
+
+__all__ = ["alarm_paused", "control_plane", "control_plane_users"]
 
 DEFAULT_USERS: dict[str, list[str]] = {
     # Authenticated, but RBAC grants nothing beyond discovery: for 403 checks.
@@ -43,24 +44,6 @@ DEFAULT_USERS: dict[str, list[str]] = {
 _lock = threading.Lock()
 _shared: ControlPlane | None = None
 _refs = 0
-
-
-@contextlib.contextmanager
-def alarm_paused() -> Iterator[None]:
-    """Suspend a pending SIGALRM timer (pytest-timeout's ``signal`` method) for the block,
-    then re-arm it with the time it had left."""
-    if (
-        not hasattr(signal, "setitimer")
-        or threading.current_thread() is not threading.main_thread()
-    ):
-        yield
-        return
-    remaining, interval = signal.setitimer(signal.ITIMER_REAL, 0)
-    try:
-        yield
-    finally:
-        if remaining > 0:
-            signal.setitimer(signal.ITIMER_REAL, remaining, interval)
 
 
 def acquire_control_plane(users: Mapping[str, Sequence[str]]) -> ControlPlane:

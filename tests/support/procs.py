@@ -6,6 +6,9 @@ Everything here is stdlib-only and deliberately small:
 * :func:`wait_for_tcp` / :func:`wait_for_unix` / :func:`wait_for_http` - poll until a
   server answers, failing fast (with the log tail) if the process we are waiting on dies.
 * :func:`http_request` - one request that never raises on status or follows redirects.
+* :func:`system_command` - a Debian-packaged server's path, or an error saying what to install.
+* :func:`scratch_dir` - a short, world-readable temp dir for a server's files and sockets.
+* :func:`alarm_paused` - take a one-off build out of pytest-timeout's per-test budget.
 * :class:`Process` - a subprocess whose stdout+stderr go to a temp log file, stopped with
   SIGTERM and then SIGKILL after a grace period.
 """
@@ -16,16 +19,18 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +56,43 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def alarm_paused() -> Iterator[None]:
+    """Suspend a pending SIGALRM timer (pytest-timeout's ``signal`` method) for the block,
+    then re-arm it with the time it had left: for one-off builds of test binaries."""
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+    remaining, interval = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        yield
+    finally:
+        if remaining > 0:
+            signal.setitimer(signal.ITIMER_REAL, remaining, interval)
+
+
+def system_command(name: str, package: str) -> str:
+    """The path of a command a Debian package installs; fail with the fix if it is missing
+    (a skipped test would hide that the part never ran)."""
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        raise ProcessError(f"`{name}` not found: install Debian's {package} (`make deps`)")
+    return found
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new short directory under /tmp, readable by other users: unix socket paths must stay
+    under ~104 bytes, and servers that drop root (nginx workers run as nobody) must reach it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
+    path.chmod(0o755)
+    return path
 
 
 def _check_alive(proc: Process | None, what: str) -> None:

@@ -27,9 +27,10 @@ Overrides: ``AUTHZ_TESTBIN_<NAME>`` (``-`` as ``_``, upper case, e.g.
 ``AUTHZ_GO`` selects the ``go`` command (default: ``go`` on PATH, else /usr/local/go/bin/go).
 
 Build times in the table below were measured with ``all`` on the 2-core dev/CI machine from
-empty Go module and build caches (go1.26.8): ~13 minutes in total, which leaves most of CI's
-90-minute budget. A cold ``all`` downloads ~2.6 GB of modules (GOMODCACHE) and leaves ~3.7 GB
-of Go build cache (GOCACHE), both reused by later builds; the binaries take ~300 MB.
+empty Go module and build caches (go1.26.8): ~15 minutes in total, which leaves most of CI's
+90-minute budget. A cold ``all`` (measured before Caddy joined) downloads ~2.6 GB of modules
+(GOMODCACHE) and leaves ~3.7 GB of Go build cache (GOCACHE), both reused by later builds;
+the binaries take ~360 MB with Caddy.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ from pathlib import Path
 # opa-envoy       github.com/open-policy-agent/opa-envoy-plugin v1.0.0-envoy  81 s   (38 MB)
 # ghz             github.com/bojand/ghz v0.121.0                              54 s   (28 MB)
 # kubeconform     github.com/yannh/kubeconform v0.7.0                          5 s   (10 MB)
-# (in this order, each reusing the earlier ones' module and build caches; 761 s in all)
+# caddy           github.com/caddyserver/caddy/v2 v2.11.9 (own main package) 127 s   (58 MB)
+# (in this order, each reusing the earlier ones' module and build caches; 761 s in all
+# before caddy, which was timed alone afterwards: 185 modules of its own to download)
 
 KUBERNETES_VERSION = "v1.36.3"
 KUBERNETES_FALLBACK_VERSION = "v1.34.4"
@@ -71,6 +74,7 @@ HYDRA_VERSION = "v2.3.0"
 OPA_ENVOY_VERSION = "v1.0.0-envoy"
 GHZ_VERSION = "v0.121.0"
 KUBECONFORM_VERSION = "v0.7.0"
+CADDY_VERSION = "v2.11.9"
 # Kubernetes version helm assumes for .Capabilities when not talking to a cluster.
 HELM_K8S_MAJOR, HELM_K8S_MINOR = "1", "36"
 # ory/hydra v2.3.0's own go.mod replaces gobuffalo/pop with this ory fork; a dependency's
@@ -97,6 +101,9 @@ class Tool:
     env: Mapping[str, str] = field(default_factory=dict)
     # Extra setup of the throwaway module before `go get` (kube-apiserver's staging dance).
     prepare: Callable[[Tool, Path, Mapping[str, str]], None] | None = None
+    # Source of the throwaway module's own main package (built instead of ``package``, which
+    # is then only what `go get` adds): for tools assembled from modules, like Caddy.
+    main_go: str = ""
     fallback: Tool | None = None  # tried when this version fails to build
     version_args: tuple[str, ...] = ("--version",)
 
@@ -157,6 +164,24 @@ def _kube_apiserver(version: str, fallback: Tool | None = None) -> Tool:
         prepare=_prepare_kubernetes,
         fallback=fallback,
     )
+
+
+# -- caddy ---------------------------------------------------------------------------------
+
+# Caddy's documented way to build with a chosen module set: a main package of one's own that
+# imports caddycmd and the standard modules. Unlike `go install .../cmd/caddy@v`, where Caddy
+# is the main module and `caddy version` says "unknown", Caddy is then a dependency and
+# reports its real version.
+_CADDY_MAIN = """package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func main() { caddycmd.Main() }
+"""
 
 
 # -- the table -----------------------------------------------------------------------------
@@ -228,6 +253,14 @@ TOOLS: dict[str, Tool] = {
             package="github.com/yannh/kubeconform/cmd/kubeconform",
             ldflags=(f"-X main.version={KUBECONFORM_VERSION}",),
             version_args=("-v",),
+        ),
+        Tool(
+            name="caddy",
+            version=CADDY_VERSION,
+            module="github.com/caddyserver/caddy/v2",
+            package="github.com/caddyserver/caddy/v2/cmd",
+            main_go=_CADDY_MAIN,
+            version_args=("version",),
         ),
     )
 }
@@ -318,13 +351,18 @@ def _build(tool: Tool, dest: Path) -> None:
             tool.prepare(tool, work, env)
         if tool.replaces:
             _run_go(["mod", "edit", *(f"-replace={r}" for r in tool.replaces)], work, env, log)
+        if tool.main_go:
+            (work / "main.go").write_text(tool.main_go, encoding="utf-8")
         _run_go(["get", f"{tool.package}@{tool.version}"], work, env, log)
+        if tool.main_go:
+            _run_go(["mod", "tidy"], work, env, log)  # the imports main.go adds
         ldflags = " ".join(("-s", "-w", *tool.ldflags))
         args = ["build", "-trimpath", "-ldflags", ldflags]
         if tool.tags:
             args += ["-tags", ",".join(tool.tags)]
         partial = dest.with_name(f".{dest.name}.partial")
-        _run_go([*args, "-o", str(partial), tool.package], work, env, log)
+        target = "." if tool.main_go else tool.package
+        _run_go([*args, "-o", str(partial), target], work, env, log)
         partial.replace(dest)
     info = {
         "name": tool.name,

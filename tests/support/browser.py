@@ -1,0 +1,153 @@
+"""Headless Chromium (Debian's chromium + chromium-driver) driven by Selenium.
+
+Flags, and why:
+
+* ``--headless=new``, ``--no-sandbox`` (mandatory as root: without it the session is not
+  created), ``--disable-gpu``, ``--disable-dev-shm-usage`` (CI containers have a 64 MB
+  /dev/shm);
+* ``--no-first-run``, ``--no-default-browser-check``, ``--disable-background-networking``,
+  ``--disable-component-update``, ``--disable-sync``, ``--disable-quic``: the machines reach
+  no network but the package registries, and Chromium's own background connections would be
+  refused, many at a time, at every start;
+* a fresh ``--user-data-dir`` per browser, so no cookie or cache outlives it.
+
+The driver is always an explicit ``Service(/usr/bin/chromedriver)``: without one, Selenium
+Manager tries to download a driver and report statistics before falling back to PATH.
+
+    with Browser() as browser:
+        browser.driver.get(url)
+        browser.screenshot("signed-in")      # .screenshots/signed-in.png
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.support.procs import scratch_dir, system_command
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+)
+
+
+def screenshot_dir() -> Path:
+    """Where screenshots go: ``$AUTHZ_SCREENSHOTS``, else ``.screenshots/`` in the repo (kept
+    after the run as evidence of what a person would have seen; not committed)."""
+    explicit = os.environ.get("AUTHZ_SCREENSHOTS")
+    return Path(explicit) if explicit else REPO_ROOT / ".screenshots"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, from its IHDR chunk; ValueError if it is not a PNG."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+class Browser:
+    """A headless Chromium session; ``driver`` is the Selenium WebDriver."""
+
+    def __init__(self, *, width: int = 1024, height: int = 768, page_timeout: float = 20.0) -> None:
+        self.width, self.height = width, height
+        self.page_timeout = page_timeout
+        self._driver: webdriver.Chrome | None = None
+        self.dir: Path | None = None
+
+    @property
+    def driver(self) -> webdriver.Chrome:
+        if self._driver is None:
+            raise RuntimeError("browser not started")
+        return self._driver
+
+    def start(self) -> Self:
+        chromium = system_command("chromium", "chromium")
+        chromedriver = system_command("chromedriver", "chromium-driver")
+        self.dir = scratch_dir("chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--window-size={self.width},{self.height}")
+        options.add_argument(f"--user-data-dir={self.dir / 'profile'}")
+        service = Service(chromedriver, log_output=str(self.dir / "chromedriver.log"))
+        try:
+            self._driver = webdriver.Chrome(service=service, options=options)
+        except BaseException:
+            self.cleanup()
+            raise
+        self._driver.set_page_load_timeout(self.page_timeout)
+        return self
+
+    @property
+    def version(self) -> str:
+        """The browser version as the driver reports it."""
+        return str(self.driver.capabilities.get("browserVersion", ""))
+
+    def wait_for(self, css: str, timeout: float = 10.0) -> None:
+        """Block until an element matching the CSS selector is on the page."""
+        WebDriverWait(self.driver, timeout).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
+
+    def wait_for_url(self, prefix: str, timeout: float = 10.0) -> str:
+        """Block until the current URL starts with ``prefix`` (redirect chains); return it."""
+        WebDriverWait(self.driver, timeout).until(lambda d: d.current_url.startswith(prefix))
+        return str(self.driver.current_url)
+
+    def screenshot(self, name: str) -> Path:
+        """Write the viewport as ``<screenshot_dir>/<name>.png``; return the path."""
+        directory = screenshot_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.png"
+        data = self.driver.get_screenshot_as_png()
+        png_size(data)  # a real PNG or ValueError, never an empty file
+        path.write_bytes(data)
+        return path
+
+    def stop(self) -> None:
+        if self._driver is not None:
+            try:
+                self._driver.quit()  # ends Chromium and chromedriver
+            finally:
+                self._driver = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> Self:
+        if self._driver is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and self._driver is not None:
+            print(f"browser was at {self._driver.current_url}")
+        self.cleanup()
