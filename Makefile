@@ -17,7 +17,7 @@ help:
 	@echo "make soak       sustained load through Envoy with policy changes (SOAK_SECONDS=600)"
 	@echo "make bench      the performance table (Envoy, authz, OPA-Envoy, trivial server)"
 	@echo "make manifests  regenerate the CRDs and manifests/install.yaml"
-	@echo "make lint       ruff, mypy and hadolint"
+	@echo "make lint       ruff, mypy, import-layer contracts and hadolint"
 
 venv: $(STAMP)
 
@@ -31,6 +31,7 @@ lint: venv
 	$(BIN)/ruff check authz tests examples
 	$(BIN)/ruff format --check authz tests examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 test-fast: venv

@@ -4,7 +4,8 @@ sets (reason codes, policy ids); live state (snapshot, keys, cache) is read at s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,8 +22,26 @@ from prometheus_client.registry import REGISTRY, Collector
 from authz import __version__
 from authz.keys.provider import KeyState
 from authz.policy.snapshot import Snapshot
-from authz.policy.store import PolicyStore
 from authz.request.cache import TokenCache
+
+
+class _Status(Protocol):
+    @property
+    def accepted(self) -> bool: ...
+
+
+class Watched(Protocol):
+    """What metrics read of the policy store, at scrape time and on every swap."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def statuses(self) -> Mapping[str, _Status]: ...
+
+    def key_states(self) -> Mapping[str, KeyState]: ...
+
+    def on_swap(self, listener: Callable[[Snapshot], None]) -> None: ...
 
 
 class Metrics:
@@ -68,7 +87,7 @@ class Metrics:
         )
         Info("authz_build", "Build information.", registry=registry).info({"version": __version__})
 
-    def watch(self, store: PolicyStore, cache: TokenCache) -> None:
+    def watch(self, store: Watched, cache: TokenCache) -> None:
         """Export the store's and the cache's live state, and count swaps."""
         self.registry.register(StateCollector(store, cache))
 
@@ -86,7 +105,7 @@ class Metrics:
 class StateCollector(Collector):
     """Reads live state at scrape time instead of updating gauges on the request path."""
 
-    def __init__(self, store: PolicyStore, cache: TokenCache) -> None:
+    def __init__(self, store: Watched, cache: TokenCache) -> None:
         self._store = store
         self._cache = cache
 
