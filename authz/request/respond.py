@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.claims import claim, scalar_text
@@ -73,7 +73,7 @@ class Answer:
     remove: tuple[str, ...] = ()
     body: str = ""
     metadata: Metadata = ()
-    shared: bool = False
+    shared: bool = field(default=False, compare=False)
 
     @property
     def allowed(self) -> bool:

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from authz.devtools import generate_key
+from tests.support.docs import document
 
 
 @pytest.fixture(scope="session")
@@ -16,29 +15,16 @@ def es256_jwks() -> dict[str, Any]:
 
 
 def issuer_doc(name: str = "idp", iss: str = "https://idp.example", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "authz.io/v1alpha1",
-        "kind": "JWTIssuer",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"issuer": iss, **spec},
-    }
+    """An issuer with exactly the spec given: validation tests build incomplete ones."""
+    return document("JWTIssuer", name, {"issuer": iss, **spec})
 
 
 def policy_doc(name: str = "api", **spec: Any) -> dict[str, Any]:
+    """A policy for every host trusting `idp`; `spec` replaces whole fields."""
     body: dict[str, Any] = {
         "targets": {"hosts": ["*"]},
         "issuers": [{"name": "idp"}],
         "rules": [{"name": "all", "match": {"paths": ["/**"]}}],
     }
     body.update(spec)
-    return {
-        "apiVersion": "authz.io/v1alpha1",
-        "kind": "AuthzPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": body,
-    }
-
-
-def write(path: Path, *docs: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump_all(docs))
-    return path
+    return document("AuthzPolicy", name, body)

@@ -11,9 +11,10 @@ import pytest
 from authz.keys.remote import RemoteKeys
 from authz.policy.files import DirectorySource, load
 from authz.policy.store import PolicyStore
+from tests.support.docs import write
 from tests.support.keyserver import KeyServer
 from tests.support.tokens import signing_key
-from tests.unit.policy.conftest import issuer_doc, policy_doc, write
+from tests.unit.policy.conftest import issuer_doc, policy_doc
 
 ID = "JWTIssuer/default/idp"
 

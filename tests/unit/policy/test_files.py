@@ -9,7 +9,8 @@ from typing import Any
 
 from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
-from tests.unit.policy.conftest import issuer_doc, policy_doc, write
+from tests.support.docs import write
+from tests.unit.policy.conftest import issuer_doc, policy_doc
 
 
 def _setup(tmp_path: Path, jwks: dict[str, Any]) -> tuple[DirectorySource, PolicyStore]:
