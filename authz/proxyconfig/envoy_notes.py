@@ -47,8 +47,8 @@ authorization (CVE-2021-31920):
 REDIRECT rather than Istio's UNESCAPE_AND_FORWARD: the client is told the canonical path
 and re-sends it, so client, Envoy, authz, access logs and upstream all agree on one path.
 KEEP_UNCHANGED (Envoy's default) would let `/orders%2F..%2Fadmin` be authorized as one
-path and routed as another by an upstream that decodes %2F; authz refuses (400) encoded
-slashes a proxy left in place. (gRPC requests with %2F/%5C get INTERNAL instead.)"""
+path and routed as another by an upstream that decodes %2F. (gRPC requests with %2F/%5C
+get INTERNAL instead.)"""
 
 HOSTS = """\
 --- Host canonicalisation ------------------------------------------------------

@@ -174,8 +174,9 @@ does not strip client-sent ones: the upstream must trust these only behind this 
 
 PATH_NORMALIZATION = """\
 Decode %2F/%5C, resolve dot segments and merge slashes before authorization and routing,
-so authz judges the path the upstream receives (CVE-2021-31920). Without it, authz refuses
-(400) paths whose encoded slashes the proxy left in place."""
+so authz judges the path the upstream receives (CVE-2021-31920). Istio's default (BASE)
+keeps %2F encoded: `/public%2F..%2Fadmin` could be authorized as one path and read as
+another by an upstream that decodes it."""
 
 
 def mesh_document(d: Deployment, mesh: Mesh, command: str) -> Document:
