@@ -21,6 +21,7 @@ import betterproto2
 import yaml
 from envoy_data_plane.envoy.config.bootstrap import v3 as bootstrap_v3
 from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation_v3
+from envoy_data_plane.envoy.config.route import v3 as route_v3
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz import v3 as ext_authz_v3
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as http_mutation_v3
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm_v3
@@ -393,8 +394,7 @@ def _routes(where: str, manager: hcm_v3.HttpConnectionManager) -> list[Finding]:
             for r in host.routes
         ]
         for place, per_filter in places:
-            per_route = _unpack(per_filter.get(EXT_AUTHZ))
-            if isinstance(per_route, ext_authz_v3.ExtAuthzPerRoute) and per_route.disabled:
+            if _disables_ext_authz(_unpack(per_filter.get(EXT_AUTHZ))):
                 findings.append(
                     Finding(
                         "ext_authz disabled",
@@ -403,6 +403,13 @@ def _routes(where: str, manager: hcm_v3.HttpConnectionManager) -> list[Finding]:
                     )
                 )
     return findings
+
+
+def _disables_ext_authz(per_route: betterproto2.Message | None) -> bool:
+    """``ExtAuthzPerRoute{disabled}``, or Envoy's generic ``FilterConfig{disabled}`` wrapper."""
+    if isinstance(per_route, route_v3.FilterConfig):
+        return per_route.disabled or _disables_ext_authz(_unpack(per_route.config))
+    return isinstance(per_route, ext_authz_v3.ExtAuthzPerRoute) and bool(per_route.disabled)
 
 
 def _peer_certificates(

@@ -113,6 +113,13 @@ def _route_disabled(config: Config) -> None:
     per_route["disabled"] = True
 
 
+def _route_disabled_by_filter_config(config: Config) -> None:
+    routes(config)[0]["typed_per_filter_config"][envoy.EXT_AUTHZ] = {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "disabled": True,
+    }
+
+
 def _upstream_everything(config: Config) -> None:
     _response(config)["allowed_upstream_headers"] = {"patterns": [{"prefix": ""}]}
 
@@ -143,6 +150,7 @@ CASES: list[tuple[str, str, Callable[[Config], None], str]] = [
     ("ext-authz-after-router", "grpc", _router_first, envoy.EXT_AUTHZ),
     ("ext-authz-disabled", "grpc", _filter_disabled, envoy.EXT_AUTHZ),
     ("route-unchecked", "grpc", _route_disabled, "ext_authz disabled"),
+    ("route-unchecked-filter-config", "grpc", _route_disabled_by_filter_config, "ext_authz disabled"),
     ("http-no-path-prefix", "http", _drop(http_service, "path_prefix"), "http_service.path_prefix"),
     ("http-identity-not-upstream", "http", _drop(_response, "allowed_upstream_headers"), "http_service.authorization_response.allowed_upstream_headers"),
     ("http-upstream-everything", "http", _upstream_everything, "http_service.authorization_response.allowed_upstream_headers"),
