@@ -98,14 +98,21 @@ def _flow(value: Any) -> str | None:
     members = value.values() if isinstance(value, Mapping) else value
     if not all(_is_scalar(m) for m in members):
         return None
-    text = yaml.safe_dump(
-        _plain(value), default_flow_style=True, width=float("inf"), sort_keys=False
-    ).strip()
-    return text if "\n" not in text and "\\" not in text else None
+    if isinstance(value, Mapping):
+        pairs = [(scalar(k), scalar(v)) for k, v in value.items()]
+        texts = [t for pair in pairs for t in pair]
+        text = "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+    else:
+        texts = [scalar(v) for v in value]
+        text = "[" + ", ".join(texts) + "]"
+    # Inside brackets YAML reads more characters as syntax: keep plain scalars to the
+    # ones that cannot be (quoted ones are safe), else write the block form.
+    if not all(t[:1] in "'\"" or _FLOW_PLAIN.fullmatch(t) for t in texts):
+        return None
+    return text
 
 
-def _plain(value: Any) -> Any:
-    return dict(value) if isinstance(value, Mapping) else list(value)
+_FLOW_PLAIN = re.compile(r"[A-Za-z0-9_.+/-]+")
 
 
 class _Writer:

@@ -16,9 +16,14 @@ SCALARS = (
     | st.integers(min_value=-(2**63), max_value=2**63)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30)
+    | st.text(alphabet=":,[]{}#&*!|>'\"%@`?-. \t\nab0", max_size=8)  # YAML's indicators
     | st.sampled_from(["@type", "*", "yes", "0.5s", "a: b", "- x", "#", "{}", "null", "'q'", '"q"'])
 )
-KEYS = st.text(max_size=12) | st.sampled_from(["@type", "name", "on", "1", "*", "a b"])
+KEYS = (
+    st.text(max_size=12)
+    | st.text(alphabet=":,[]{}#&*!?- ab", max_size=5)
+    | st.sampled_from(["@type", "name", "on", "1", "*", "a b"])
+)
 DATA = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
@@ -68,5 +73,5 @@ def test_short_scalar_collections_stay_on_one_line() -> None:
     data = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}}
     text = to_yaml(Document({**data, "domains": ["*"], "empty": {}, "none": []}))
     assert "  socket_address: {address: 127.0.0.1, port_value: 9901}\n" in text
-    assert "domains: ['*']\n" in text
+    assert 'domains: ["*"]\n' in text
     assert "empty: {}\nnone: []\n" in text
