@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from authz.proxyconfig import check
-from tests.support import proxy_configs
+from tests.support import generated, proxy_configs
 
 REPO = proxy_configs.REPO_ROOT
 
 
 def test_generated_files_are_current(tmp_path: Path) -> None:
     """Fails when authz/proxyconfig changed without `make proxy-configs`."""
-    stale = []
-    for path in proxy_configs.render(tmp_path):
-        relative = path.relative_to(tmp_path)
-        shipped = REPO / relative
-        if not shipped.exists() or shipped.read_text() != path.read_text():
-            diff = difflib.unified_diff(
-                shipped.read_text().splitlines() if shipped.exists() else [],
-                path.read_text().splitlines(),
-                f"shipped/{relative}",
-                f"fresh/{relative}",
-                lineterm="",
-                n=1,
-            )
-            stale.append("\n".join(list(diff)[:40]))
+    stale = generated.stale(proxy_configs.render(tmp_path), tmp_path, REPO)
     assert not stale, "generated files are stale: run make proxy-configs\n" + "\n\n".join(stale)
 
 
