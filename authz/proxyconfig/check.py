@@ -183,8 +183,7 @@ def _connection_managers(
     for listener in resources.listeners if resources else []:
         for index, chain in enumerate(listener.filter_chains):
             for network_filter in chain.filters:
-                typed = network_filter.typed_config
-                message = typed.unpack() if typed is not None else None
+                message = _unpack(network_filter.typed_config)
                 if isinstance(message, hcm_v3.HttpConnectionManager):
                     yield f"listener {listener.name or '?'} chain {index}", message
 
@@ -230,7 +229,8 @@ def _paths_and_hosts(where: str, manager: hcm_v3.HttpConnectionManager) -> list[
             Finding(
                 "normalize_path",
                 where,
-                "not true: /public/../admin is judged as written, routed as /admin",
+                "not true: the upstream gets raw dot segments (/public/../admin) and may resolve "
+                "them differently from authz",
             )
         )
     if not manager.merge_slashes:
@@ -238,7 +238,7 @@ def _paths_and_hosts(where: str, manager: hcm_v3.HttpConnectionManager) -> list[
             Finding(
                 "merge_slashes",
                 where,
-                "not true: //admin may match no rule for /admin yet reach it",
+                "not true: the upstream gets //admin unmerged and may read it differently from authz",
             )
         )
     if manager.path_with_escaped_slashes_action not in SAFE_ESCAPED_SLASHES:

@@ -55,7 +55,7 @@ def _route(text: str) -> model.RouteBinding:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authz proxy-config",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description="\n\n".join((__doc__ or "").split("\n\n")[:2]),  # summary and examples
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("target", nargs="?", choices=TARGETS, help="what to print")
