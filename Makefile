@@ -16,7 +16,8 @@ help:
 	@echo "make fuzz       coverage-guided fuzzing (FUZZ_SECONDS=600)"
 	@echo "make soak       sustained load through Envoy with policy changes (SOAK_SECONDS=600)"
 	@echo "make bench      the performance table (Envoy, authz, OPA-Envoy, trivial server)"
-	@echo "make manifests  regenerate the CRDs and manifests/install.yaml"
+	@echo "make manifests  regenerate the CRDs, manifests/install.yaml and the proxy configs"
+	@echo "make proxy-configs  regenerate examples/envoy, examples/nginx, examples/caddy, manifests/istio"
 	@echo "make lint       ruff, mypy, import-layer contracts and hadolint"
 
 venv: $(STAMP)
@@ -72,11 +73,17 @@ clean:
 # `manifests`: CRDs from authz/policy/schema.py into charts/authz/crds/ and manifests/crds.yaml,
 # then `helm template` (default values) into manifests/install.yaml; tests/e2e/test_manifests.py
 # fails when they are stale. helm is the real one, built once into the test-binary cache.
-.PHONY: manifests chart-lint
+.PHONY: manifests chart-lint proxy-configs
 HELM_BIN = $$($(BIN)/python -c 'from tests.support import testbin; print(testbin.path("helm"))')
 
-manifests: venv
+manifests: venv proxy-configs
 	$(BIN)/python -m tests.support.manifests
+
+# `proxy-configs`: the Envoy/Istio/NGINX/Caddy wiring in examples/ and manifests/istio/ is
+# `authz proxy-config` output (tests/support/proxy_configs.py lists the arguments);
+# tests/unit/proxyconfig/test_generated_files.py fails when a file is stale.
+proxy-configs: venv
+	$(BIN)/python -m tests.support.proxy_configs
 
 chart-lint: venv
 	$(HELM_BIN) lint --strict charts/authz

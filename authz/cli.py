@@ -135,6 +135,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--workload-labels", type=_labels, default={})
     check.add_argument("--realm", default="authz")
 
+    # Arguments pass through untouched (no option parsing here): authz.proxyconfig.cli parses
+    # them, imported only for this command so `authz serve` never loads envoy-data-plane.
+    proxy_config = sub.add_parser(
+        "proxy-config",
+        help="print Envoy/Istio/NGINX/Caddy configuration for authz, or --check an Envoy file",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    proxy_config.add_argument("args", nargs="*")
+
     lint = sub.add_parser("lint", help="validate a policy directory")
     lint.add_argument("policy_dir", type=Path)
 
@@ -334,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args)
     if args.command == "lint":
         return _lint(args)
+    if args.command == "proxy-config":
+        from authz.proxyconfig.cli import main as proxy_config
+
+        return proxy_config(args.args)
     if args.command == "keys":
         return _keys_generate(args)
     return _token_mint(args)

@@ -5,7 +5,8 @@
 * Bootstraps for TCP, DNS-name and ``unix:`` authz addresses (and with jwt_authn) validate.
 * Against a stub Authorization server (no product code involved) a real Envoy: fails
   closed with 503, passes denials through, injects allowed headers, strips spoofed
-  ``x-auth-*`` headers, sends ``context_extensions`` for bound routes, redirects ``%2F``.
+  ``x-auth-*`` headers, sends ``context_extensions`` for bound routes, redirects ``%2F``,
+  drops a Host's port and trailing dot before routing and the check.
 """
 
 from __future__ import annotations
@@ -260,13 +261,24 @@ def test_check_request_contents(stub_stack: StubStack) -> None:
     http = plain["attributes"]["request"]["http"]
     assert http["method"] == "GET"
     assert http["path"] == "/orders/1?q=1"  # normalized, merged, query kept
-    assert http["host"] == f"127.0.0.1:{stub_stack.listen_port}"
+    assert http["host"] == "127.0.0.1"  # strip_any_host_port: the host routing uses too
     assert http["headers"][":path"] == "/orders/1?q=1"
     assert http["headers"]["authorization"] == "Bearer ok"
     assert "x-auth-subject" not in http["headers"]
     assert {":authority", ":method", ":scheme", "x-request-id"} <= http["headers"].keys()
     assert "contextExtensions" not in plain["attributes"]
     assert bound["attributes"]["contextExtensions"] == {"policy": "bound"}
+
+
+def test_host_port_and_trailing_dot_are_gone_before_routing_and_check(
+    stub_stack: StubStack,
+) -> None:
+    """authz ignores a Host's port and trailing dot; so must Envoy's routing (issue 11, 4)."""
+    for host in ("orders.example.com.", "orders.example.com:9999", "orders.example.com.:8443"):
+        assert stub_stack.get("/orders/1", token="ok", host=host).status == 200
+        http = stub_stack.stub.requests[-1]["attributes"]["request"]["http"]
+        assert http["host"] == "orders.example.com", host
+        assert http["headers"][":authority"] == "orders.example.com", host
 
 
 def test_escaped_slash_is_redirected_not_forwarded(stub_stack: StubStack) -> None:
