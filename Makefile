@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv deps lint test test-fast test-e2e demo testbin clean bench fuzz soak
+.PHONY: help venv deps lint test test-fast test-e2e demo testbin clean bench fuzz soak lock sbom
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench      the performance table (Envoy, authz, OPA-Envoy, trivial server)"
 	@echo "make manifests  regenerate the CRDs and manifests/install.yaml"
 	@echo "make lint       ruff, mypy and hadolint"
+	@echo "make lock       re-resolve requirements.lock (the image's pinned, hashed dependencies)"
+	@echo "make sbom       CycloneDX SBOM of the image's Python environment (build/sbom/)"
 
 venv: $(STAMP)
 
@@ -56,7 +58,18 @@ demo: venv
 	VENV=$(VENV) bash examples/demo.sh
 
 clean:
-	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz build
+
+# -- The image's dependencies (issue 16). `lock`: uv resolves pyproject.toml's runtime
+# dependencies, the otel extra and the build backend into requirements.lock with hashes;
+# the Dockerfile installs it with --require-hashes, and tests/e2e/test_lockfile.py fails when
+# it is stale. `sbom`: replays the Dockerfile's build stage into a temp venv and writes a
+# CycloneDX SBOM of it (build/sbom/authz-VERSION.cdx.json).
+lock: venv
+	$(BIN)/python -m tests.support.lockfile
+
+sbom: venv
+	$(BIN)/python -m tests.support.sbom $(SBOM_OUT)
 
 # -- Install artifacts: the chart's CRDs and manifests/ are generated, never hand-edited. ---
 # `manifests`: CRDs from authz/policy/schema.py into charts/authz/crds/ and manifests/crds.yaml,
