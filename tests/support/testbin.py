@@ -58,6 +58,8 @@ from pathlib import Path
 # opa-envoy       github.com/open-policy-agent/opa-envoy-plugin v1.0.0-envoy  81 s   (38 MB)
 # ghz             github.com/bojand/ghz v0.121.0                              54 s   (28 MB)
 # kubeconform     github.com/yannh/kubeconform v0.7.0                          5 s   (10 MB)
+# helm-docs       github.com/norwoodj/helm-docs v1.14.2                         8 s   (warm, after helm)
+# promtool        github.com/prometheus/prometheus v0.316.0 (Prometheus 3.x)  463 s   (cold)
 # (in this order, each reusing the earlier ones' module and build caches; 761 s in all)
 
 KUBERNETES_VERSION = "v1.36.3"
@@ -71,6 +73,12 @@ HYDRA_VERSION = "v2.3.0"
 OPA_ENVOY_VERSION = "v1.0.0-envoy"
 GHZ_VERSION = "v0.121.0"
 KUBECONFORM_VERSION = "v0.7.0"
+# The chart README is generated from values.yaml's `# --` comments, as cert-manager's and
+# external-dns' are.
+HELM_DOCS_VERSION = "v1.14.2"
+# The chart's PrometheusRule: `promtool check rules` parses every expression and
+# `promtool test rules` fires each alert on synthetic series.
+PROMETHEUS_VERSION = "v0.316.0"
 # Kubernetes version helm assumes for .Capabilities when not talking to a cluster.
 HELM_K8S_MAJOR, HELM_K8S_MINOR = "1", "36"
 # ory/hydra v2.3.0's own go.mod replaces gobuffalo/pop with this ory fork; a dependency's
@@ -228,6 +236,20 @@ TOOLS: dict[str, Tool] = {
             package="github.com/yannh/kubeconform/cmd/kubeconform",
             ldflags=(f"-X main.version={KUBECONFORM_VERSION}",),
             version_args=("-v",),
+        ),
+        Tool(
+            name="helm-docs",
+            version=HELM_DOCS_VERSION,
+            module="github.com/norwoodj/helm-docs",
+            package="github.com/norwoodj/helm-docs/cmd/helm-docs",
+            ldflags=(f"-X main.version={HELM_DOCS_VERSION.removeprefix('v')}",),
+        ),
+        Tool(
+            name="promtool",
+            version=PROMETHEUS_VERSION,
+            module="github.com/prometheus/prometheus",
+            package="github.com/prometheus/prometheus/cmd/promtool",
+            ldflags=(f"-X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION}",),
         ),
     )
 }
