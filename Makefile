@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv deps lint test test-fast test-e2e demo testbin clean bench fuzz soak lock sbom
+.PHONY: help venv deps lint test test-fast test-e2e demo testbin clean bench fuzz soak lock sbom docs
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint       ruff, mypy and hadolint"
 	@echo "make lock       re-resolve requirements.lock (the image's pinned, hashed dependencies)"
 	@echo "make sbom       CycloneDX SBOM of the image's Python environment (build/sbom/)"
+	@echo "make docs       regenerate the generated docs pages and build the site strictly (build/site/)"
 
 venv: $(STAMP)
 
@@ -70,6 +71,13 @@ lock: venv
 
 sbom: venv
 	$(BIN)/python -m tests.support.sbom $(SBOM_OUT)
+
+# -- The docs site (issue 16). Regenerates docs/reference/policy.md (from the schema),
+# docs/reference/cli.md (from the CLI parser), docs/troubleshooting.md (from the reason
+# codes) and docs/compatibility.md (from the tested versions), then `mkdocs build --strict`
+# into build/site. `make test` runs the same strict build (tests/e2e/test_docs.py).
+docs: venv
+	$(BIN)/python -m tests.support.docs_site
 
 # -- Install artifacts: the chart's CRDs and manifests/ are generated, never hand-edited. ---
 # `manifests`: CRDs from authz/policy/schema.py into charts/authz/crds/ and manifests/crds.yaml,

@@ -36,15 +36,15 @@ def call(addr: str, request: CheckRequest, timeout: float = 5.0) -> dict[str, An
 
 
 def describe(response: CheckResponse) -> dict[str, Any]:
-    """What the proxy would do with ``response``: the status and the headers it adds."""
+    """What the proxy would do with ``response``, in the field names `authz check` uses."""
     if response.status.code == code_pb2.OK:
         headers = {h.header.key: h.header.value for h in response.ok_response.headers}
         return {
             "decision": "allow",
             "status": 200,
             "reason": response.status.message or None,
-            "upstreamHeaders": headers,
-            "removedHeaders": list(response.ok_response.headers_to_remove),
+            "upstream_headers": headers,
+            "removed_headers": list(response.ok_response.headers_to_remove),
         }
     denied = response.denied_response
     headers = {h.header.key: h.header.value for h in denied.headers}
@@ -52,6 +52,6 @@ def describe(response: CheckResponse) -> dict[str, Any]:
         "decision": "deny",
         "status": denied.status.code or 403,
         "reason": response.status.message or None,
-        "challenge": headers.get("www-authenticate"),
+        "www_authenticate": headers.get("www-authenticate"),
         "body": denied.body or None,
     }
