@@ -26,6 +26,10 @@ EXPECTED: dict[str, re.Pattern[str]] = {
     ),
     "ghz": re.compile(rf"^{re.escape(testbin.GHZ_VERSION)}$", re.M),
     "kubeconform": re.compile(rf"^{re.escape(testbin.KUBECONFORM_VERSION)}$", re.M),
+    "helm-docs": re.compile(
+        rf"helm-docs version {re.escape(testbin.HELM_DOCS_VERSION.removeprefix('v'))}$", re.M
+    ),
+    "promtool": re.compile(rf"promtool, version {re.escape(testbin.PROMETHEUS_VERSION)}\b"),
 }
 
 
