@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv deps lint test test-fast test-e2e demo testbin clean bench fuzz soak
+.PHONY: help venv deps lint test test-fast test-e2e demo testbin clean bench fuzz soak lock sbom docs
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
@@ -19,6 +19,9 @@ help:
 	@echo "make manifests  regenerate the CRDs, manifests/install.yaml and the proxy configs"
 	@echo "make proxy-configs  regenerate examples/envoy, examples/nginx, examples/caddy, manifests/istio"
 	@echo "make lint       ruff, mypy, import-layer contracts and hadolint"
+	@echo "make lock       re-resolve requirements.lock (the image's pinned, hashed dependencies)"
+	@echo "make sbom       CycloneDX SBOM of the image's Python environment (build/sbom/)"
+	@echo "make docs       regenerate the generated docs pages and build the site strictly (build/site/)"
 
 venv: $(STAMP)
 
@@ -67,7 +70,25 @@ demo: venv
 	VENV=$(VENV) bash examples/demo.sh
 
 clean:
-	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz .screenshots
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz .screenshots build
+
+# -- The image's dependencies (issue 16). `lock`: uv resolves pyproject.toml's runtime
+# dependencies, the otel extra and the build backend into requirements.lock with hashes;
+# the Dockerfile installs it with --require-hashes, and tests/e2e/test_lockfile.py fails when
+# it is stale. `sbom`: replays the Dockerfile's build stage into a temp venv and writes a
+# CycloneDX SBOM of it (build/sbom/authz-VERSION.cdx.json).
+lock: venv
+	$(BIN)/python -m tests.support.lockfile
+
+sbom: venv
+	$(BIN)/python -m tests.support.sbom $(SBOM_OUT)
+
+# -- The docs site (issue 16). Regenerates docs/reference/policy.md (from the schema),
+# docs/reference/cli.md (from the CLI parser), docs/troubleshooting.md (from the reason
+# codes) and docs/compatibility.md (from the tested versions), then `mkdocs build --strict`
+# into build/site. `make test` runs the same strict build (tests/e2e/test_docs.py).
+docs: venv
+	$(BIN)/python -m tests.support.docs_site
 
 # -- Install artifacts: the chart's CRDs and manifests/ are generated, never hand-edited. ---
 # `manifests`: CRDs from authz/policy/schema.py into charts/authz/crds/ and manifests/crds.yaml,

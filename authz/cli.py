@@ -124,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         "--server",
         help="ask a running server: its ops URL (http://HOST:PORT, needs --debug-endpoints)",
     )
+    where.add_argument(
+        "--grpc",
+        metavar="ADDR",
+        help="send the Check to a running server's gRPC port (HOST:PORT or unix:PATH) and "
+        "show its answer, as Envoy would get it",
+    )
     check.add_argument(
         "--token", help="the token (or set AUTHZ_TOKEN, which stays out of shell history)"
     )
@@ -134,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--context", action="append", default=[], help="context extension key=value")
     check.add_argument("--workload-labels", type=_labels, default={})
     check.add_argument("--realm", default="authz")
+    check.add_argument(
+        "--expect-status",
+        type=int,
+        metavar="STATUS",
+        help="exit 0 when the answer has this HTTP status (200 for allow), else 1",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the --grpc answer"
+    )
 
     # Arguments pass through untouched (no option parsing here): authz.proxyconfig.cli parses
     # them, imported only for this command so `authz serve` never loads envoy-data-plane.
@@ -239,7 +254,23 @@ def _check(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("AUTHZ_TOKEN")
     headers = _pairs(args.header, ":", "header")
     context = _pairs(args.context, "=", "context")
-    if args.server:
+    if args.grpc:
+        from authz.client import call, check_request
+
+        request = check_request(
+            method=args.method,
+            host=args.host,
+            path=args.path,
+            headers=headers,
+            context=context,
+            token=token,
+        )
+        try:
+            out = call(args.grpc, request, timeout=args.timeout)
+        except OSError as exc:
+            print(f"authz check: {exc}", file=sys.stderr)
+            return 2
+    elif args.server:
         from authz.observe.debug import remote_explain
 
         try:
@@ -275,6 +306,8 @@ def _check(args: argparse.Namespace) -> int:
             problems=problems,
         )
     print(json.dumps(out, indent=2))
+    if args.expect_status is not None:
+        return 0 if out["status"] == args.expect_status else 1
     return 0 if out["decision"] == "allow" else 1
 
 

@@ -107,8 +107,14 @@ HA = {
 }
 EVERYTHING = {
     **HA,
-    "controller": {"watchNamespaces": [SHOP, PAYMENTS], "leaseName": "everything-lease"},
+    "controller": {
+        "watchNamespaces": [SHOP, PAYMENTS],
+        "leaseName": "everything-lease",
+        "readSecrets": True,
+    },
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": True, "alertLabels": {"team": "platform"}},
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Security"}},
     "networkPolicy": {"enabled": True},
     "policies": {"extra.yaml": yaml.safe_dump(ISSUER, sort_keys=False)},
     "priorityClassName": "authz-critical",
@@ -116,7 +122,9 @@ EVERYTHING = {
     "podLabels": {"tier": "auth"},
     "commonLabels": {"owner": "platform"},
     "serviceAccount": {"annotations": {"example.com/role": "authz"}},
-    "service": {"annotations": {"example.com/lb": "internal"}},
+    "service": {"annotations": {"example.com/lb": "internal"}, "headless": True},
+    "extraVolumes": [{"name": "idp-ca", "configMap": {"name": "idp-ca"}}],
+    "extraVolumeMounts": [{"name": "idp-ca", "mountPath": "/etc/authz/ca", "readOnly": True}],
     "extraArgs": ["--default-action", "deny"],
     "extraEnv": [{"name": "EXTRA", "value": "1"}],
     "imagePullSecrets": [{"name": "regcred"}],
@@ -178,6 +186,7 @@ def test_default_is_central_mode_with_secure_defaults() -> None:
         "Service",
         "Deployment",
         "PodDisruptionBudget",
+        "Pod",  # the `helm test` hook (helm install skips it; `helm test` creates it)
     }
     chart = yaml.safe_load((helm.CHART / "Chart.yaml").read_text())
     deployment = helm.find(docs, "Deployment")
@@ -300,7 +309,13 @@ def test_ha_values_scale_with_an_hpa_and_keep_a_quorum() -> None:
 def test_everything_on() -> None:
     docs = _render("everything")
     kinds = {d["kind"] for d in docs}
-    assert {"ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds
+    assert {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+    } <= kinds
     c = _container(docs)
     args = c["args"]
     assert _flag(args, "watch-namespaces") == f"{SHOP},{PAYMENTS}"
@@ -309,6 +324,13 @@ def test_everything_on() -> None:
     assert args[-2:] == ["--default-action", "deny"]
     assert c["image"] == "registry.example.com/authz:0.1.0"
     assert {"name": "EXTRA", "value": "1"} in c["env"]
+    assert {"name": "idp-ca", "mountPath": "/etc/authz/ca", "readOnly": True} in c["volumeMounts"]
+    pod = helm.find(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "idp-ca", "configMap": {"name": "idp-ca"}} in pod["volumes"]
+    headless = helm.find(docs, "Service", "authz-everything-headless")["spec"]
+    assert headless["clusterIP"] == "None"
+    assert [p["name"] for p in headless["ports"]] == ["grpc"]
+    assert headless["selector"] == helm.find(docs, "Deployment")["spec"]["selector"]["matchLabels"]
 
     # Namespaced permissions move from the ClusterRole into a Role per watched namespace,
     # plus `default` for events about ClusterJWTIssuers.
@@ -324,6 +346,13 @@ def test_everything_on() -> None:
     }
     assert set(roles) == {SHOP, PAYMENTS, "default"}
     assert {r for rule in roles["default"]["rules"] for r in rule["resources"]} == {"events"}
+    # readSecrets: a Role of its own in each watched namespace, nothing cluster-wide.
+    secret_roles = {
+        d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] == "authz-everything-secrets"
+    }
+    assert secret_roles == {SHOP, PAYMENTS}
 
     monitor = helm.find(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"] == [
@@ -334,7 +363,9 @@ def test_everything_on() -> None:
     grpc_rule, metrics_rule = policy["spec"]["ingress"]
     assert grpc_rule["ports"] == [{"port": 9001, "protocol": "TCP"}]
     assert metrics_rule["ports"] == [{"port": 9002, "protocol": "TCP"}]
-    selectors = [peer["namespaceSelector"] for peer in grpc_rule["from"]]
+    selectors = [
+        peer["namespaceSelector"] for peer in grpc_rule["from"] if "namespaceSelector" in peer
+    ]
     assert {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}} in selectors
     assert metrics_rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
@@ -357,6 +388,38 @@ def test_explicit_workers_win_over_the_cpu_limit() -> None:
     assert _flag(_container(docs)["args"], "workers") == "4"
 
 
+@pytest.mark.parametrize(
+    ("values", "request_memory", "limit_memory"),
+    [
+        ({}, "192Mi", "512Mi"),  # one worker
+        ({"resources": {"limits": {"cpu": 2}}}, "448Mi", "1088Mi"),  # 2 x per worker + supervisor
+        ({"workers": 4}, "832Mi", "2112Mi"),
+        ({"workers": 2, "resources": {"limits": {"memory": "3Gi"}}}, "448Mi", "3Gi"),  # given wins
+        (
+            {
+                "memory": {
+                    "requestPerWorker": "100Mi",
+                    "limitPerWorker": "300Mi",
+                    "supervisor": "50Mi",
+                },
+                "workers": 3,
+            },
+            "350Mi",
+            "950Mi",
+        ),
+    ],
+)
+def test_memory_follows_the_worker_count(
+    values: dict[str, Any], request_memory: str, limit_memory: str
+) -> None:
+    central = _container(helm.template(values))
+    patch = _sidecar_patch(helm.template({**values, **SIDECAR}))
+    sidecar = patch["spec"]["template"]["spec"]["initContainers"][0]
+    for container in (central, sidecar):
+        assert container["resources"]["requests"]["memory"] == request_memory
+        assert container["resources"]["limits"]["memory"] == limit_memory
+
+
 # -- values.schema.json -------------------------------------------------------------------------
 
 
@@ -377,6 +440,9 @@ def test_explicit_workers_win_over_the_cpu_limit() -> None:
         ({"workers": 0}, "at '/workers'"),
         ({"logLevel": "verbose"}, "at '/logLevel'"),
         ({"image": {"digest": "latest"}}, "at '/image/digest'"),
+        ({"memory": {"limitPerWorker": "1Gi"}}, "at '/memory/limitPerWorker'"),
+        ({"test": {"expectStatus": 99}}, "at '/test/expectStatus'"),
+        ({"service": {"headless": "yes"}}, "at '/service/headless'"),
         ({"policies": {"a/b.yaml": "x: 1"}}, "invalid propertyName 'a/b.yaml'"),
         (
             {"podDisruptionBudget": {"minAvailable": "half"}},
@@ -490,11 +556,12 @@ def _namespace(cp: ControlPlane, *names: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    """The control plane with the authz CRDs and the ServiceMonitor CRD installed; the
-    authz.io objects this module creates are deleted afterwards (namespaces cannot be:
-    without a controller-manager they stay Terminating)."""
+    """The control plane with the authz CRDs and the Prometheus Operator's ServiceMonitor and
+    PrometheusRule CRDs installed; the authz.io objects this module creates are deleted
+    afterwards (namespaces cannot be: without a controller-manager they stay Terminating)."""
     docs = [yaml.safe_load(p.read_text()) for p in CRDS]
-    install_crds(control_plane, [*docs, upstream_crds.servicemonitor_crd()])
+    monitoring = [upstream_crds.servicemonitor_crd(), upstream_crds.prometheusrule_crd()]
+    install_crds(control_plane, [*docs, *monitoring])
     _namespace(control_plane, SHOP, PAYMENTS, OTHER)
     yield control_plane
     for doc in (POLICY, BROKEN_POLICY, ISSUER):
@@ -667,9 +734,9 @@ ALLOWED_CLUSTER_WIDE = [
     _core("create", "events", SHOP),
     _core("create", "events", "default"),
     {"verb": "create", "group": "events.k8s.io", "resource": "events", "namespace": SHOP},
-    _core("get", "secrets", SHOP, name="hs-key"),
 ]
 DENIED_ALWAYS = [
+    _core("get", "secrets", SHOP, name="hs-key"),  # controller.readSecrets is off by default
     _core("list", "secrets", SHOP),
     _core("watch", "secrets", SHOP),
     _core("list", "secrets"),
@@ -820,7 +887,7 @@ def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None
     """With controller.watchNamespaces the SA reads policies and secrets only there."""
     namespace, release = "authz-scoped", "authz-scoped"
     _namespace(cluster, namespace)
-    values = {"controller": {"watchNamespaces": [SHOP, PAYMENTS]}}
+    values = {"controller": {"watchNamespaces": [SHOP, PAYMENTS], "readSecrets": True}}
     cluster.apply(helm.template(values, release=release, namespace=namespace))
     token = _sa_token(cluster, namespace, release)
     for ns in (SHOP, PAYMENTS):
@@ -842,13 +909,31 @@ def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None
         _forbidden(custom.list_cluster_custom_object, GROUP, "v1alpha1", "authzpolicies")
 
 
-def test_without_read_secrets_there_is_no_secret_access(cluster: ControlPlane) -> None:
-    namespace, release = "authz-nosecrets", "authz-nosecrets"
+@pytest.mark.parametrize(
+    ("controller", "readable", "unreadable"),
+    [
+        ({"readSecrets": True}, [SHOP, PAYMENTS, OTHER], []),  # watching all: cluster-wide
+        ({"readSecrets": True, "secretNamespaces": [SHOP]}, [SHOP], [PAYMENTS, OTHER]),
+        ({"readSecrets": False, "secretNamespaces": [SHOP]}, [], [SHOP, PAYMENTS]),
+    ],
+    ids=["cluster-wide", "secret-namespaces", "off"],
+)
+def test_read_secrets_grants_get_where_configured(
+    cluster: ControlPlane, controller: dict[str, Any], readable: list[str], unreadable: list[str]
+) -> None:
+    """Secrets are never readable by default; with readSecrets, `get` (never list) only in
+    secretNamespaces when given, even though every namespace is watched."""
+    suffix = "-".join(sorted(controller.get("secretNamespaces", []))) or "all"
+    namespace = release = f"authz-secrets-{str(controller['readSecrets']).lower()}-{suffix}"[:50]
     _namespace(cluster, namespace)
-    values = {"controller": {"readSecrets": False}}
+    values = {"controller": controller}
     cluster.apply(helm.template(values, release=release, namespace=namespace))
     token = _sa_token(cluster, namespace, release)
-    assert not _can(cluster, token, **_core("get", "secrets", SHOP, name="hs-key"))
+    for ns in readable:
+        assert _can(cluster, token, **_core("get", "secrets", ns, name="hs-key")), ns
+        assert not _can(cluster, token, **_core("list", "secrets", ns)), ns
+    for ns in unreadable:
+        assert not _can(cluster, token, **_core("get", "secrets", ns, name="hs-key")), ns
     assert _can(cluster, token, **_authz("list", "authzpolicies"))
 
 

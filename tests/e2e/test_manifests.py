@@ -7,8 +7,8 @@
   (its CRDs' schemas, via dry-run on the real API server, and its mesh-config proto), and
   refer to providers the mesh config defines; the example policies pass `authz lint` and
   the CRDs.
-- The chart's NOTES and the README's install section point at the same files, service and
-  ports.
+- The chart's NOTES and the docs site's install pages (docs/install/) point at the same
+  files, service and ports.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _prebuilt() -> None:
 
 REPO = helm.REPO_ROOT
 ISTIO_DIR = REPO / "manifests" / "istio"
-README = REPO / "README.md"
+INSTALL_DOCS = REPO / "docs" / "install"
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -258,7 +258,7 @@ def test_istio_examples_pass_the_api_server(name: str, istio_cluster: ControlPla
     istio_cluster.apply(_docs(ISTIO_DIR / name), dry_run=True)
 
 
-# -- NOTES and README ---------------------------------------------------------------------------
+# -- NOTES and the install docs --------------------------------------------------------------------
 
 
 # Not manifests/install.yaml's release: its objects are applied to the API server by another
@@ -315,19 +315,18 @@ def test_notes_tell_the_same_istio_wiring_as_the_examples(
 
 
 def _install_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    match = re.search(r"^## Install\b.*?(?=^## |\Z)", text, re.M | re.S)
-    if match is None:
-        pytest.skip("README.md has no `## Install` section yet (the lead merges it)")
-    return match.group(0)
+    """The install pages of the docs site, as one text."""
+    pages = sorted(INSTALL_DOCS.glob("*.md"))
+    assert pages, f"no install pages in {INSTALL_DOCS}"
+    return "\n".join(p.read_text(encoding="utf-8") for p in pages)
 
 
-def test_readme_install_section_names_shipped_files() -> None:
+def test_install_docs_name_shipped_files() -> None:
     section = _install_section()
     paths = set(re.findall(r"\b((?:charts|manifests|examples)/[\w./-]*[\w/])", section))
     assert paths, "the install section names no shipped file"
     missing = sorted(p for p in paths if not (REPO / p).exists())
-    assert not missing, f"README names files that do not exist: {missing}"
+    assert not missing, f"the install docs name files that do not exist: {missing}"
     for required in (
         "charts/authz",
         "manifests/install.yaml",
@@ -340,19 +339,25 @@ def test_readme_install_section_names_shipped_files() -> None:
         assert required in paths, f"the install section does not mention {required}"
 
 
-def test_readme_install_section_uses_the_shipped_service_and_ports(
+def test_install_docs_use_the_shipped_service_and_ports(
     service: dict[str, Any], mesh_providers: dict[str, dict[str, Any]]
 ) -> None:
     section = _install_section()
     fqdns = set(re.findall(r"\b[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local\b", section))
-    assert fqdns == {service["fqdn"]}, fqdns
+    headless = helm.find(
+        helm.template({"service": {"headless": True}}, release=helm.RELEASE),
+        "Service",
+        f"{service['name']}-headless",
+    )
+    headless_fqdn = f"{headless['metadata']['name']}.{service['namespace']}.svc.cluster.local"
+    assert service["fqdn"] in fqdns and fqdns <= {service["fqdn"], headless_fqdn}, fqdns
     for port in re.findall(r"svc\.cluster\.local:(\d+)", section):
         assert int(port) == service["grpc"]
     for port in re.findall(r"127\.0\.0\.1:(\d+)", section):
         assert int(port) == service["grpc"]  # the sidecar listens on the same port number
     documented_ports = {int(p) for p in re.findall(r"`(9\d{3})`", section)}
     assert documented_ports <= {service["grpc"], service["http"]}, documented_ports
-    # `helm install RELEASE charts/authz -n NAMESPACE` makes the Service the README names.
+    # `helm install RELEASE charts/authz -n NAMESPACE` makes the Service the docs name.
     install = re.search(r"helm install (\S+) charts/authz -n (\S+)", section)
     assert install, "no `helm install RELEASE charts/authz -n NAMESPACE` command"
     release, namespace = install.groups()
@@ -367,17 +372,17 @@ def test_readme_install_section_uses_the_shipped_service_and_ports(
 
 
 def _check_documented_default(key: str, default: str) -> None:
-    """A `| `key` | `default` |` row of the README's values table matches values.yaml."""
+    """A `| `key` | `default` |` row of the install docs' values table matches values.yaml."""
     node: Any = yaml.safe_load((helm.CHART / "values.yaml").read_text())
     schema: Any = json.loads((helm.CHART / "values.schema.json").read_text())
     for part in key.split("."):
         schema = schema.get("properties", {}).get(part)
-        assert schema is not None, f"README documents value {key}, which the chart does not have"
+        assert schema is not None, f"the docs document value {key}, which the chart does not have"
         node = node.get(part) if isinstance(node, dict) else None
     shown = default.split(maxsplit=1)[0]
     if shown == "unset":
-        assert node is None, f"README says {key} is unset by default, values.yaml: {node!r}"
+        assert node is None, f"the docs say {key} is unset by default, values.yaml: {node!r}"
         return
     assert yaml.safe_load(shown) == node, (
-        f"README says {key} defaults to {default}, values.yaml: {node!r}"
+        f"the docs say {key} defaults to {default}, values.yaml: {node!r}"
     )

@@ -28,6 +28,10 @@ EXPECTED: dict[str, re.Pattern[str]] = {
     "kubeconform": re.compile(rf"^{re.escape(testbin.KUBECONFORM_VERSION)}$", re.M),
     # Built as a dependency of a main package of our own, so it knows its version.
     "caddy": re.compile(rf"^{re.escape(testbin.CADDY_VERSION)} h1:", re.M),
+    "helm-docs": re.compile(
+        rf"helm-docs version {re.escape(testbin.HELM_DOCS_VERSION.removeprefix('v'))}$", re.M
+    ),
+    "promtool": re.compile(rf"promtool, version {re.escape(testbin.PROMETHEUS_VERSION)}\b"),
 }
 
 

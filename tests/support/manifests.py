@@ -9,6 +9,9 @@ Writes (paths relative to ``root``):
 - ``manifests/crds.yaml``: the same three CRDs in one file
 - ``manifests/install.yaml``: Namespace ``authz-system`` + the CRDs + ``helm template`` of the
   chart with default values: central mode, ready for ``kubectl apply --server-side -f``
+  (without the ``helm test`` hook pod)
+- ``charts/authz/README.md``: helm-docs from ``README.md.gotmpl`` and the ``# --`` comments
+  in ``values.yaml`` (the cert-manager / external-dns convention)
 
 tests/e2e/test_manifests.py renders into a temp dir and compares, so a stale file fails
 with "run make manifests". Built on the real helm from :mod:`tests.support.testbin`.
@@ -16,6 +19,7 @@ with "run make manifests". Built on the real helm from :mod:`tests.support.testb
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from authz.policy import crd, schema
-from tests.support import helm
+from tests.support import helm, testbin
 
 if TYPE_CHECKING:
     from tests.support.kube import ControlPlane
@@ -33,7 +37,8 @@ if TYPE_CHECKING:
 CRDS_DIR = Path("charts/authz/crds")
 CRDS_FILE = Path("manifests/crds.yaml")
 INSTALL_FILE = Path("manifests/install.yaml")
-OUTPUTS = (CRDS_FILE, INSTALL_FILE)
+CHART_README = Path("charts/authz/README.md")
+OUTPUTS = (CRDS_FILE, INSTALL_FILE, CHART_README)
 
 CRDS_HEADER = """\
 # authz CustomResourceDefinitions: JWTIssuer, ClusterJWTIssuer, AuthzPolicy (authz.io/v1alpha1).
@@ -70,6 +75,17 @@ def _namespace() -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def chart_readme() -> str:
+    """The chart README as helm-docs renders it now (file order, as values.yaml reads)."""
+    proc = subprocess.run(
+        [str(testbin.path("helm-docs")), "--chart-search-root", str(helm.CHART.parent),
+         "--chart-to-generate", str(helm.CHART), "--sort-values-order", "file",
+         "--dry-run", "--log-level", "warning"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return proc.stdout
+
+
 def render(root: Path) -> list[Path]:
     """Write every generated file under ``root``; return their paths."""
     crds_dir = root / CRDS_DIR
@@ -82,7 +98,9 @@ def render(root: Path) -> list[Path]:
     (root / CRDS_FILE).parent.mkdir(parents=True, exist_ok=True)
     (root / CRDS_FILE).write_text(CRDS_HEADER + "---\n" + "---\n".join(crd_docs), encoding="utf-8")
 
-    chart = helm.template_text(release=helm.RELEASE, namespace=helm.NAMESPACE).stdout
+    chart = helm.template_text(
+        release=helm.RELEASE, namespace=helm.NAMESPACE, extra=["--skip-tests"]
+    ).stdout
     version = _chart_version()
     install = (
         INSTALL_HEADER.format(version=version)
@@ -92,7 +110,9 @@ def render(root: Path) -> list[Path]:
         + chart
     )
     (root / INSTALL_FILE).write_text(install, encoding="utf-8")
-    return [*written, root / CRDS_FILE, root / INSTALL_FILE]
+    (root / CHART_README).parent.mkdir(parents=True, exist_ok=True)
+    (root / CHART_README).write_text(chart_readme(), encoding="utf-8")
+    return [*written, root / CRDS_FILE, root / INSTALL_FILE, root / CHART_README]
 
 
 def install_crds(cp: ControlPlane, docs: Sequence[dict[str, Any]], timeout: float = 30.0) -> None:

@@ -60,8 +60,10 @@ from pathlib import Path
 # ghz             github.com/bojand/ghz v0.121.0                              54 s   (28 MB)
 # kubeconform     github.com/yannh/kubeconform v0.7.0                          5 s   (10 MB)
 # caddy           github.com/caddyserver/caddy/v2 v2.11.9 (own main package) 127 s   (58 MB)
+# helm-docs       github.com/norwoodj/helm-docs v1.14.2                         8 s   (warm, after helm)
+# promtool        github.com/prometheus/prometheus v0.316.0 (Prometheus 3.x)  463 s   (cold)
 # (in this order, each reusing the earlier ones' module and build caches; 761 s in all
-# before caddy, which was timed alone afterwards: 185 modules of its own to download)
+# before caddy, helm-docs and promtool, which were timed afterwards)
 
 KUBERNETES_VERSION = "v1.36.3"
 KUBERNETES_FALLBACK_VERSION = "v1.34.4"
@@ -75,6 +77,12 @@ OPA_ENVOY_VERSION = "v1.0.0-envoy"
 GHZ_VERSION = "v0.121.0"
 KUBECONFORM_VERSION = "v0.7.0"
 CADDY_VERSION = "v2.11.9"
+# The chart README is generated from values.yaml's `# --` comments, as cert-manager's and
+# external-dns' are.
+HELM_DOCS_VERSION = "v1.14.2"
+# The chart's PrometheusRule: `promtool check rules` parses every expression and
+# `promtool test rules` fires each alert on synthetic series.
+PROMETHEUS_VERSION = "v0.316.0"
 # Kubernetes version helm assumes for .Capabilities when not talking to a cluster.
 HELM_K8S_MAJOR, HELM_K8S_MINOR = "1", "36"
 # ory/hydra v2.3.0's own go.mod replaces gobuffalo/pop with this ory fork; a dependency's
@@ -261,6 +269,20 @@ TOOLS: dict[str, Tool] = {
             package="github.com/caddyserver/caddy/v2/cmd",
             main_go=_CADDY_MAIN,
             version_args=("version",),
+        ),
+        Tool(
+            name="helm-docs",
+            version=HELM_DOCS_VERSION,
+            module="github.com/norwoodj/helm-docs",
+            package="github.com/norwoodj/helm-docs/cmd/helm-docs",
+            ldflags=(f"-X main.version={HELM_DOCS_VERSION.removeprefix('v')}",),
+        ),
+        Tool(
+            name="promtool",
+            version=PROMETHEUS_VERSION,
+            module="github.com/prometheus/prometheus",
+            package="github.com/prometheus/prometheus/cmd/promtool",
+            ldflags=(f"-X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION}",),
         ),
     )
 }

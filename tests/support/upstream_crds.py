@@ -75,14 +75,22 @@ def istio_crds(kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
     )
 
 
-def servicemonitor_crd() -> dict[str, Any]:
+def _prometheus_operator_crd(plural: str, kind: str) -> dict[str, Any]:
     path = (
         module_dir(*PROMETHEUS_OPERATOR)
         / "example"
         / "prometheus-operator-crd"
-        / "monitoring.coreos.com_servicemonitors.yaml"
+        / f"monitoring.coreos.com_{plural}.yaml"
     )
-    return _crds(path, {"ServiceMonitor"})[0]
+    return _crds(path, {kind})[0]
+
+
+def servicemonitor_crd() -> dict[str, Any]:
+    return _prometheus_operator_crd("servicemonitors", "ServiceMonitor")
+
+
+def prometheusrule_crd() -> dict[str, Any]:
+    return _prometheus_operator_crd("prometheusrules", "PrometheusRule")
 
 
 def _camel(name: str) -> str:

@@ -125,3 +125,35 @@ httpGet:
   port: {{ $port }}
 {{ toYaml $timing }}
 {{- end }}
+
+{{/* Resources: `resources` as given, with a memory request and limit derived from the
+     worker count where `resources` sets none: memory.requestPerWorker (limitPerWorker) per
+     worker, plus memory.supervisor once when there is more than one worker. Every worker is
+     a whole interpreter with its own token cache, so memory grows with the workers. */}}
+{{- define "authz.resources" -}}
+{{- $resources := deepCopy (.Values.resources | default dict) }}
+{{- $workers := include "authz.workers" . | default "1" | int }}
+{{- $supervisor := 0 }}
+{{- if gt $workers 1 }}
+{{- $supervisor = trimSuffix "Mi" .Values.memory.supervisor | int }}
+{{- end }}
+{{- range $kind, $perWorker := dict "requests" .Values.memory.requestPerWorker "limits" .Values.memory.limitPerWorker }}
+{{- $section := get $resources $kind | default dict }}
+{{- if not (hasKey $section "memory") }}
+{{- $_ := set $section "memory" (printf "%dMi" (add (mul $workers (trimSuffix "Mi" $perWorker | int)) $supervisor)) }}
+{{- end }}
+{{- $_ := set $resources $kind $section }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/* The helm test pod: its own name label, so the Service never selects it. */}}
+{{- define "authz.testLabels" -}}
+app.kubernetes.io/name: {{ include "authz.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* PromQL matchers for this release's series (what the ServiceMonitor scrapes). */}}
+{{- define "authz.seriesSelector" -}}
+{{- .Values.prometheusRule.seriesSelector | default (printf "namespace=%q, job=%q" .Release.Namespace (include "authz.fullname" .)) }}
+{{- end }}
