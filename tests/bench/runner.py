@@ -189,13 +189,14 @@ class Bench:
         *,
         capacity_from: str = "",
         rps: float | None = None,
+        note: str = "fixed rate",
     ) -> Result | None:
-        """h2load at a fixed rate: `rps`, or else half of the closed-loop capacity of
-        `capacity_from` (rows of different servers compare at equal load with `rps`)."""
+        """h2load at a fixed rate: `rps` (rows of different servers compare at equal load),
+        or else half of the closed-loop capacity of `capacity_from`."""
         if not self.settings.selected(name):
             return None
         if rps is not None:
-            target, note = round(rps), "fixed rate"
+            target = round(rps)
         else:
             capacity = self.results.get(capacity_from)
             if capacity is None or capacity.load is None:  # not selected: a short probe

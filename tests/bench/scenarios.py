@@ -221,9 +221,15 @@ def trivial_http_phase(b: Bench, m: Material) -> None:
         proxy = stack.envoy(bootstrap, listen, admin, front=True)
         note = "always-allow uvloop+httptools, HTTP/1.1"
         b.http_closed("trivial_http_envoy", proxy, server, req, note=note)
+        # At the gRPC floor's open-loop rate, so the two floors' p99 and CPU compare at equal
+        # load. (Half its own capacity would not be half load: h2load's HTTP/2 costs Envoy
+        # about twice what wrk's HTTP/1.1 does, and this row is bound by Envoy's CPU.)
+        grpc_open = b.results.get("trivial_envoy_open")
+        rate = grpc_open.load.target_rps if grpc_open and grpc_open.load else None
         b.http_open(
-            "trivial_http_envoy_open", proxy, server, req, capacity_from="trivial_http_envoy"
-        )
+            "trivial_http_envoy_open", proxy, server, req, capacity_from="trivial_http_envoy",
+            rps=rate, note="at trivial_envoy_open's rate" if rate else "50% load",
+        )  # fmt: skip
 
 
 def opa_binary() -> Path:
