@@ -24,7 +24,7 @@ async def rsgi_allow(scope: Any, protocol: Any) -> None:
 
 def socketify_main(host: str, port: int) -> None:
     """socketify's App on every method and path: the empty 200."""
-    from socketify import App, AppListenOptions  # type: ignore[import-untyped]
+    from socketify import App, AppListenOptions  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     app = App()
     app.any("/*", lambda res, req: res.end(""))

@@ -82,7 +82,7 @@ def new_loop(name: str) -> asyncio.AbstractEventLoop:
 
         return uvloop.new_event_loop()
     if name == "rloop":
-        import rloop  # type: ignore[import-not-found]
+        import rloop  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         loop: asyncio.AbstractEventLoop = rloop.new_event_loop()
         return loop
