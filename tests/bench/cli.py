@@ -32,8 +32,8 @@ from tests.support.envoy import envoy_binary
 DEFAULT_SECONDS = 8
 LEGEND = textwrap.fill(
     "rps: completed requests per second; p50/p99/p99.9: latency in ms (closed loop: "
-    "includes queueing at 32 in flight; *_open: h2load at a fixed rate of 50% of the "
-    "closed-loop capacity). envoy/server/client us: CPU microseconds per request of "
+    "includes queueing at 32 in flight; *_open: h2load at a fixed rate, 50% of the "
+    "closed-loop capacity unless the note names another). envoy/server/client us: CPU microseconds per request of "
     "Envoy, the ext_authz server in that row, and the load generator. RSS: the server. "
     "bg%: machine CPU not accounted to the processes in the row (other processes, "
     "kernel network softirq), % of all cores.",

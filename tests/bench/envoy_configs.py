@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.envoy import EXT_AUTHZ_FILTER, envoy_bootstrap
+from tests.support.envoy import (
+    EXT_AUTHZ_FILTER,
+    HTTP_PROTOCOL_OPTIONS_KEY,
+    envoy_bootstrap,
+)
 
 UNUSED_PORT = 1  # the `upstream` cluster exists but no route uses it
 EXT_AUTHZ_TIMEOUT_MS = 1000  # generous: at saturation we want to see queueing, not 503s
+#: Envoy's http_service prepends this to the original path of each authorization request.
+HTTP_CHECK_PREFIX = "/ext_authz"
 
 
 def _hcm(bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -87,3 +93,55 @@ def jwt_authn(
         with_jwt_authn=config,
     )
     return _direct_response(_without_ext_authz(bootstrap))
+
+
+def _ext_authz_config(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    for f in _hcm(bootstrap)["http_filters"]:
+        if f["name"] == EXT_AUTHZ_FILTER:
+            config: dict[str, Any] = f["typed_config"]
+            return config
+    raise KeyError(EXT_AUTHZ_FILTER)
+
+
+def _cluster(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    clusters: list[dict[str, Any]] = bootstrap["static_resources"]["clusters"]
+    return next(c for c in clusters if c["name"] == name)
+
+
+def ext_authz_http(
+    listen_port: int,
+    admin_port: int,
+    authz_http: str,
+    *,
+    http2: bool = False,
+    max_connections: int | None = None,
+) -> dict[str, Any]:
+    """Envoy -> HTTP ext_authz (`http_service`) -> direct response.
+
+    The same listener and filter as `ext_authz`, with `http_service` in place of
+    `grpc_service`: Envoy sends the original method and `HTTP_CHECK_PREFIX` + path with
+    the `authorization` header and no body, allows on a 2xx and passes `x-auth-*` answer
+    headers upstream. The `authz` cluster speaks HTTP/1.1 (keep-alive; one request per
+    connection at a time, so Envoy opens as many as there are concurrent checks, up to
+    `max_connections`, queueing the rest) or, with `http2`, h2c with every check a stream
+    on one connection per Envoy worker.
+    """
+    bootstrap = ext_authz(listen_port, admin_port, authz_http)
+    config = _ext_authz_config(bootstrap)
+    timeout = config.pop("grpc_service")["timeout"]
+    config.pop("transport_api_version")  # gRPC only
+    config["http_service"] = {
+        "server_uri": {"uri": f"http://{authz_http}", "cluster": "authz", "timeout": timeout},
+        "path_prefix": HTTP_CHECK_PREFIX,
+        "authorization_response": {
+            "allowed_upstream_headers": {"patterns": [{"prefix": "x-auth-", "ignore_case": True}]}
+        },
+    }
+    config["allowed_headers"] = {"patterns": [{"exact": "authorization", "ignore_case": True}]}
+    cluster = _cluster(bootstrap, "authz")
+    options = cluster["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS_KEY]
+    if not http2:
+        options["explicit_http_config"] = {"http_protocol_options": {}}
+    if max_connections is not None:
+        cluster["circuit_breakers"] = {"thresholds": [{"max_connections": max_connections}]}
+    return bootstrap

@@ -245,7 +245,9 @@ def write_json(
     micro: Sequence[MicroResult],
     target_items: Sequence[Target],
     profile: Sequence[Mapping[str, Any]] = (),
+    sections: Mapping[str, Any] | None = None,
 ) -> None:
+    """The run as JSON; `sections` adds top-level keys (a tool's own tables)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "machine": dict(machine),
@@ -254,5 +256,6 @@ def write_json(
         "micro": [m.as_dict() for m in micro],
         "targets": [t.as_dict() for t in target_items],
         "profile": list(profile),
+        **(sections or {}),
     }
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")

@@ -187,20 +187,26 @@ class Bench:
         server: Server | None,
         req: HttpReq,
         *,
-        capacity_from: str,
+        capacity_from: str = "",
+        rps: float | None = None,
+        note: str = "fixed rate",
     ) -> Result | None:
-        """h2load at a fixed rate: half of the closed-loop capacity of `capacity_from`."""
+        """h2load at a fixed rate: `rps` (rows of different servers compare at equal load),
+        or else half of the closed-loop capacity of `capacity_from`."""
         if not self.settings.selected(name):
             return None
-        capacity = self.results.get(capacity_from)
-        if capacity is None or capacity.load is None:  # not selected: a short probe instead
-            probe = drivers.wrk(
-                proxy.url(), req.path, req.host, seconds=self.settings.warmup, token=req.token
-            )
-            rps = probe.rps
+        if rps is not None:
+            target = round(rps)
         else:
-            rps = capacity.load.rps
-        target = round(rps * 0.5)
+            capacity = self.results.get(capacity_from)
+            if capacity is None or capacity.load is None:  # not selected: a short probe
+                probe = drivers.wrk(
+                    proxy.url(), req.path, req.host, seconds=self.settings.warmup, token=req.token
+                )
+                capacity_rps = probe.rps
+            else:
+                capacity_rps = capacity.load.rps
+            target, note = round(capacity_rps * 0.5), "50% load"
         headers = {":authority": req.host}  # h2load ignores a plain `host` header
         if req.token is not None:
             headers["authorization"] = f"Bearer {req.token}"
@@ -211,7 +217,7 @@ class Bench:
         driver = f"h2load rate {target}"
         try:
             result = self.measure(
-                name, driver, run, proxy=proxy, server=server, expect="2xx", note="50% load"
+                name, driver, run, proxy=proxy, server=server, expect="2xx", note=note
             )
         except DriverError as exc:
             result = Result(name, driver, ok=False, note=str(exc).splitlines()[0])

@@ -9,7 +9,8 @@ stacks never compete for the cores. Scenario names (for --scenarios):
   authz_hit[_open|_grpc]    authz, one valid token (token-cache hit), via Envoy / direct
   authz_miss_{rs256,es256,eddsa}  authz, every request a never-seen token
   deny_{missing,expired,badsig,scope}  authz deny paths via Envoy
-  trivial_envoy[_open], trivial_grpc   the always-allow grpcio server
+  trivial_envoy[_open], trivial_grpc   the always-allow grpcio server (the gRPC floor)
+  trivial_http_envoy[_open]  the always-allow HTTP server via Envoy http_service (HTTP floor)
   opa_envoy[_open], opa_grpc           OPA-Envoy with the equivalent Rego
   scale_p{1,100,1000}_i{1,100}         policy/issuer count, direct gRPC, cache hit
   workers_{1,2}             `authz serve --workers N`, direct gRPC
@@ -204,6 +205,33 @@ def trivial_phase(b: Bench, m: Material) -> None:
         b.grpc_closed("trivial_grpc", server, check_request(m.realistic.host, ALLOW_PATH, m.valid))
 
 
+TRIVIAL_HTTP_SCENARIOS = ("trivial_http_envoy", "trivial_http_envoy_open")
+
+
+def trivial_http_phase(b: Bench, m: Material) -> None:
+    """The HTTP floor: tests.bench.trivial_http_server behind Envoy's `http_service`."""
+    if not b.any_selected(TRIVIAL_HTTP_SCENARIOS):
+        return
+    req = HttpReq(m.realistic.host, ALLOW_PATH, m.valid)
+    with Stack(b.layout) as stack:
+        server = stack.trivial_http()
+        assert server.check_http_addr is not None
+        listen, admin = free_port(), free_port()
+        bootstrap = envoy_configs.ext_authz_http(listen, admin, server.check_http_addr)
+        proxy = stack.envoy(bootstrap, listen, admin, front=True)
+        note = "always-allow uvloop+httptools, HTTP/1.1"
+        b.http_closed("trivial_http_envoy", proxy, server, req, note=note)
+        # At the gRPC floor's open-loop rate, so the two floors' p99 and CPU compare at equal
+        # load. (Half its own capacity would not be half load: h2load's HTTP/2 costs Envoy
+        # about twice what wrk's HTTP/1.1 does, and this row is bound by Envoy's CPU.)
+        grpc_open = b.results.get("trivial_envoy_open")
+        rate = grpc_open.load.target_rps if grpc_open and grpc_open.load else None
+        b.http_open(
+            "trivial_http_envoy_open", proxy, server, req, capacity_from="trivial_http_envoy",
+            rps=rate, note="at trivial_envoy_open's rate" if rate else "50% load",
+        )  # fmt: skip
+
+
 def opa_binary() -> Path:
     """opa-envoy-plugin from the shared Go test-binary cache; BENCH_NO_BUILD=1 refuses to
     start a build (minutes on 2 cores) and uses the binary only if it is already there."""
@@ -357,6 +385,7 @@ PHASES: tuple[tuple[Phase, tuple[str, ...]], ...] = (
     (envoy_phase, ("envoy_plain", "envoy_plain_open", "envoy_jwt_authn", "envoy_jwt_authn_open")),
     (authz_phase, AUTHZ_SCENARIOS),
     (trivial_phase, ("trivial_envoy", "trivial_envoy_open", "trivial_grpc")),
+    (trivial_http_phase, TRIVIAL_HTTP_SCENARIOS),
     (opa_phase, OPA_SCENARIOS),
     (scale_phase, (*(f"scale_p{p}_i{i}" for p, i in SCALE_VARIANTS), "memory_100k")),
     (workers_phase, WORKER_SCENARIOS),
@@ -384,7 +413,7 @@ ALL_SCENARIOS = (
     "authz_hit", "authz_hit_open", "authz_hit_grpc",
     "deny_missing", "deny_expired", "deny_badsig", "deny_scope",
     "authz_miss_rs256", "authz_miss_es256", "authz_miss_eddsa",
-    "trivial_envoy", "trivial_envoy_open", "trivial_grpc",
+    "trivial_envoy", "trivial_envoy_open", "trivial_grpc", *TRIVIAL_HTTP_SCENARIOS,
     "opa_envoy", "opa_envoy_open", "opa_grpc",
     *(f"scale_p{p}_i{i}" for p, i in SCALE_VARIANTS),
     "memory_100k", *WORKER_SCENARIOS,

@@ -51,12 +51,13 @@ def extra_authz_args() -> list[str]:
 
 @dataclass
 class Server:
-    """A gRPC ext_authz server under test (authz, the trivial server or OPA-Envoy)."""
+    """An ext_authz server under test (authz, a trivial server or OPA-Envoy)."""
 
     name: str
     process: Process
-    grpc_addr: str
-    http_url: str | None = None
+    grpc_addr: str  # its gRPC ext_authz HOST:PORT ("" for an HTTP-only server)
+    http_url: str | None = None  # its metrics endpoint
+    check_http_addr: str | None = None  # its HTTP ext_authz HOST:PORT, if it has one
 
     @property
     def pid(self) -> int:
@@ -162,6 +163,22 @@ class Stack:
         proc = self._own(Process(argv, name="trivial", env=child_env(), cwd=REPO_ROOT).start())
         wait_for_addr(grpc_addr, STARTUP_TIMEOUT, proc=proc)
         return Server("trivial", proc, grpc_addr)
+
+    def trivial_http(self, extra_args: Sequence[str] = ()) -> Server:
+        """The HTTP floor: tests.bench.trivial_http_server (`extra_args`: --loop, --handoff)."""
+        module = ["-m", "tests.bench.trivial_http_server"]
+        return self.http_server("trivial-http", [sys.executable, *module, *extra_args])
+
+    def http_server(self, name: str, argv: Sequence[str], addr_flag: str = "--addr") -> Server:
+        """An HTTP ext_authz server started as `argv` + `addr_flag HOST:PORT` (a free port)
+        on the server CPUs; `addr_flag` "" means `--host 127.0.0.1 --port PORT` (granian)."""
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+        where = [addr_flag, addr] if addr_flag else ["--host", "127.0.0.1", "--port", str(port)]
+        command = [*taskset(self.layout.server), *argv, *where]
+        proc = self._own(Process(command, name=name, env=child_env(), cwd=REPO_ROOT).start())
+        wait_for_addr(addr, STARTUP_TIMEOUT, proc=proc)
+        return Server(name, proc, "", check_http_addr=addr)
 
     def opa(self, binary: Path, rego: Path, data: Path, workdir: Path) -> Server:
         """OPA-Envoy: the envoy_ext_authz_grpc plugin answering `data.envoy.authz.allow`."""
