@@ -185,14 +185,39 @@ def _token_source(spec: Mapping[str, Any]) -> TokenSource:
 
 
 def host_matcher(hosts: Sequence[str]) -> HostMatcher | None:
+    """Hosts compare as Envoy's virtual hosts do: case-insensitively, port and trailing dot
+    included (see host_problems for why a policy host should have neither)."""
     if not hosts:
         return None
-    names = [h.lower().rstrip(".") for h in hosts]
+    names = [h.lower() for h in hosts]
     return HostMatcher(
         exact=frozenset(h for h in names if not h.startswith("*")),
         suffixes=tuple(sorted({h[1:] for h in names if h.startswith("*.")}, key=len, reverse=True)),
         any="*" in names,
     )
+
+
+_PORT = re.compile(r":[0-9]*$")
+
+
+def host_problems(hosts: Sequence[str], where: str) -> list[str]:
+    """Hosts that can only match a proxy which keeps ports or trailing dots in the Host it
+    routes on. The shipped proxy configurations strip both (strip_any_host_port,
+    strip_trailing_host_dot) before ext_authz runs, so such a host never matches there."""
+    problems = []
+    for i, host in enumerate(hosts):
+        bracket = host.rfind("]")
+        if _PORT.search(host[bracket + 1 :]):
+            problems.append(
+                f"{where}[{i}]: {host!r} has a port; it matches only where the proxy keeps "
+                "ports in the Host (the shipped configurations strip them): write the host alone"
+            )
+        elif host.endswith("."):
+            problems.append(
+                f"{where}[{i}]: {host!r} ends with a dot; it matches only where the proxy keeps "
+                "it (the shipped configurations strip it): write the host without it"
+            )
+    return problems
 
 
 _SEGMENT = "[^/]*"
@@ -348,6 +373,10 @@ def compile_policy(
             problems.append(f"spec.issuers[{i}]: {key} has the same iss as {clash.id}; ignored")
         else:
             by_iss.update(dict.fromkeys(issuer.accepted_iss, issuer))
+    problems += host_problems(targets.get("hosts", ()), "spec.targets.hosts")
+    for i, rule_spec in enumerate(spec["rules"]):
+        hosts = rule_spec.get("match", {}).get("hosts", ())
+        problems += host_problems(hosts, f"spec.rules[{i}].match.hosts")
     rules = tuple(_rule(r, i) for i, r in enumerate(spec["rules"]))
     default_action = spec.get("defaultAction", "deny")
     if not spec.get("issuers") and any(

@@ -359,7 +359,13 @@ _RULE = _obj(
                 ),
                 "pathPrefixes": _list(_str("A raw path prefix.", pattern="^/"), "Path prefixes."),
                 "hosts": _list(
-                    _str("A host, `*.example.com` or `*`; the port is ignored.", minLength=1),
+                    _str(
+                        "A host, `*.example.com` or `*`, compared case-insensitively with the "
+                        "Host the proxy routes on, as Envoy's virtual hosts match it: write it "
+                        "without a port or trailing dot (the shipped proxy configurations strip "
+                        "both; `authz lint` warns).",
+                        minLength=1,
+                    ),
                     "Hosts (`:authority`).",
                 ),
             },
@@ -395,7 +401,13 @@ POLICY_SPEC: JSON = _obj(
             "A request bound by a context extension uses that policy first.",
             {
                 "hosts": _list(
-                    _str("A host, `*.example.com` or `*`; the port is ignored.", minLength=1),
+                    _str(
+                        "A host, `*.example.com` or `*`, compared case-insensitively with the "
+                        "Host the proxy routes on, as Envoy's virtual hosts match it: write it "
+                        "without a port or trailing dot (the shipped proxy configurations strip "
+                        "both; `authz lint` warns).",
+                        minLength=1,
+                    ),
                     "Hosts (`:authority`).",
                 ),
                 "contextExtensions": {

@@ -18,6 +18,7 @@ from authz.policy.compile import (
     claim_path,
     compile_issuer,
     compile_policy,
+    host_problems,
     path_matcher,
 )
 from authz.policy.snapshot import Snapshot
@@ -240,3 +241,12 @@ def test_remote_source_problems(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("not a certificate")
     with pytest.raises(CompileError, match=r"spec\.fetch\.caFile: not a PEM CA bundle"):
         _issuer(tmp_path, jwksUri="https://idp.example/k", fetch={"caFile": "ca.pem"})
+
+
+def test_hosts_the_shipped_proxies_never_route_are_flagged() -> None:
+    """Issue 11, item 4: a policy host with a port never matched and lint said ok."""
+    problems = host_problems(
+        ["admin.example.com:443", "a.example.com.", "[::1]:8080", "[::1]", "ok.example"], "h"
+    )
+    assert [p.split(":")[0] for p in problems] == ["h[0]", "h[1]", "h[2]"]
+    assert "has a port" in problems[0] and "ends with a dot" in problems[1]
