@@ -329,18 +329,20 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
-    from authz.devtools import generate_key
+    from authz.devtools import write_key_files
 
-    private, public = generate_key(args.alg, args.kid)
-    args.out.mkdir(parents=True, exist_ok=True)
-    private_path = args.out / f"{args.kid}.private.jwk.json"
-    private_path.write_text(json.dumps(private, indent=2) + "\n", encoding="utf-8")
-    private_path.chmod(0o600)
-    jwks_path = args.out / "jwks.json"
-    keys = json.loads(jwks_path.read_text(encoding="utf-8"))["keys"] if jwks_path.exists() else []
-    keys = [k for k in keys if k.get("kid") != args.kid] + [public]
-    jwks_path.write_text(json.dumps({"keys": keys}, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {private_path} (private, keep secret) and {jwks_path} (public JWKS)")
+    try:
+        secret, verifier = write_key_files(args.out, args.alg, args.kid)
+    except (FileExistsError, ValueError) as exc:
+        print(f"authz keys generate: {exc}", file=sys.stderr)
+        return 2
+    if secret == verifier:
+        print(
+            f"wrote {secret} (a shared HMAC secret: whoever verifies can sign; keep it 0600 "
+            f"and point the issuer's jwksFile at it)"
+        )
+    else:
+        print(f"wrote {secret} (private, keep secret) and {verifier} (public JWKS)")
     return 0
 
 

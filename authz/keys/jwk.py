@@ -40,6 +40,12 @@ MIN_RSA_BITS = 2048
 _B64URL_MEMBER = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
+# Real issuers use e = 65537. A huge exponent costs every verification time proportional
+# to its bit length (junk tokens for a key with e ~ 2^4096 cost ~100x the CPU); Go's
+# crypto/rsa refuses exponents past 2^31-1 too.
+MAX_RSA_EXPONENT = 2**31 - 1
+
+
 class JWKSError(ValueError):
     """A key document or key that cannot be used; the message says which and why."""
 
@@ -220,6 +226,12 @@ def _verifying_key(
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size < MIN_RSA_BITS:
             raise JWKSError(f"RSA key is {public.key_size} bits, below {MIN_RSA_BITS}")
+        exponent = public.public_numbers().e
+        if not 3 <= exponent <= MAX_RSA_EXPONENT or exponent % 2 == 0:
+            raise JWKSError(
+                f"RSA public exponent {str(exponent)[:20]} is outside what issuers use "
+                f"(odd, 3 to 2^31-1; nearly always 65537)"
+            )
         kty, derived = "RSA", RSA_ALGORITHMS
     elif isinstance(public, ec.EllipticCurvePublicKey):
         ec_alg = _EC_BY_CURVE_NAME.get(public.curve.name)

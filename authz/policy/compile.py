@@ -29,6 +29,7 @@ from authz.keys.sources import (
 from authz.policy import schema
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.snapshot import (
+    DEFAULT_HEADERS,
     ClaimCondition,
     CompiledPolicy,
     CompiledRule,
@@ -39,11 +40,6 @@ from authz.policy.snapshot import (
     ResponseSpec,
 )
 from authz.policy.validate import PolicyObject
-
-DEFAULT_HEADERS = (
-    HeaderFromClaim("x-auth-subject", ("sub",)),
-    HeaderFromClaim("x-auth-issuer", ("iss",)),
-)
 
 
 class CompileError(ValueError):

@@ -100,6 +100,12 @@ class HeaderFromClaim:
     claim: ClaimPath | Literal["$scopes", "$roles"]
 
 
+DEFAULT_HEADERS = (
+    HeaderFromClaim("x-auth-subject", ("sub",)),
+    HeaderFromClaim("x-auth-issuer", ("iss",)),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ResponseSpec:
     headers: tuple[HeaderFromClaim, ...] = ()
@@ -142,6 +148,9 @@ class Snapshot:
     by_host: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
     by_suffix: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
     any_host: tuple[CompiledPolicy, ...] = ()
+    # Every identity header any policy sets (and the defaults): removed from a request
+    # allowed by default, which no policy covers, so a client cannot send its own.
+    identity_headers: tuple[str, ...] = tuple(h.name for h in DEFAULT_HEADERS)
 
     @classmethod
     def build(cls, version: int, policies: list[CompiledPolicy]) -> Snapshot:
@@ -171,6 +180,14 @@ class Snapshot:
             by_host={k: tuple(v) for k, v in by_host.items()},
             by_suffix={k: tuple(v) for k, v in by_suffix.items()},
             any_host=tuple(any_host),
+            identity_headers=tuple(
+                dict.fromkeys(
+                    [
+                        *(h.name for h in DEFAULT_HEADERS),
+                        *(h.name for p in policies for h in p.response.headers),
+                    ]
+                )
+            ),
         )
 
     def select(self, host: str, context: Mapping[str, str]) -> CompiledPolicy | None:

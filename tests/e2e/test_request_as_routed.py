@@ -17,6 +17,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,21 @@ from tests.support.authz import CheckClient, check_server
 from tests.support.docs import issuer, policy, rule, write
 from tests.support.envoy import EnvoyProcess, envoy_bootstrap
 from tests.support.procs import free_port, wait_for_tcp
+from tests.support.snapshots import bearer_token
 
 PUBLIC = "public.example.com"
+OPEN = "open.example.com"  # anonymous everywhere, stripAuthorization on
+COOKIE_ISS = "https://cookies.test"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def raw_get(port: int, path: str, host: str) -> tuple[int, dict[str, str], bytes]:
+def raw_get(
+    port: int, path: str, host: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 GET with the request target exactly as given (no client cleans it up)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
         sock.sendall(request.encode("latin-1"))
         data = b""
         while chunk := sock.recv(65536):
@@ -81,6 +88,18 @@ def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckClient]:
             defaultAction="deny",
         ),
         policy("internal", hosts=["*"]),
+        issuer(
+            "cookies",
+            COOKIE_ISS,
+            tokenSources=[{"cookie": {"name": "session"}}, {"query": {"name": "access_token"}}],
+        ),
+        policy(
+            "open",
+            hosts=[OPEN],
+            issuers=["idp", "cookies"],
+            rules=[rule("all", action="allowAnonymous")],
+            response={"stripAuthorization": True},
+        ),
     )
     with check_server(directory) as client:
         assert all(s.accepted for s in client.store.statuses.values())
@@ -293,3 +312,35 @@ def test_paths_normalise_as_envoy_does(normalising_envoy: int) -> None:
         assert json.loads(body)["path"] == normalize_path(path), path
         compared += 1
     assert compared >= 600
+
+
+# -- what authz did not verify never reaches the upstream (issue 11, item 6) -----------------
+
+
+def _upstream_saw(port: int, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    status, _, body = raw_get(port, path, OPEN, headers)
+    assert status == 200, body[:300]
+    seen: dict[str, Any] = json.loads(body)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "authorization", ["Bearer\tabc", "Bearerabc", "Basic dXNlcg==, Bearer abc"]
+)
+def test_an_unparsed_bearer_credential_is_removed(shipped: int, authorization: str) -> None:
+    seen = _upstream_saw(shipped, "/", {"authorization": authorization})
+    assert "authorization" not in seen["headers"]
+
+
+def test_basic_credentials_for_the_upstream_stay(shipped: int) -> None:
+    seen = _upstream_saw(shipped, "/", {"authorization": "Basic dXNlcg=="})
+    assert seen["headers"]["authorization"] == "Basic dXNlcg=="
+
+
+def test_strip_authorization_removes_cookie_and_query_tokens(shipped: int) -> None:
+    token = bearer_token(iss=COOKIE_ISS, exp=int(time.time()) + 300, iat=int(time.time()))
+    seen = _upstream_saw(shipped, "/", {"cookie": f"theme=dark; session={token}"})
+    assert seen["headers"]["cookie"] == "theme=dark"
+    assert seen["headers"]["x-auth-issuer"] == COOKIE_ISS  # it was verified, then stripped
+    seen = _upstream_saw(shipped, f"/list?page=2&access_token={token}", {})
+    assert seen["path"] == "/list?page=2"
