@@ -50,6 +50,13 @@ class JWKSError(ValueError):
     """A key document or key that cannot be used; the message says which and why."""
 
 
+class NoUsableKeys(JWKSError):
+    """A well-formed key document that leaves no usable key (`{"keys": []}`, only keys authz
+    refuses, a mixed set). Unlike a malformed one it is an answer: the issuer publishes no
+    key we accept, so its tokens must be denied now, not after `maxStaleSeconds`. Removing a
+    key is how an operator revokes a leaked one."""
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyingKey:
     """A public key (or HMAC secret) ready for verification, with the algorithms it may verify.
@@ -105,8 +112,8 @@ class KeySet:
 def parse_jwks(doc: object, allowed: frozenset[str]) -> tuple[KeySet, list[str]]:
     """Parse a JWK Set into a KeySet, skipping unusable keys with a warning for each.
 
-    Raises JWKSError if the document is malformed or no usable key remains, so an
-    issuer never silently ends up with no keys.
+    Raises JWKSError if the document is malformed, and NoUsableKeys if it is well formed
+    but no usable key remains, so an issuer never silently ends up with no keys.
     """
     if not isinstance(doc, dict):
         raise JWKSError("JWKS must be a JSON object")
@@ -128,12 +135,12 @@ def parse_jwks(doc: object, allowed: frozenset[str]) -> tuple[KeySet, list[str]]
 def build_key_set(keys: list[VerifyingKey], warnings: list[str], what: str, empty: str) -> KeySet:
     """The checks every key document gets (JWKS, PEM list, X.509 map), then the KeySet.
 
-    Appends to `warnings`; raises JWKSError naming `what` if no usable key remains.
+    Appends to `warnings`; raises NoUsableKeys naming `what` if no usable key remains.
     """
     if any(k.kty == "oct" for k in keys) and any(k.kty != "oct" for k in keys):
         # Wycheproof jws_mixedSymmetryKeyset: one set holding secrets and public keys
         # invites algorithm confusion; an issuer uses one kind or the other.
-        raise JWKSError(f"{what} mixes symmetric (oct) and asymmetric keys")
+        raise NoUsableKeys(f"{what} mixes symmetric (oct) and asymmetric keys")
     ambiguous = _ambiguous_kids(keys)
     for kid in sorted(ambiguous):
         # Wycheproof jws_duplicate_kid: which key a token names is ambiguous
@@ -141,7 +148,7 @@ def build_key_set(keys: list[VerifyingKey], warnings: list[str], what: str, empt
     keys = [k for k in keys if k.kid not in ambiguous]
     if not keys:
         detail = "; ".join(warnings) if warnings else empty
-        raise JWKSError(f"{what} has no usable key: {detail}")
+        raise NoUsableKeys(f"{what} has no usable key: {detail}")
     return KeySet(tuple(keys))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.keys.fetch import tls_context
-from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.jwk import JWKSError, KeySet, NoUsableKeys, parse_jwks
 from authz.keys.provider import KeyProvider, StaticKeys
 from authz.keys.remote import KeyManager
 from authz.keys.sources import (
@@ -90,32 +90,67 @@ def _key_provider(obj: PolicyObject, algorithms: frozenset[str], keys: KeyManage
         raise CompileError("spec.hmacSecretRef: Kubernetes Secrets are read in cluster mode only")
     where = next(k for k in ("jwks", "jwksFile", "publicKeys", "hmacSecretFile") if k in spec)
     try:
-        if where == "jwks":
-            key_set, warnings = parse_jwks(spec["jwks"], algorithms)
-            return StaticKeys(key_set, "jwks (inline)", warnings)
-        if where == "jwksFile":
-            path = base / spec["jwksFile"]
-            try:
-                doc = json.loads(_read(path, where))
-            except ValueError as exc:
-                raise CompileError(f"spec.jwksFile: cannot read {path}: {exc}") from exc
-            key_set, warnings = parse_jwks(doc, algorithms)
-            return StaticKeys(key_set, f"jwksFile {path}", warnings)
-        if where == "publicKeys":
-            entries = [
-                (k.get("kid"), k["pem"] if "pem" in k else _read(base / k["file"], where))
-                for k in spec["publicKeys"]
-            ]
-            return StaticKeys(pem_key_set(entries, algorithms), "publicKeys")
-        path = base / spec["hmacSecretFile"]
-        secret = _read(path, where)
-        # One trailing newline, as `echo` and editors add it, is not part of the secret.
-        secret = (
-            secret.removesuffix(b"\r\n") if secret.endswith(b"\r\n") else secret.removesuffix(b"\n")
-        )
-        return StaticKeys(hmac_key_set(secret, algorithms), f"hmacSecretFile {path}")
+        return _static_keys(spec, where, base, algorithms)
+    except NoUsableKeys as exc:
+        if where == "jwks":  # written in the spec itself: a mistake to correct, not an answer
+            raise CompileError(f"spec.{where}: {exc}") from exc
+        # A key file emptied, deleted or holding only keys authz refuses: no key (revocation).
+        return StaticKeys(KeySet.empty(), f"{where}", (f"spec.{where}: {exc}",))
     except JWKSError as exc:
         raise CompileError(f"spec.{where}: {exc}") from exc
+
+
+def _static_keys(
+    spec: Mapping[str, Any], where: str, base: Path, algorithms: frozenset[str]
+) -> StaticKeys:
+    """Keys fixed in the spec or in files. A key file that was deleted or emptied is how an
+    operator removes a key: that means no key (NoUsableKeys), not "keep the last one"."""
+    if where == "jwks":
+        key_set, warnings = parse_jwks(spec["jwks"], algorithms)
+        return StaticKeys(key_set, "jwks (inline)", warnings)
+    if where == "jwksFile":
+        path = base / spec["jwksFile"]
+        text = _read_key_file(path, where)
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise CompileError(f"spec.jwksFile: cannot read {path}: {exc}") from exc
+        key_set, warnings = parse_jwks(doc, algorithms)
+        return StaticKeys(key_set, f"jwksFile {path}", warnings)
+    if where == "publicKeys":
+        entries: list[tuple[str | None, str | bytes]] = []
+        removed: list[str] = []
+        for i, k in enumerate(spec["publicKeys"]):
+            if "pem" in k:
+                entries.append((k.get("kid"), k["pem"]))
+                continue
+            try:
+                entries.append((k.get("kid"), _read_key_file(base / k["file"], where)))
+            except NoUsableKeys as exc:
+                removed.append(f"[{i}]: {exc}")
+        if not entries:
+            raise NoUsableKeys("; ".join(removed))
+        return StaticKeys(pem_key_set(entries, algorithms), "publicKeys", removed)
+    path = base / spec["hmacSecretFile"]
+    secret = _read_key_file(path, where)
+    # One trailing newline, as `echo` and editors add it, is not part of the secret.
+    secret = (
+        secret.removesuffix(b"\r\n") if secret.endswith(b"\r\n") else secret.removesuffix(b"\n")
+    )
+    return StaticKeys(hmac_key_set(secret, algorithms), f"hmacSecretFile {path}")
+
+
+def _read_key_file(path: Path, where: str) -> bytes:
+    """A key file's bytes; a missing or blank one is NoUsableKeys (the key was removed)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NoUsableKeys(f"{path} does not exist: no key is trusted") from None
+    except OSError as exc:
+        raise CompileError(f"spec.{where}: cannot read {path}: {exc}") from exc
+    if not data.strip():
+        raise NoUsableKeys(f"{path} is empty: no key is trusted")
+    return data
 
 
 def _remote_source(spec: Mapping[str, Any], algorithms: frozenset[str]) -> RemoteSource | None:

@@ -171,8 +171,10 @@ def test_public_keys_inline_and_from_files(tmp_path: Path) -> None:
     )
     assert issuer.keys.current().kids == ("a", "b")
     assert issuer.keys.state().source == "publicKeys"
-    with pytest.raises(CompileError, match=r"spec.publicKeys: cannot read .*missing.pem"):
-        _issuer(tmp_path, publicKeys=[{"file": "missing.pem"}])
+    # A deleted key file removes that key (issue 11, item 14): with none left, no key.
+    revoked = _issuer(tmp_path, publicKeys=[{"file": "missing.pem"}])
+    assert revoked.keys.current().keys == ()
+    assert "missing.pem does not exist" in revoked.keys.state().warnings[0]
     with pytest.raises(CompileError, match=r"spec.publicKeys: \[0\]: not a PEM public key"):
         _issuer(tmp_path, publicKeys=[{"pem": "-----BEGIN nonsense"}])
 
