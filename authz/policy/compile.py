@@ -28,6 +28,7 @@ from authz.keys.sources import (
 )
 from authz.policy import schema
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
+from authz.policy.patterns import LinearPattern, PatternError, PatternSet
 from authz.policy.snapshot import (
     DEFAULT_HEADERS,
     ClaimCondition,
@@ -289,7 +290,7 @@ def path_matcher(paths: Sequence[str], prefixes: Sequence[str]) -> PathMatcher |
     return PathMatcher(
         exact=exact,
         prefixes=tuple(prefixes),
-        pattern=re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
+        pattern=LinearPattern("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
     )
 
 
@@ -317,8 +318,8 @@ def _condition(spec: Mapping[str, Any], where: str) -> ClaimCondition:
             path, "present", present=spec["present"], text=f"{spec['path']} {word}"
         )
     try:
-        pattern = re.compile(spec["regex"])
-    except re.error as exc:
+        pattern = LinearPattern(spec["regex"])
+    except PatternError as exc:
         raise CompileError(f"{where}.regex: invalid regular expression: {exc}") from exc
     return ClaimCondition(
         path, "regex", pattern=pattern, text=f"{spec['path']} ~ {spec['regex']!r}"
@@ -339,6 +340,23 @@ def _rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
 
 
 _RULES: dict[tuple[str, int], CompiledRule] = {}
+_PATTERN_SETS: dict[tuple[LinearPattern, ...], PatternSet] = {}
+
+
+def _pattern_set(patterns: list[LinearPattern]) -> PatternSet | None:
+    """The policy's glob patterns as one set; policies stamped from one template share it."""
+    if not patterns:
+        return None
+    key = tuple(dict.fromkeys(patterns))
+    found = _PATTERN_SETS.get(key)
+    if found is None:
+        found = PatternSet(list(key))
+        if len(_PATTERN_SETS) >= _RULES_MAX:
+            _PATTERN_SETS.clear()
+        _PATTERN_SETS[key] = found
+    return found
+
+
 _RULES_MAX = 20_000
 
 
@@ -439,5 +457,6 @@ def compile_policy(
         hosts=host_matcher(targets.get("hosts", ())),
         context=tuple(sorted(targets.get("contextExtensions", {}).items())),
         dry_run=spec.get("dryRun", False),
+        patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
     )
     return PolicyResult(policy, tuple(problems), tuple(unresolved))

@@ -331,7 +331,9 @@ _CLAIM_CONDITION = _obj(
         "in": _list(_str("A value."), "The claim equals one of these values.", minItems=1),
         "present": {"type": "boolean", "description": "The claim is present (true) or absent."},
         "regex": _str(
-            "The claim fully matches this regular expression (Python syntax).", minLength=1
+            "The claim fully matches this regular expression, in RE2 syntax (as Envoy and "
+            "Istio use: matched in linear time; no backreferences or lookaround).",
+            minLength=1,
         ),
     },
     required=["path"],
