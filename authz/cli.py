@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)"
     )
     serve.add_argument(
+        "--cache-mib",
+        type=int,
+        default=256,
+        help="verified-token cache memory bound in MiB, each entry measured (0: off)",
+    )
+    serve.add_argument(
         "--max-token-bytes",
         type=_token_limit,
         default=16384,
@@ -218,6 +224,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             workload_labels=args.workload_labels,
             threads=args.threads,
             cache_entries=args.cache_entries,
+            cache_mib=args.cache_mib,
             max_token_bytes=args.max_token_bytes,
             shutdown_delay=args.shutdown_delay,
             shutdown_grace=args.shutdown_grace,
