@@ -213,7 +213,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             raise SystemExit("authz serve: --workers needs a TCP --grpc-addr")
         serve_args = argv[argv.index("serve") + 1 :]
         drain = args.shutdown_delay + args.shutdown_grace
-        return Supervisor(serve_args, args.workers, args.http_addr, drain).run()
+        grpc_port = int(args.grpc_addr.rpartition(":")[2])
+        return Supervisor(serve_args, args.workers, args.http_addr, drain, grpc_port).run()
     return serve(
         ServeSettings(
             policy_dir=args.policy_dir,
