@@ -144,6 +144,23 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--path", default="/")
     check.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")
     check.add_argument("--context", action="append", default=[], help="context extension key=value")
+    check.add_argument(
+        "--source-address", default="", help="the connection's source address (ipBlocks rules)"
+    )
+    check.add_argument(
+        "--destination-port", type=int, default=0, help="the destination port (ports rules)"
+    )
+    check.add_argument(
+        "--peer-principal",
+        default="",
+        help="the mTLS peer's principal, e.g. spiffe://cluster.local/ns/a/sa/b (principals rules)",
+    )
+    check.add_argument(
+        "--peer-certificate",
+        type=Path,
+        metavar="PEM_FILE",
+        help="the mTLS client certificate (clientCertificate rules)",
+    )
     check.add_argument("--workload-labels", type=_labels, default={})
     check.add_argument("--realm", default="authz")
     check.add_argument(
@@ -258,10 +275,27 @@ def _load(policy_dir: Path, labels: dict[str, str], *, fetch_keys: bool) -> tupl
     return store, result
 
 
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The connection `authz check` describes, as KnownConnection's fields."""
+    certificate = ""
+    if args.peer_certificate is not None:
+        from urllib.parse import quote
+
+        # as Envoy sends it: URL-encoded PEM
+        certificate = quote(args.peer_certificate.read_text(encoding="ascii"), safe="")
+    return {
+        "source_address": args.source_address,
+        "destination_port": args.destination_port,
+        "peer_principal": args.peer_principal,
+        "peer_certificate": certificate,
+    }
+
+
 def _check(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("AUTHZ_TOKEN")
     headers = _pairs(args.header, ":", "header")
     context = _pairs(args.context, "=", "context")
+    connection = _connection(args)
     if args.grpc:
         from authz.client import call, check_request
 
@@ -272,6 +306,7 @@ def _check(args: argparse.Namespace) -> int:
             headers=headers,
             context=context,
             token=token,
+            **connection,
         )
         try:
             out = call(args.grpc, request, timeout=args.timeout)
@@ -290,6 +325,7 @@ def _check(args: argparse.Namespace) -> int:
                 headers=headers,
                 context=context,
                 token=token,
+                connection=connection,
             )
         except OSError as exc:
             print(f"authz check: {args.server}: {exc}", file=sys.stderr)
@@ -298,6 +334,7 @@ def _check(args: argparse.Namespace) -> int:
         from authz.request.assembly import pipeline
         from authz.request.cache import TokenCache
         from authz.request.explain import explain
+        from authz.request.view import KnownConnection
 
         store, result = _load(args.policy_dir, args.workload_labels, fetch_keys=True)
         problems = [*result.file_errors] + [
@@ -312,6 +349,7 @@ def _check(args: argparse.Namespace) -> int:
             context=context,
             token=token,
             problems=problems,
+            connection=KnownConnection(**connection),
         )
     print(json.dumps(out, indent=2))
     if args.expect_status is not None:

@@ -89,25 +89,25 @@ def _on(obj: Mapping[str, Any], name: str) -> bool:
 def _https_or_allowed(spec: Mapping[str, Any]) -> bool:
     if spec.get("fetch", {}).get("allowInsecureHttp") is True:
         return True
-    urls = [spec[k] for k in ("jwksUri", "x509CertificatesUri") if k in spec]
+    urls = [spec[k] for k in ("jwksUri", "x509CertificatesUri", "discoveryUrl") if k in spec]
     if _on(spec, "discovery"):
         urls.append(spec["issuer"])
     return all(u.startswith("https://") for u in urls)
 
 
 _KEY_SOURCES = (
-    "jwks", "jwksFile", "jwksUri", "publicKeys", "x509CertificatesUri", "hmacSecretFile",
-    "hmacSecretRef",
+    "jwks", "jwksFile", "jwksUri", "discoveryUrl", "publicKeys", "x509CertificatesUri",
+    "hmacSecretFile", "hmacSecretRef",
 )  # fmt: skip
-_REMOTE = ("jwksUri", "x509CertificatesUri")
+_REMOTE = ("jwksUri", "x509CertificatesUri", "discoveryUrl")
 _D = schema.FETCH_DEFAULTS
 _Check = Callable[[Mapping[str, Any]], bool]
 
 # The Python twin of every rule in schema.RULES, keyed by its message; an import-time
 # check fails if a rule has no twin or a twin no rule, so the two cannot drift apart.
 _CHECKS: dict[str, _Check] = {
-    "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-    "x509CertificatesUri, hmacSecretFile or hmacSecretRef": lambda s: (
+    "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, discoveryUrl, "
+    "publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef": lambda s: (
         _count(s, _KEY_SOURCES) + _on(s, "discovery") == 1
     ),
     "hmacSecretFile and hmacSecretRef need algorithms listing only HS256, HS384 or HS512": lambda s: (
@@ -117,14 +117,16 @@ _CHECKS: dict[str, _Check] = {
     "tenants and a {tenant} placeholder in issuer go together": lambda s: (
         ("tenants" in s) == ("{tenant}" in s["issuer"])
     ),
-    "discovery needs a fixed issuer; for an issuer template set jwksUri": lambda s: (
-        not (_on(s, "discovery") and "tenants" in s)
+    "discovery and discoveryUrl need a fixed issuer; for an issuer template set jwksUri": (
+        lambda s: not ((_on(s, "discovery") or "discoveryUrl" in s) and "tenants" in s)
     ),
-    "key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use https "
-    "unless fetch.allowInsecureHttp is true": _https_or_allowed,
-    "fetch applies only to remote key sources: jwksUri, discovery or x509CertificatesUri": (
+    "key URLs (jwksUri, x509CertificatesUri, discoveryUrl, the discovery issuer) must use "
+    "https unless fetch.allowInsecureHttp is true": _https_or_allowed,
+    "fetch applies only to remote key sources: jwksUri, discovery, discoveryUrl or "
+    "x509CertificatesUri": (
         lambda s: "fetch" not in s or _count(s, _REMOTE) > 0 or _on(s, "discovery")
     ),
+    "tenantClaim needs tenants": lambda s: "tenantClaim" not in s or "tenants" in s,
     "minRefreshSeconds must not exceed maxRefreshSeconds": lambda f: (
         f.get("minRefreshSeconds", _D["minRefreshSeconds"])
         <= f.get("maxRefreshSeconds", _D["maxRefreshSeconds"])
@@ -140,8 +142,27 @@ _CHECKS: dict[str, _Check] = {
         r.get("action", "requireToken") == "requireToken"
         or _count(r, ("requireScopes", "requireRoles", "claims")) == 0
     ),
-    "exactly one of equals, in, present, regex must be set": lambda c: (
-        _count(c, ("equals", "in", "present", "regex")) == 1
+    schema.CLAIM_OPERATOR_MESSAGE: lambda c: (
+        _count(c, ("equals", "in", "present", "regex", "contains", "maxAgeSeconds"))
+        + ("atLeast" in c or "atMost" in c)
+        == 1
+    ),
+    schema.HEADER_OPERATOR_MESSAGE: lambda h: (
+        _count(h, ("present", "equals", "in", "prefix", "regex")) == 1
+    ),
+    "remoteIpBlocks and notRemoteIpBlocks need xffNumTrustedHops": lambda s: (
+        "xffNumTrustedHops" in s
+        or not any(
+            _count(r.get("match", {}), ("remoteIpBlocks", "notRemoteIpBlocks")) for r in s["rules"]
+        )
+    ),
+    "issuers and audiences do not apply to deny rules": lambda r: (
+        r.get("action") != "deny" or _count(r, ("issuers", "audiences")) == 0
+    ),
+    schema.DENY_STATUS_MESSAGE: lambda d: (
+        ("status" not in d or 300 <= d["status"] < 400)
+        if "redirect" in d
+        else ("status" not in d or d["status"] >= 400)
     ),
 }
 if set(_CHECKS) != {message for *_, message in schema.RULES}:

@@ -22,4 +22,6 @@ def pipeline(
     clock: Callable[[], float] = time.time,
 ) -> Pipeline:
     kinds = (BearerJwt(cache, max_token_bytes=max_token_bytes, clock=clock),)
-    return Pipeline(serving, Authenticator(kinds), realm=realm, default_allow=default_allow)
+    return Pipeline(
+        serving, Authenticator(kinds), realm=realm, default_allow=default_allow, clock=clock
+    )

@@ -44,6 +44,10 @@ class Reason(StrEnum):
     TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
     LIFETIME_EXCEEDED = "lifetime_exceeded"
     AUDIENCE_MISMATCH = "audience_mismatch"
+    # The token is not the kind its issuer's `requiredClaims` describe (an ID token at an API).
+    REQUIRED_CLAIM_MISMATCH = "required_claim_mismatch"
+    # A multi-tenant token whose tenant claim names another tenant than its `iss`.
+    TENANT_MISMATCH = "tenant_mismatch"
     # 403: a valid token without the permission the route needs.
     INSUFFICIENT_SCOPE = "insufficient_scope"
     INSUFFICIENT_ROLE = "insufficient_role"

@@ -15,7 +15,7 @@ from authz.request.decision import Reason
 from authz.request.jose import TokenError, parse
 from authz.request.pipeline import Outcome, Pipeline
 from authz.request.respond import challenge, http_status
-from authz.request.view import RequestError, request_view
+from authz.request.view import NO_CONNECTION, Connection, RequestError, request_view
 
 
 def explain(
@@ -28,14 +28,16 @@ def explain(
     context: Mapping[str, str],
     token: str | None,
     problems: list[str],
+    connection: Connection = NO_CONNECTION,
 ) -> dict[str, Any]:
     """Decide the request a user describes (a token goes in `Authorization: Bearer`) and
-    describe the decision and everything behind it."""
+    describe the decision and everything behind it, with the rules tried on the way."""
     lowered = {k.lower(): v for k, v in headers.items()}
     if token:
         lowered["authorization"] = f"Bearer {token}"
     try:
-        answer, outcome = pipeline.check(request_view(method, host, path, lowered, context))
+        view = request_view(method, host, path, lowered, context, connection=connection)
+        answer, outcome = pipeline.check(view)
     except RequestError as exc:
         answer, outcome = pipeline.reject(Reason.REQUEST_INVALID, str(exc))
     decision = outcome.decision
@@ -48,6 +50,17 @@ def explain(
         "rule": decision.rule,
         "snapshot": outcome.snapshot_version,
     }
+    if outcome.policy is not None and outcome.request is not None:
+        out["rules"] = [
+            {
+                "rule": t.rule,
+                "matched": t.matched,
+                **({"failed": list(t.failed)} if t.failed else {}),
+            }
+            for t in outcome.policy.trace(outcome.request)
+        ]
+        if outcome.rule is None:
+            out["rules"].append({"rule": "(default)", "action": outcome.policy.default_action})
     if outcome.would_deny is not None:
         out["dry_run"] = True
         out["would_deny"] = outcome.would_deny.reason.value
@@ -67,9 +80,12 @@ def explain(
         out["upstream_headers"] = dict(answer.headers)
         out["removed_headers"] = list(answer.remove)
     else:
-        out["www_authenticate"] = challenge(
+        out["www_authenticate"] = dict(answer.headers).get("www-authenticate") or challenge(
             decision.reason, pipeline.responder.realm, decision.required_scopes
         )
+        if answer.status != http_status(decision):  # a policy's denyWith answer
+            out["status"] = answer.status
+            out["custom_answer"] = {"headers": dict(answer.headers), "body": answer.body}
         if decision.required_scopes:
             out["required_scopes"] = list(decision.required_scopes)
     if problems:

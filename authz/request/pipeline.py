@@ -7,15 +7,18 @@ it a `RequestView` and render the `Answer`; `authz check` and `/debug/explain` u
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from authz.policy.deny import DenyResponse
 from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
-from authz.request.authorize import authorize
+from authz.request.authorize import authorize, rule_refuses
 from authz.request.credentials import Authentication
 from authz.request.decision import Decision, Reason
-from authz.request.respond import Answer, Responder
+from authz.request.respond import Answer, Responder, http_status
 from authz.request.verify import VerifiedToken, WouldWait
 
 __all__ = ["Outcome", "Pipeline", "Serving", "WouldWait"]
@@ -32,6 +35,7 @@ class Outcome:
     authentication: Authentication | None = None
     snapshot_version: int = 0
     would_deny: Decision | None = None  # dry-run: the denial that was not enforced
+    rule: CompiledRule | None = None  # the rule that matched (None: the default action)
 
     @property
     def verified(self) -> VerifiedToken | None:
@@ -54,11 +58,13 @@ class Pipeline:
         *,
         realm: str = "authz",
         default_allow: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._serving = serving
         self._authenticator = authenticator
         self.responder = Responder(realm)
         self.default_allow = default_allow
+        self._clock = clock
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
         """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
@@ -72,7 +78,13 @@ class Pipeline:
     def respond(self, outcome: Outcome) -> tuple[Answer, Outcome]:
         decision = outcome.decision
         if not decision.allowed:
-            return self.responder.deny(decision), outcome
+            custom = _deny_with(outcome)
+            if custom is None:
+                return self.responder.deny(decision), outcome
+            assert outcome.policy is not None  # custom answers come from a policy
+            secret = tuple(s.name for s in outcome.policy.token_sources if s.kind == "query")
+            answer = self.responder.deny(decision, outcome.request, custom, secret)
+            return answer, outcome
         if outcome.policy is None:  # allowed by default: strip every identity header
             headers = self._serving.snapshot.identity_headers
             return self.responder.allow_unlisted(decision, headers), outcome
@@ -89,7 +101,7 @@ class Pipeline:
         if policy is None:
             reason = Reason.ALLOWED_BY_DEFAULT if self.default_allow else Reason.NO_POLICY
             return Outcome(Decision(self.default_allow, reason), request, None, None, version)
-        rule = policy.rule_for(request.method, request.host, request.path)
+        rule = policy.rule_for(request)
         action = rule.action if rule is not None else policy.default_action
         rule_name = rule.name if rule is not None else "(default)"
         authentication = None
@@ -98,7 +110,9 @@ class Pipeline:
             decision = Decision(False, reason, "", policy.id, rule_name)
         else:
             authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
-            decision = _authorize(action, rule, rule_name, policy, authentication)
+            decision = _authorize(
+                action, rule, rule_name, policy, authentication, clock=self._clock
+            )
         if not decision.allowed and policy.dry_run:
             return self._dry_run(
                 decision,
@@ -107,8 +121,9 @@ class Pipeline:
                 authentication=authentication,
                 version=version,
                 may_wait=may_wait,
+                rule=rule,
             )
-        return Outcome(decision, request, policy, authentication, version)
+        return Outcome(decision, request, policy, authentication, version, rule=rule)
 
     def _dry_run(
         self,
@@ -119,6 +134,7 @@ class Pipeline:
         authentication: Authentication | None,
         version: int,
         may_wait: bool,
+        rule: CompiledRule | None,
     ) -> Outcome:
         """Allow what a dry-run policy would deny. Identity headers come from the credential
         only when it is valid for the policy; a denial by rule was decided before any
@@ -129,7 +145,18 @@ class Pipeline:
         decision = Decision(
             True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who
         )
-        return Outcome(decision, request, policy, authentication, version, would_deny=denied)
+        return Outcome(decision, request, policy, authentication, version, denied, rule)
+
+
+def _deny_with(outcome: Outcome) -> DenyResponse | None:
+    """The custom answer for a denial: the matched rule's, else its policy's (denyWith)."""
+    status = http_status(outcome.decision)
+    for owner in (outcome.rule, outcome.policy):
+        if owner is not None and owner.deny_with is not None:
+            custom = owner.deny_with.for_status(status)
+            if custom is not None:
+                return custom
+    return None
 
 
 def _authorize(
@@ -138,6 +165,8 @@ def _authorize(
     rule_name: str,
     policy: CompiledPolicy,
     authentication: Authentication | None,
+    *,
+    clock: Callable[[], float],
 ) -> Decision:
     if authentication is None:
         if action == "allowAnonymous":
@@ -148,7 +177,11 @@ def _authorize(
         failure = authentication.failure
         assert failure is not None
         return Decision(False, failure.reason, failure.detail, policy.id, rule_name)
+    if rule is not None and (rule.issuers is not None or rule.audiences is not None):
+        refused = rule_refuses(rule, authentication)
+        if refused is not None:
+            return Decision(False, refused.reason, refused.detail, policy.id, rule_name)
     if rule is None or action == "allowAnonymous":
         reason = Reason.ALLOWED if action == "requireToken" else Reason.ALLOWED_ANONYMOUS
         return Decision(True, reason, "", policy.id, rule_name, who)
-    return authorize(rule, policy, who)
+    return authorize(rule, policy, who, clock())

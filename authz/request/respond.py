@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from authz.policy.deny import DenyResponse
 from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.claims import claim, scalar_text
@@ -48,6 +50,8 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.TOKEN_ISSUED_IN_FUTURE: (401, "invalid_token", "the token is issued in the future"),
     Reason.LIFETIME_EXCEEDED: (401, "invalid_token", "the token lifetime is too long"),
     Reason.AUDIENCE_MISMATCH: (401, "invalid_token", "the token audience is not accepted"),
+    Reason.REQUIRED_CLAIM_MISMATCH: (401, "invalid_token", "the token is not of the accepted kind"),
+    Reason.TENANT_MISMATCH: (401, "invalid_token", "the token tenant does not match its issuer"),
     Reason.INSUFFICIENT_SCOPE: (403, "insufficient_scope", "the token lacks a required scope"),
     Reason.INSUFFICIENT_ROLE: (403, "insufficient_scope", "the token lacks a required role"),
     Reason.CLAIM_MISMATCH: (403, "insufficient_scope", "the token does not meet the policy"),
@@ -120,10 +124,31 @@ class Responder:
     def __init__(self, realm: str) -> None:
         self.realm = realm
         self._denials: dict[tuple[Reason, tuple[str, ...]], Answer] = {}
+        self._custom: dict[tuple[int, Reason, tuple[str, ...]], tuple[DenyResponse, Answer]] = {}
         self._allowed: dict[_AllowKey, tuple[Identity, CompiledPolicy, Answer]] = {}
         self._unlisted: Answer | None = None
 
-    def deny(self, decision: Decision) -> Answer:
+    def deny(
+        self,
+        decision: Decision,
+        request: RequestView | None = None,
+        custom: DenyResponse | None = None,
+        secret_params: tuple[str, ...] = (),
+    ) -> Answer:
+        """authz's own denial, or the policy's `custom` one (denyWith). A custom answer that
+        redirects with the original URL depends on the request; others are reused."""
+        if custom is not None:
+            if custom.original is not None and request is not None:
+                return self._custom_denial(decision, custom, request, secret_params)
+            custom_key = (id(custom), decision.reason, decision.required_scopes)
+            memo = self._custom.get(custom_key)
+            if memo is not None and memo[0] is custom:
+                return memo[1]
+            made = self._custom_denial(decision, custom, None, ())
+            if len(self._custom) >= _MAX_DENIALS:
+                self._custom.clear()
+            self._custom[custom_key] = (custom, made)
+            return made
         key = (decision.reason, decision.required_scopes)
         answer = self._denials.get(key)
         if answer is None:
@@ -131,6 +156,43 @@ class Responder:
             if len(self._denials) < _MAX_DENIALS:
                 self._denials[key] = answer
         return answer
+
+    def _custom_denial(
+        self,
+        decision: Decision,
+        custom: DenyResponse,
+        request: RequestView | None,
+        secret_params: tuple[str, ...],
+    ) -> Answer:
+        """A denyWith answer: its status, headers and body; the RFC 6750 challenge stays
+        unless the policy sets `www-authenticate` itself. The reason code is authz's own."""
+        reason, scopes = decision.reason, decision.required_scopes
+        headers = list(custom.headers)
+        named = {name for name, _ in headers}
+        value = challenge(reason, self.realm, scopes)
+        if value is not None and not custom.overrides_challenge:
+            headers.append(("www-authenticate", value))
+        if custom.redirect is not None and "location" not in named:
+            location = custom.redirect
+            if custom.original is not None and request is not None:
+                query = urllib.parse.urlencode(
+                    {custom.original: original_url(request, secret_params)}
+                )
+                location += ("&" if "?" in location else "?") + query
+            headers.append(("location", location))
+        if custom.body is not None:
+            body = custom.body
+            if "content-type" not in named:
+                headers.append(("content-type", "text/plain; charset=utf-8"))
+        elif custom.redirect is not None:
+            body = ""
+        else:
+            default = self._denial(reason, scopes)
+            body = default.body
+            if "content-type" not in named:
+                headers.append(("content-type", "application/json"))
+        status = custom.status or OUTCOMES[reason][0]
+        return Answer(status, reason.value, tuple(headers), body=body, shared=request is None)
 
     def _denial(self, reason: Reason, scopes: tuple[str, ...]) -> Answer:
         status, error, description = OUTCOMES[reason]
@@ -242,6 +304,22 @@ class Responder:
             remove_query=remove_query,
             shared=shared,
         )
+
+
+def original_url(request: RequestView, secret_params: tuple[str, ...] = ()) -> str:
+    """The URL the client asked for, for a redirect to come back to: scheme, host and the
+    path with its query, less the query parameters that carry tokens (`secret_params`)."""
+    scheme = request.connection.scheme or request.headers.get("x-forwarded-proto") or "https"
+    target = request.raw_path
+    if secret_params and "?" in target:
+        path, _, query = target.partition("?")
+        kept = [
+            (k, v)
+            for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)
+            if k not in secret_params
+        ]
+        target = path + ("?" + urllib.parse.urlencode(kept) if kept else "")
+    return f"{scheme}://{request.host}{target}"
 
 
 def _header_value(

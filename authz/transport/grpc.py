@@ -165,7 +165,8 @@ def _allow(answer: Answer) -> CheckResponse:
 
 def _deny(answer: Answer) -> CheckResponse:
     response = CheckResponse()
-    response.status.code = _GRPC_CODE[answer.status]
+    # A policy's custom answer (denyWith) may have another status: still a denial.
+    response.status.code = _GRPC_CODE.get(answer.status, code_pb2.PERMISSION_DENIED)
     response.status.message = answer.reason
     denied = response.denied_response
     denied.status.code = answer.status

@@ -54,6 +54,8 @@ BANNER = (
 
 
 def _type(node: Mapping[str, Any]) -> str:
+    if "type" not in node and node.get("x-kubernetes-preserve-unknown-fields"):
+        return "any JSON value"
     kind = node.get("type", "object")
     if kind == "array":
         return f"list of {_type(node.get('items', {}))}"
@@ -252,7 +254,8 @@ ADVICE: dict[Reason, str] = {
     "(`login.microsoftonline.com/.../v2.0`) tokens.",
     Reason.ISSUER_NOT_TRUSTED: "The issuer exists but this policy does not list it in "
     "`spec.issuers`, or the reference does not resolve (`ResolvedRefs=False` on the "
-    "policy).",
+    "policy), or the matching rule narrows the issuers (`rules[].issuers`) and the token "
+    "comes from another one: `authz check` names the rule.",
     Reason.SOURCE_NOT_ALLOWED: "The token came in a place its issuer does not use (for "
     "example a cookie when the issuer's `tokenSources` name only the header).",
     Reason.ALGORITHM_NOT_ALLOWED: "The token's `alg` is not in the issuer's `algorithms` "
@@ -283,10 +286,20 @@ ADVICE: dict[Reason, str] = {
     "IdP's or this node's clock is off.",
     Reason.LIFETIME_EXCEEDED: "The token lives longer than the issuer's `maxLifetimeSeconds`.",
     Reason.AUDIENCE_MISMATCH: "The token's audience (`aud`, or the issuer's "
-    "`audienceClaim`) matches none of the policy's `audiences` (else the issuer's). A token "
+    "`audienceClaim`) matches none of the policy's `audiences` (else the issuer's), or none "
+    "of the matching rule's own `audiences`. A token "
     "with an audience is also refused when none is configured. Keycloak puts `account` "
     "there unless an audience mapper adds the API; Cognito access tokens carry the client "
     "id in `client_id` (`audienceClaim: client_id`).",
+    Reason.REQUIRED_CLAIM_MISMATCH: "The token lacks a claim value its issuer's "
+    "`requiredClaims` demand of every token: typically an ID token (Cognito `token_use: id`, "
+    "Keycloak `typ: ID`) sent to an API that takes access tokens. An ID token is not a "
+    "credential for an API (RFC 8725 3.11): the client must send its access token. The "
+    "audit `detail` names the condition.",
+    Reason.TENANT_MISMATCH: "A multi-tenant issuer with `tenantClaim` (Entra ID: `tid`) got a "
+    "token whose `iss` names one of its `tenants` and whose tenant claim names another, or "
+    "none. Such a token is refused whatever its signature: check the client signs in "
+    "against the tenant its `iss` says.",
     Reason.INSUFFICIENT_SCOPE: "The token lacks a scope the rule's `requireScopes` needs; the "
     "challenge's `scope=` lists them. Check the issuer's `claims.scopes` paths (Okta and "
     "Entra use `scp`) and that the client requested the scope.",
@@ -294,14 +307,18 @@ ADVICE: dict[Reason, str] = {
     "the issuer's `claims.roles` paths (`realm_access.roles`, `groups`, `roles`, "
     "`cognito:groups`).",
     Reason.CLAIM_MISMATCH: "A `claims` condition of the rule is not met; the audit `detail` "
-    'names the claim. Values compare as strings (`"true"`, numbers in JSON form).',
+    "names the claim. Values compare with their JSON type: `equals: true` is not met by "
+    'the string `"true"`, nor `equals: 1` by `"1"`; `atLeast`/`atMost` need a number.',
     Reason.RULE_DENIED: "The first matching rule has `action: deny`.",
     Reason.NO_POLICY: "No policy covers the request's host, context extensions or workload. "
     "Check the policy's `targets` (ports are ignored in hosts; a wildcard `*.example.com` "
     "does not cover `example.com`) and that the policy is Ready.",
-    Reason.NO_RULE: "The policy covers the request but no rule matches its method and path, "
-    "and `defaultAction` is `deny`. Paths match after normalisation and without the query "
-    "string; `/orders/**` also matches `/orders`.",
+    Reason.NO_RULE: "The policy covers the request but no rule matches it (method, path, "
+    "host and the other `match` conditions: headers, addresses, the mTLS peer, ports), and "
+    "`defaultAction` is `deny`. Paths match after normalisation and without the query "
+    "string; `/orders/**` also matches `/orders`. `authz check` lists every rule tried and "
+    "why it did not match (pass `--source-address`, `--peer-principal` ... for the "
+    "connection conditions).",
     Reason.INTERNAL_ERROR: "A bug: authz failed closed. The log has the traceback; please "
     "report it (see SECURITY.md if a request got through that should not have).",
 }

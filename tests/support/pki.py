@@ -78,3 +78,35 @@ class CA:
             .sign(self.key, hashes.SHA256())
         )
         return key, cert
+
+    def client(
+        self,
+        common_name: str,
+        *,
+        uris: Sequence[str] = (),
+        dns: Sequence[str] = (),
+        days: int = 1,
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A client certificate (mTLS) with these URI SANs (a SPIFFE ID, say) and DNS SANs,
+        signed by this CA."""
+        now = datetime.datetime.now(datetime.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
+            )
+        )
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+        sans += [x509.DNSName(n) for n in dns]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return key, builder.sign(self.key, hashes.SHA256())

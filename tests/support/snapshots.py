@@ -21,7 +21,7 @@ from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.pipeline import Outcome
 from authz.request.respond import Answer
-from authz.request.view import request_view
+from authz.request.view import NO_CONNECTION, Connection, request_view
 from tests.support.tokens import NOW, claims, mint, signing_key
 
 ORIGIN = "memory"
@@ -69,13 +69,16 @@ def check(
     context: Mapping[str, str] | None = None,
     token: str | None = None,
     cache: TokenCache | None = None,
+    connection: Connection = NO_CONNECTION,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
-    """Decide one request at the fixed test time NOW; `options` as `assembly.pipeline` takes."""
+    """Decide one request at the fixed test time NOW; `connection` as the proxy describes it
+    (authz.request.view.KnownConnection); `options` as `assembly.pipeline` takes."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     if token is not None:
         lowered["authorization"] = f"Bearer {token}"
     checker = pipeline(
         served, cache if cache is not None else TokenCache(0), clock=lambda: NOW, **options
     )
-    return checker.check(request_view(method, host, path, lowered, context or {}))
+    view = request_view(method, host, path, lowered, context or {}, connection=connection)
+    return checker.check(view)
