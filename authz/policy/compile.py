@@ -26,6 +26,7 @@ from authz.keys.sources import (
     url_problem,
 )
 from authz.policy import schema
+from authz.policy.advice import policy_warnings
 from authz.policy.claims import ClaimCondition, typed_key
 from authz.policy.deny import DenyResponse, DenyWith
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
@@ -432,6 +433,7 @@ def compile_policy(
         else:
             by_iss.update(dict.fromkeys(issuer.accepted_iss, issuer))
     problems += host_problems(targets.get("hosts", ()), "spec.targets.hosts")
+    problems += policy_warnings(spec)
     for i, rule_spec in enumerate(spec["rules"]):
         hosts = rule_spec.get("match", {}).get("hosts", ())
         problems += host_problems(hosts, f"spec.rules[{i}].match.hosts")

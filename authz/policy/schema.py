@@ -276,7 +276,7 @@ ISSUER_SPEC: JSON = _obj(
             maxItems=16,
         ),
         "fetch": _obj(
-            "How remote keys (jwksUri, discovery, x509CertificatesUri) are fetched. Requests "
+            "How remote keys (jwksUri, discovery, discoveryUrl, x509CertificatesUri) are fetched. Requests "
             "never wait for a scheduled refresh; a token naming an unknown kid may wait up to "
             "`unknownKidWaitMillis` for one refetch. Response bodies are limited to 1 MiB "
             "and redirects are not followed.",
@@ -738,16 +738,20 @@ def _exactly_one(*conditions: str) -> str:
     return " + ".join(f"({c} ? 1 : 0)" for c in conditions) + " == 1"
 
 
-# `in` is a CEL keyword: Kubernetes escapes the field name as `__in__`.
-_CLAIM_ONE_OPERATOR = _exactly_one(
-    "has(self.equals)",
-    "has(self.__in__)",
-    "has(self.present)",
-    "has(self.regex)",
-    "has(self.contains)",
-    "has(self.atLeast) || has(self.atMost)",
-    "has(self.maxAgeSeconds)",
+# A field that holds any JSON value (equals, in, contains) has no type, and the API server's
+# CEL cannot see a field without one: the CRD rule counts the typed operators only, and
+# "exactly one" in full is checked by authz itself (a rule without CEL, below), which
+# reports an object breaking it as not Ready, as for any invalid object.
+_CLAIM_TYPED_OPERATORS = " + ".join(
+    f"({c} ? 1 : 0)"
+    for c in (
+        "has(self.present)",
+        "has(self.regex)",
+        "has(self.atLeast) || has(self.atMost)",
+        "has(self.maxAgeSeconds)",
+    )
 )
+CLAIM_TYPED_MESSAGE = "at most one of present, regex, maxAgeSeconds, atLeast/atMost may be set"
 CLAIM_OPERATOR_MESSAGE = (
     "exactly one of equals, in, present, regex, contains, maxAgeSeconds, or atLeast and/or "
     "atMost must be set"
@@ -763,7 +767,8 @@ _DENY_STATUS = (
 )
 DENY_STATUS_MESSAGE = "a redirect goes with a 3xx status, and a 3xx status with a redirect"
 
-# Cross-field rules: (kind, field path, CEL expression for the CRD, message).
+# Cross-field rules: (kind, field path, CEL expression for the CRD, message). An empty CEL
+# expression: checked by authz only (the API server cannot, see _CLAIM_TYPED_OPERATORS).
 # `validate` enforces the same rules in Python; a test keeps the two in step.
 RULES: tuple[tuple[str, str, str, str], ...] = (
     (
@@ -802,12 +807,8 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
         "!has(self.tenantClaim) || has(self.tenants)",
         "tenantClaim needs tenants",
     ),
-    (
-        "issuer",
-        "spec.requiredClaims[]",
-        _CLAIM_ONE_OPERATOR,
-        CLAIM_OPERATOR_MESSAGE,
-    ),
+    ("issuer", "spec.requiredClaims[]", f"{_CLAIM_TYPED_OPERATORS} <= 1", CLAIM_TYPED_MESSAGE),
+    ("issuer", "spec.requiredClaims[]", "", CLAIM_OPERATOR_MESSAGE),
     (
         "issuer",
         "spec",
@@ -867,12 +868,8 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
         "(!has(self.requireScopes) && !has(self.requireRoles) && !has(self.claims))",
         "requireScopes, requireRoles and claims need action requireToken",
     ),
-    (
-        "policy",
-        "spec.rules[].claims[]",
-        _CLAIM_ONE_OPERATOR,
-        CLAIM_OPERATOR_MESSAGE,
-    ),
+    ("policy", "spec.rules[].claims[]", f"{_CLAIM_TYPED_OPERATORS} <= 1", CLAIM_TYPED_MESSAGE),
+    ("policy", "spec.rules[].claims[]", "", CLAIM_OPERATOR_MESSAGE),
     (
         "policy",
         "spec.rules[].match.headers[]",

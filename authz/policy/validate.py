@@ -105,6 +105,7 @@ _Check = Callable[[Mapping[str, Any]], bool]
 
 # The Python twin of every rule in schema.RULES, keyed by its message; an import-time
 # check fails if a rule has no twin or a twin no rule, so the two cannot drift apart.
+# (A rule without CEL has only this twin: the API server cannot check it.)
 _CHECKS: dict[str, _Check] = {
     "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, discoveryUrl, "
     "publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef": lambda s: (
@@ -141,6 +142,9 @@ _CHECKS: dict[str, _Check] = {
     "requireScopes, requireRoles and claims need action requireToken": lambda r: (
         r.get("action", "requireToken") == "requireToken"
         or _count(r, ("requireScopes", "requireRoles", "claims")) == 0
+    ),
+    schema.CLAIM_TYPED_MESSAGE: lambda c: (
+        _count(c, ("present", "regex", "maxAgeSeconds")) + ("atLeast" in c or "atMost" in c) <= 1
     ),
     schema.CLAIM_OPERATOR_MESSAGE: lambda c: (
         _count(c, ("equals", "in", "present", "regex", "contains", "maxAgeSeconds"))

@@ -127,9 +127,10 @@ def _anchor(path: str) -> str:
 
 def _rules(group: str) -> str:
     rows = ["| on | rule |", "|---|---|"]
-    for rule_group, field, _cel, message in schema.RULES:
+    for rule_group, field, cel, message in schema.RULES:
         if rule_group == group:
-            rows.append(f"| `{field}` | {_cell(message)} |")
+            where = "" if cel else " (checked by authz, not the API server: see below)"
+            rows.append(f"| `{field}` | {_cell(message)}{where} |")
     return "\n".join(rows) + "\n"
 
 
@@ -151,7 +152,11 @@ def policy_reference() -> str:
         *_object_sections("spec", schema.ISSUER_SPEC),
         "### Cross-field rules {#issuer-rules}\n",
         "Checked by `authz lint`, by the file loader and, as CEL rules in the CRDs, by the "
-        "API server on `kubectl apply`:\n",
+        "API server on `kubectl apply`. A field that holds any JSON value (a claim "
+        "condition's `equals`, `in`, `contains`) has no type in the CRD, and the API server's "
+        "CEL cannot see such a field: the rules marked so are checked by authz when it reads "
+        "the object, which then reports it not Ready (`kubectl get azpol`) and keeps "
+        "serving its last good version.\n",
         _rules("issuer"),
         "## AuthzPolicy {#policy}\n",
         " ".join(str(schema.POLICY_SPEC["description"]).split()) + "\n",
