@@ -183,6 +183,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     proxy_config.add_argument("args", nargs="*")
 
+    convert = sub.add_parser(
+        "convert", help="translate other authorization configuration into authz objects"
+    ).add_subparsers(dest="convert_command", required=True)
+    istio = convert.add_parser(
+        "istio",
+        help="RequestAuthentication and AuthorizationPolicy YAML -> JWTIssuer and AuthzPolicy "
+        "YAML (stdout), with a report of what is not translated exactly (stderr)",
+    )
+    istio.add_argument("files", nargs="+", metavar="FILE", help="YAML files, or - for stdin")
+    istio.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="target these hosts instead of the Istio workload selectors (a gateway)",
+    )
+    istio.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="dryRun: true on every policy, to run next to Istio before switching",
+    )
+    istio.add_argument(
+        "--xff-num-trusted-hops",
+        type=int,
+        metavar="N",
+        help="Istio's numTrustedProxies: needed to translate remoteIpBlocks and remote.ip",
+    )
+    istio.add_argument("-o", "--output", help="write the YAML here instead of stdout")
+    istio.add_argument("--report", help="write the report here instead of stderr")
+
     lint = sub.add_parser("lint", help="validate a policy directory")
     lint.add_argument("policy_dir", type=Path)
 
@@ -429,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         from authz.proxyconfig.cli import main as proxy_config
 
         return proxy_config(args.args)
+    if args.command == "convert":
+        from authz.convert.cli import istio
+
+        return istio(args)
     if args.command == "keys":
         return _keys_generate(args)
     return _token_mint(args)

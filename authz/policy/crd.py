@@ -85,7 +85,7 @@ def spec_schema(kind: str) -> dict[str, Any]:
     """The kind's spec schema with the cross-field rules attached as CEL validations."""
     # A JSON round trip, not deepcopy: sub-schemas shared in schema.py (a header condition
     # in `headers` and `notHeaders`) must become separate nodes, each with its own rules.
-    spec = json.loads(json.dumps(schema.SPECS[kind]))
+    spec: dict[str, Any] = json.loads(json.dumps(schema.SPECS[kind]))
     family = "issuer" if kind in schema.ISSUER_KINDS else "policy"
     for rule_family, path, rule, message in schema.RULES:
         if rule_family == family and rule:  # a rule without CEL is authz's own check
