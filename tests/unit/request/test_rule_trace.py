@@ -16,6 +16,7 @@ from authz.policy.files import DirectorySource, load
 from authz.policy.store import PolicyStore
 from authz.request.view import KnownConnection, request_view
 from authz.server import debug_handler
+from tests.support.authz import check_server
 from tests.support.docs import issuer, policy, rule, write
 from tests.support.pki import CA, pem_cert
 from tests.support.procs import http_request
@@ -102,8 +103,11 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    """`authz check` in process; its answer is the indented JSON object (an in-process
+    server's one-line audit records may share the output)."""
     code = cli.main(["check", *args])
-    return code, json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    return code, json.loads(out[out.index("{\n") :])
 
 
 def test_authz_check_prints_the_trace_and_takes_the_connection(
@@ -192,3 +196,20 @@ def test_debug_explain_shows_the_same_trace(url: str, capsys: pytest.CaptureFixt
         "spiffe://cluster.local/ns/ops/sa/cron",
     )
     assert (code, out["rule"]) == (0, "mesh")
+
+
+def test_authz_check_grpc_sends_the_connection(
+    policy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--grpc` builds the CheckRequest Envoy would send, with the connection's attributes:
+    the served answer depends on them as it would behind Envoy."""
+    with check_server(policy_dir) as client:
+        addr = f"127.0.0.1:{client.grpc_port}"
+        base = ["--grpc", addr, "--host", "api.example", "--path", "/internal/x"]
+        code, out = run(capsys, *base)
+        assert (code, out["status"]) == (1, 403)
+        principal = "spiffe://cluster.local/ns/ops/sa/cron"
+        code, out = run(
+            capsys, *base, "--source-address", "10.2.3.4", "--peer-principal", principal
+        )
+        assert (code, out["status"]) == (0, 200)
