@@ -112,19 +112,20 @@ class Header:
     negate: bool = False
 
     def holds(self, request: Request) -> bool:
-        return self._matches(request.headers.get(self.name)) != self.negate
-
-    def _matches(self, value: str | None) -> bool:
-        if self.op == "present":
-            return (value is not None) == self.present
-        if value is None:
-            return False
-        if self.op == "equals":
-            return value in self.values
-        if self.op == "prefix":
-            return value.startswith(self.prefixes)
-        assert self.pattern is not None
-        return self.pattern.fullmatch(value)
+        value = request.headers.get(self.name)
+        op = self.op
+        if op == "present":
+            matched = (value is not None) == self.present
+        elif value is None:
+            matched = False
+        elif op == "equals":
+            matched = value in self.values
+        elif op == "prefix":
+            matched = value.startswith(self.prefixes)
+        else:
+            assert self.pattern is not None
+            matched = self.pattern.fullmatch(value)
+        return matched != self.negate
 
 
 # -- addresses ---------------------------------------------------------------------------------
@@ -202,7 +203,9 @@ class Addresses:
     negate: bool = False
 
     def holds(self, request: Request) -> bool:
-        address = parse_address(client_address(request, self.trusted_hops))
+        hops = self.trusted_hops
+        text = request.connection.source_address if hops is None else client_address(request, hops)
+        address = parse_address(text)
         if address is None:
             return False
         return self.blocks.contains(address) != self.negate

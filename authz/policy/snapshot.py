@@ -147,7 +147,7 @@ class CompiledPolicy:
         rules, and only if a rule gets that far; other conditions only after method, path
         and host matched."""
         method, host, path = request.method, request.host, request.path
-        globbed: frozenset[LinearPattern] | None = None
+        globbed: frozenset[str] | None = None
         for rule in self.rules:
             if rule.methods is not None and method not in rule.methods:
                 continue
@@ -157,11 +157,16 @@ class CompiledPolicy:
                     continue
                 if globbed is None:
                     globbed = self.patterns.matching(path) if self.patterns else frozenset()
-                if paths.pattern not in globbed:
+                if paths.pattern.text not in globbed:
                     continue
             if rule.hosts is not None and not rule.hosts.matches(host):
                 continue
-            if rule.conditions and not all(c.holds(request) for c in rule.conditions):
+            if rule.conditions:
+                for condition in rule.conditions:
+                    if not condition.holds(request):
+                        break
+                else:
+                    return rule
                 continue
             return rule
         return None
