@@ -24,6 +24,7 @@ from authz.observe.recorder import Recorder
 from authz.ops import DebugHandler, OpsServer
 from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
+from authz.policy.tenancy import own_namespace
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.settings import ServeSettings
@@ -84,7 +85,8 @@ def serve(settings: ServeSettings) -> int:
     worker = workers.current()
     if worker is not None:
         log.info("worker starting", worker=worker.index, of=worker.count, cpu=workers.pin(worker))
-    store = PolicyStore(settings.workload_labels)
+    # A namespaced cluster policy's workloadSelector selects only a workload in its namespace.
+    store = PolicyStore(settings.workload_labels, workload_namespace=own_namespace())
     cache = TokenCache(settings.cache_entries)
     store.on_swap(lambda _snapshot: cache.clear())
     options: dict[str, Any] = {
