@@ -316,6 +316,8 @@ def test_everything_on() -> None:
     assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
         "clusterjwtissuers",
         "clusterjwtissuers/status",
+        "hostgrants",
+        "hostgrants/status",
     }
     roles = {
         d["metadata"]["namespace"]: d
@@ -661,6 +663,9 @@ ALLOWED_CLUSTER_WIDE = [
     _authz("watch", "authzpolicies"),
     _authz("list", "clusterjwtissuers"),
     _authz("watch", "clusterjwtissuers"),
+    _authz("list", "hostgrants"),
+    _authz("watch", "hostgrants"),
+    _authz("patch", "hostgrants", subresource="status"),
     _authz("patch", "jwtissuers", SHOP, subresource="status"),
     _authz("patch", "authzpolicies", SHOP, subresource="status"),
     _authz("patch", "clusterjwtissuers", subresource="status"),
@@ -668,6 +673,7 @@ ALLOWED_CLUSTER_WIDE = [
     _core("create", "events", "default"),
     {"verb": "create", "group": "events.k8s.io", "resource": "events", "namespace": SHOP},
     _core("get", "secrets", SHOP, name="hs-key"),
+    _core("get", "configmaps", SHOP, name="idp-ca"),
 ]
 DENIED_ALWAYS = [
     _core("list", "secrets", SHOP),
@@ -683,7 +689,11 @@ DENIED_ALWAYS = [
     _authz("deletecollection", "clusterjwtissuers"),
     _authz("update", "authzpolicies", SHOP, subresource="status"),  # patch only
     _core("list", "pods", SHOP),
-    _core("get", "configmaps", SHOP),
+    _core("list", "configmaps", SHOP),
+    _core("watch", "configmaps", SHOP),
+    _authz("create", "hostgrants"),  # granting hosts is for cluster admins
+    _authz("update", "hostgrants", name="shop"),
+    _authz("patch", "hostgrants", name="shop"),
     _core("list", "events", SHOP),
     _core("delete", "events", SHOP),
     _core("impersonate", "serviceaccounts"),
@@ -739,7 +749,7 @@ def test_controller_api_calls_succeed_as_the_service_account(
 
     # kube.py: list all namespaces, then watch from the list's resourceVersion.
     listed = {}
-    for plural in ("jwtissuers", "authzpolicies", "clusterjwtissuers"):
+    for plural in ("jwtissuers", "authzpolicies", "clusterjwtissuers", "hostgrants"):
         result = custom.list_cluster_custom_object(GROUP, "v1alpha1", plural)
         listed[plural] = [o["metadata"]["name"] for o in result["items"]]
         version = result["metadata"]["resourceVersion"]
@@ -828,12 +838,14 @@ def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None
         assert _can(cluster, token, **_authz("watch", "jwtissuers", ns))
         assert _can(cluster, token, **_authz("patch", "authzpolicies", ns, subresource="status"))
         assert _can(cluster, token, **_core("get", "secrets", ns, name="hs-key"))
+        assert _can(cluster, token, **_core("get", "configmaps", ns, name="idp-ca"))
         assert _can(cluster, token, **_core("create", "events", ns))
     assert _can(cluster, token, **_core("create", "events", "default"))  # ClusterJWTIssuer events
     assert _can(cluster, token, **_authz("list", "clusterjwtissuers"))
     assert not _can(cluster, token, **_authz("list", "authzpolicies"))  # all namespaces
     assert not _can(cluster, token, **_authz("list", "authzpolicies", OTHER))
     assert not _can(cluster, token, **_core("get", "secrets", OTHER, name="hs-key"))
+    assert not _can(cluster, token, **_core("get", "configmaps", OTHER, name="idp-ca"))
     assert not _can(cluster, token, **_core("get", "secrets", "default", name="hs-key"))
     assert not _can(cluster, token, **_core("create", "events", OTHER))
     with cluster.client_with_token(token) as api:
@@ -845,10 +857,11 @@ def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None
 def test_without_read_secrets_there_is_no_secret_access(cluster: ControlPlane) -> None:
     namespace, release = "authz-nosecrets", "authz-nosecrets"
     _namespace(cluster, namespace)
-    values = {"controller": {"readSecrets": False}}
+    values = {"controller": {"readSecrets": False, "readConfigMaps": False}}
     cluster.apply(helm.template(values, release=release, namespace=namespace))
     token = _sa_token(cluster, namespace, release)
     assert not _can(cluster, token, **_core("get", "secrets", SHOP, name="hs-key"))
+    assert not _can(cluster, token, **_core("get", "configmaps", SHOP, name="idp-ca"))
     assert _can(cluster, token, **_authz("list", "authzpolicies"))
 
 
