@@ -87,8 +87,9 @@ def serve(settings: ServeSettings) -> int:
         log.info("worker starting", worker=worker.index, of=worker.count, cpu=workers.pin(worker))
     # A namespaced cluster policy's workloadSelector selects only a workload in its namespace.
     store = PolicyStore(settings.workload_labels, workload_namespace=own_namespace())
+    # Not cleared on a policy swap: a cached token counts only while the policy trusts the
+    # very issuer object (and key set) that verified it, and unchanged issuers are reused.
     cache = TokenCache(settings.cache_entries)
-    store.on_swap(lambda _snapshot: cache.clear())
     options: dict[str, Any] = {
         "realm": settings.realm,
         "default_allow": settings.default_allow,

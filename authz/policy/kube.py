@@ -272,8 +272,9 @@ class KubeSource:
     def rebuild(self) -> None:
         with self._lock:
             snapshot = dict(self.objects)
+            fingerprints = dict(self._fingerprints)
             observed, self.changed_at = self.changed_at, None
-        objects, failures = self._validator.validate(snapshot.values())
+        objects, failures = self._validator.validate(snapshot.values(), fingerprints)
         self._store.update(objects, failures, source="kubernetes")
         self.ready = True
         if observed is not None and self.propagation is not None:
@@ -307,13 +308,18 @@ class ClusterValidator:
         self._checked: dict[str, tuple[tuple[Any, ...], PolicyObject | _Failure]] = {}
 
     def validate(
-        self, raw: Iterable[dict[str, Any]]
+        self,
+        raw: Iterable[dict[str, Any]],
+        fingerprints: Mapping[str, tuple[Any, ...]] | None = None,
     ) -> tuple[list[PolicyObject], dict[str, tuple[str, list[str]]]]:
+        """Validate the objects; `fingerprints` (by key) saves computing them again."""
         objects: list[PolicyObject] = []
         failures: dict[str, tuple[str, list[str]]] = {}
         checked: dict[str, tuple[tuple[Any, ...], PolicyObject | _Failure]] = {}
+        known = fingerprints or {}
         for obj in raw:
-            key, fingerprint = _key(obj), _fingerprint(obj)
+            key = _key(obj)
+            fingerprint = known.get(key) or _fingerprint(obj)
             cached = self._checked.get(key)
             result = cached[1] if cached and cached[0] == fingerprint else _check(obj)
             checked[key] = (fingerprint, result)

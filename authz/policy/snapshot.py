@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.schema import NAMESPACE_CONTEXT_KEY
@@ -134,11 +134,10 @@ class CompiledPolicy:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
     """What a policy takes in selection: a context-extension binding, or one host pattern
     (an exact host, `*.suffix` or `*`). One policy serves a claim; others that make the same
-    claim conflict with it."""
+    claim conflict with it. (A tuple: every rebuild makes one per host of every policy.)"""
 
     binding: tuple[tuple[str, str], ...] = ()
     host: str = ""

@@ -23,7 +23,7 @@ from kubernetes import client
 from authz.devtools import generate_key
 from authz.observe import logs
 from authz.policy import schema
-from authz.policy.kube import KubeSource
+from authz.policy.kube import KubeSource, Target
 from authz.policy.store import PolicyStore
 from tests.bench.policies import RULES, Rule
 
@@ -86,19 +86,26 @@ def cluster_objects(policies: int, issuers: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _edit(objects: dict[str, dict[str, Any]], key: str, **spec: Any) -> None:
+def _observe(source: KubeSource, key: str, obj: dict[str, Any]) -> None:
+    """What a list or watch event does with an object (kept, fingerprinted)."""
+    target = Target(obj["kind"], None)
+    source._remember(key, obj, target)
+
+
+def _edit(source: KubeSource, key: str, **spec: Any) -> None:
     """A new generation of one object, as a watch event would bring it."""
-    obj = copy.deepcopy(objects[key])
+    obj = copy.deepcopy(source.objects[key])
     obj["spec"].update(spec)
     obj["metadata"]["generation"] += 1
-    objects[key] = obj
+    _observe(source, key, obj)
 
 
 def run(policies: int = 1000, issuers: int = 100, rounds: int = 5) -> dict[str, float]:
     logs.configure("critical")  # one log line per rebuild would be measured too
     store = PolicyStore()
     source = KubeSource(client.ApiClient(), store)
-    source.objects = cluster_objects(policies, issuers)
+    for key, obj in cluster_objects(policies, issuers).items():
+        _observe(source, key, obj)
 
     def timed() -> float:
         started = time.perf_counter()
@@ -111,9 +118,9 @@ def run(policies: int = 1000, issuers: int = 100, rounds: int = 5) -> dict[str, 
     edits: dict[str, list[float]] = {"policy_edit": [], "issuer_edit": [], "no_change": []}
     for n in range(rounds):
         action = ["deny", "requireToken"][n % 2]
-        _edit(source.objects, "AuthzPolicy/ns-0/api-0", defaultAction=action)
+        _edit(source, "AuthzPolicy/ns-0/api-0", defaultAction=action)
         edits["policy_edit"].append(timed())
-        _edit(source.objects, "JWTIssuer/ns-0/idp-0", clockSkewSeconds=30 + n)
+        _edit(source, "JWTIssuer/ns-0/idp-0", clockSkewSeconds=30 + n)
         edits["issuer_edit"].append(timed())
         edits["no_change"].append(timed())
     results.update({k: statistics.median(v) for k, v in edits.items()})

@@ -68,7 +68,6 @@ def check_server(
     store = PolicyStore(options.pop("workload_labels", None))
     load(DirectorySource(policy_dir), store)
     cache = options.pop("cache", None) or TokenCache()
-    store.on_swap(lambda _snapshot: cache.clear())
     checker = grpc_checker(store, cache=cache, **options)
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder(Audit(metrics), tracer)
