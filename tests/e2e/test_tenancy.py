@@ -26,6 +26,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.devtools import generate_key, mint_token
 from authz.policy import crd, schema
 from tests.e2e.conftest import AuthzFactory, AuthzServer
+from tests.support.keyserver import KeyServer, make_ca
 from tests.support.kube import ControlPlane, KubeError
 from tests.support.kube_fixtures import control_plane, control_plane_users  # noqa: F401
 
@@ -98,12 +99,10 @@ def _token(key: dict[str, Any], sub: str) -> str:
 
 def _tenant_token(cp: ControlPlane, ns: str) -> str:
     """A ServiceAccount allowed to manage JWTIssuers and AuthzPolicies in its namespace only."""
+    verbs = ["get", "list", "watch", "create", "update", "patch", "delete"]
     rules = [
-        {
-            "apiGroups": [schema.GROUP],
-            "resources": ["jwtissuers", "authzpolicies"],
-            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-        }
+        {"apiGroups": [schema.GROUP], "resources": ["jwtissuers", "authzpolicies"], "verbs": verbs},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs},
     ]
     binding_subject = {"kind": "ServiceAccount", "name": "tenant", "namespace": ns}
     cp.apply(
@@ -320,3 +319,66 @@ def test_a_host_granted_twice_stays_with_the_older_policy(
         e["involvedObject"]["name"] == "shared" and e["reason"] == "Conflict"
         for e in events["items"]
     )
+
+
+def test_a_tenant_issuer_cannot_probe_what_the_authorizer_reaches(
+    cluster: ControlPlane, namespaces: Namespaces, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    """Issue 11, item 3: a namespaced JWTIssuer pointing its key URL at the authorizer's own
+    host gets no connection, and its status says only that keys could not be fetched (the
+    cause is in the log). Its CA bundle comes from a ConfigMap in its namespace; an admin's
+    ClusterJWTIssuer may name that namespace and fetch from anywhere."""
+    tenant = namespaces.tenant
+    ca = make_ca(tmp_path / "pki")
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "idp-ca", "namespace": tenant},
+        "data": {"ca.pem": ca.ca_file.read_text()},
+    }
+    with KeyServer(ca) as local:
+        local.json("/jwks", {"keys": [TENANT_KEY[1]]})
+        server = _start(authz_server, cluster, namespaces, tmp_path)
+        token = _tenant_token(cluster, tenant)
+        _apply_as(cluster, token, configmap)
+        ref = {"name": "idp-ca", "key": "ca.pem"}
+        probe = _doc(
+            "JWTIssuer",
+            tenant,
+            "probe",
+            {
+                "issuer": "https://probe.test",
+                "jwksUri": f"{local.url}/jwks",
+                "fetch": {"caBundleRef": ref},
+            },
+        )
+        _apply_as(cluster, token, probe)
+
+        def keys(doc: dict[str, Any]) -> dict[str, Any]:
+            _, obj = cluster.request("GET", cluster.resource_path(doc))
+            found: dict[str, Any] = (obj.get("status") or {}).get("keys") or {}
+            return found
+
+        _eventually(lambda: "lastError" in keys(probe))
+        assert keys(probe)["lastError"] == "keys could not be fetched; the authz log has the cause"
+        assert _status(cluster, probe)["KeysReady"]["status"] == "False"
+        assert "127.0.0.1" not in str(_status(cluster, probe))
+        assert local.hits("/jwks") == 0
+        assert "(loopback)" in server.process.output()  # operators see the cause
+
+        admin = {
+            "apiVersion": schema.API_VERSION,
+            "kind": "ClusterJWTIssuer",
+            "metadata": {"name": f"admin-{tenant}"},
+            "spec": {
+                "issuer": "https://admin.test",
+                "jwksUri": f"{local.url}/jwks",
+                "fetch": {"caBundleRef": {**ref, "namespace": tenant}},
+            },
+        }
+        cluster.apply([admin])
+        try:
+            _eventually(lambda: keys(admin).get("ready") is True)
+            assert local.hits("/jwks") >= 1
+        finally:
+            cluster.delete(admin)
