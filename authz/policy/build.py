@@ -193,7 +193,9 @@ def _issuers(
                 obj.key, obj.origin, False, last is not None, (str(exc),), reason=INVALID
             )
             continue
-        previous = last_good.compiled_issuers.get(obj.key)
+        # Last build's compile of this object, else the version serving (an edit that
+        # failed, then reverted, comes back as the very object that served meanwhile).
+        previous = last_good.compiled_issuers.get(obj.key) or last_good.issuers.get(obj.key)
         if previous is not None and _same_issuer(previous, issuer):
             issuer = previous  # the very object cached tokens were verified by
         issuers[obj.key] = compiled[obj.key] = issuer

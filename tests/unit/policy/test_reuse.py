@@ -96,3 +96,21 @@ def test_a_policy_edit_applies_to_cached_tokens(client: CheckClient, tmp_path: P
     reload(client, tmp_path)
     response = client.check(host="api.test", headers={"authorization": f"Bearer {token}"})
     assert response.denied_response.status.code == 403
+
+
+def test_a_reverted_bad_issuer_edit_keeps_cached_tokens(
+    client: CheckClient, tmp_path: Path
+) -> None:
+    """While an edit is refused the last good issuer serves; reverting it brings back that
+    very object, so its cached tokens were never lost."""
+    token = bearer_token()
+    cached(client, token)
+    issuer_before = client.store.issuer(ISSUER_ID)
+    write(tmp_path / "idp.yaml", issuer(jwksFile="missing.json"))
+    reload(client, tmp_path)
+    assert not client.store.statuses[ISSUER_ID].accepted
+    assert client.store.issuer(ISSUER_ID) is issuer_before and cached(client, token)
+    write(tmp_path / "idp.yaml", issuer(jwksFile="jwks.json"))
+    reload(client, tmp_path)
+    assert client.store.statuses[ISSUER_ID].accepted
+    assert client.store.issuer(ISSUER_ID) is issuer_before and cached(client, token)
