@@ -7,9 +7,8 @@ so the build can be table-tested with in-memory objects and no store.
 Who may decide what (authz.policy.tenancy) is enforced here: a namespaced cluster policy
 serves only hosts granted to its namespace, every binding and host pattern is served by one
 policy (the oldest; the others are refused for it), and a key defined in the policy
-directory is never taken over by a cluster object. What compiled last time is reused when
-an object and what it depends on are unchanged, so one edit costs one object's compile and
-tokens verified by an unchanged issuer object stay cached.
+directory is never taken over by a cluster object. What compiled last time is reused
+(authz.policy.reuse) when an object and what it depends on are unchanged.
 """
 
 from __future__ import annotations
@@ -18,17 +17,11 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from authz.keys.provider import KeyProvider, StaticKeys
 from authz.keys.remote import KeyManager
 from authz.policy import schema
-from authz.policy.compile import (
-    CompileError,
-    PolicyResult,
-    compile_issuer,
-    compile_policy,
-    issuer_keys,
-)
+from authz.policy.compile import CompileError, compile_issuer
 from authz.policy.issuer import CompiledIssuer
+from authz.policy.reuse import PolicyCompile, Workload, compile_policy_again, same_issuer
 from authz.policy.snapshot import CompiledPolicy, Snapshot
 from authz.policy.tenancy import Grants
 from authz.policy.validate import PolicyObject
@@ -66,10 +59,7 @@ class LastGood:
     policies: Mapping[str, PolicyObject] = field(default_factory=dict)
     grants: Mapping[str, PolicyObject] = field(default_factory=dict)
     compiled_issuers: Mapping[str, CompiledIssuer] = field(default_factory=dict)
-    # key -> (the version compiled, the issuers it named as resolved then, the result)
-    compiled_policies: Mapping[
-        str, tuple[PolicyObject, tuple[CompiledIssuer | None, ...], PolicyResult]
-    ] = field(default_factory=dict)
+    compiled_policies: Mapping[str, PolicyCompile] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,30 +186,11 @@ def _issuers(
         # Last build's compile of this object, else the version serving (an edit that
         # failed, then reverted, comes back as the very object that served meanwhile).
         previous = last_good.compiled_issuers.get(obj.key) or last_good.issuers.get(obj.key)
-        if previous is not None and _same_issuer(previous, issuer):
+        if previous is not None and same_issuer(previous, issuer):
             issuer = previous  # the very object cached tokens were verified by
         issuers[obj.key] = compiled[obj.key] = issuer
         statuses[obj.key] = ObjectStatus(obj.key, obj.origin, True, True)
     return issuers, compiled
-
-
-def _same_issuer(old: CompiledIssuer, new: CompiledIssuer) -> bool:
-    """Equal settings and the same key material: a token verified by `old` verifies by `new`."""
-    return dataclasses.replace(new, keys=old.keys) == old and _same_keys(old.keys, new.keys)
-
-
-def _same_keys(old: KeyProvider, new: KeyProvider) -> bool:
-    """A remote source is kept by the key manager (the same object); fixed keys are the same
-    when their key sets are equal (a key file rewritten with the same keys)."""
-    if old is new:
-        return True
-    if not (isinstance(old, StaticKeys) and isinstance(new, StaticKeys)):
-        return False
-    before, after = old.state(), new.state()
-    return old.current() == new.current() and (before.source, before.warnings) == (
-        after.source,
-        after.warnings,
-    )
 
 
 def _policies(
@@ -229,13 +200,9 @@ def _policies(
     last_good: LastGood,
     issuers: Mapping[str, CompiledIssuer],
     grants: Grants,
-    workload: tuple[Mapping[str, str], str | None],
+    workload: Workload,
     statuses: dict[str, ObjectStatus],
-) -> tuple[
-    list[CompiledPolicy],
-    dict[str, PolicyObject],
-    dict[str, tuple[PolicyObject, tuple[CompiledIssuer | None, ...], PolicyResult]],
-]:
+) -> tuple[list[CompiledPolicy], dict[str, PolicyObject], dict[str, PolicyCompile]]:
     """Compile policies; a fresh version that fails (or targets a host its namespace was not
     granted) is replaced by the last good spec, recompiled against today's issuers and
     checked against today's grants."""
@@ -243,7 +210,7 @@ def _policies(
     candidates.update({o.key: o for o in objects if o.kind == schema.POLICY_KIND})
     compiled: list[CompiledPolicy] = []
     good: dict[str, PolicyObject] = {}
-    cache: dict[str, tuple[PolicyObject, tuple[CompiledIssuer | None, ...], PolicyResult]] = {}
+    cache: dict[str, PolicyCompile] = {}
     for key, obj in candidates.items():
         fresh = key not in failures
         attempts = [obj]
@@ -255,10 +222,14 @@ def _policies(
         reason = ""
         for attempt in attempts:
             try:
-                result = _compile_policy(attempt, issuers, workload, last_good, cache)
+                compiled_now = compile_policy_again(
+                    attempt, issuers, workload, last_good.compiled_policies.get(key)
+                )
             except CompileError as exc:
                 problems, reason = problems or (str(exc),), reason or INVALID
                 continue
+            cache[key] = compiled_now
+            result = compiled_now[2]
             ungranted = grants.ungranted_hosts(attempt)
             if ungranted:
                 problems, reason = problems or tuple(ungranted), reason or HOST_NOT_GRANTED
@@ -284,30 +255,6 @@ def _policies(
             "" if accepted else reason,
         )
     return compiled, good, cache
-
-
-def _compile_policy(
-    obj: PolicyObject,
-    issuers: Mapping[str, CompiledIssuer],
-    workload: tuple[Mapping[str, str], str | None],
-    last_good: LastGood,
-    cache: dict[str, tuple[PolicyObject, tuple[CompiledIssuer | None, ...], PolicyResult]],
-) -> PolicyResult:
-    """compile_policy, or last build's result when the version and the issuer objects it
-    names are the same."""
-    named = tuple(issuers.get(k) for k in issuer_keys(obj))
-    previous = last_good.compiled_policies.get(obj.key)
-    if previous is not None:
-        before, named_before, result = previous
-        same_issuers = len(named) == len(named_before) and all(
-            a is b for a, b in zip(named, named_before, strict=True)
-        )
-        if same_issuers and dataclasses.replace(before, generation=obj.generation) == obj:
-            cache[obj.key] = previous
-            return result
-    result = compile_policy(obj, issuers, workload[0], workload[1])
-    cache[obj.key] = (obj, named, result)
-    return result
 
 
 def _refuse_conflicts(snapshot: Snapshot, statuses: dict[str, ObjectStatus]) -> None:
