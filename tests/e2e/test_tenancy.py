@@ -26,6 +26,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.devtools import generate_key, mint_token
 from authz.policy import crd, schema
 from tests.e2e.conftest import AuthzFactory, AuthzServer
+from tests.support.docs import write
 from tests.support.keyserver import KeyServer, make_ca
 from tests.support.kube import ControlPlane, KubeError
 from tests.support.kube_fixtures import control_plane, control_plane_users  # noqa: F401
@@ -382,3 +383,55 @@ def test_a_tenant_issuer_cannot_probe_what_the_authorizer_reaches(
             assert local.hits("/jwks") >= 1
         finally:
             cluster.delete(admin)
+
+
+def test_a_cluster_object_cannot_replace_a_policy_file(
+    cluster: ControlPlane, namespaces: Namespaces, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    """Issue 11, item 2: an AuthzPolicy created in the cluster with the key of a policy-file
+    object used to replace it in silence. The file (the admin's) serves; the cluster object
+    is refused with a Conflict condition and Event; the server's log names both."""
+    victim = namespaces.victim
+    suffix = victim.removeprefix("shop-")
+    files = tmp_path / "policies"
+    files.mkdir()
+    write(
+        files / "shop.yaml",
+        _issuer(victim, VICTIM_KEY[1]),
+        _policy(victim, "orders", hosts=["shop.test"]),
+    )
+    cluster.apply([_grant(f"victim-{suffix}", ["*"], [victim])])
+    server = authz_server(
+        files,
+        extra_args=[
+            "--kubernetes",
+            "--kubeconfig",
+            str(cluster.kubeconfig_path),
+            "--watch-namespaces",
+            victim,
+            "--leader-election-namespace",
+            victim,
+        ],
+        env={"POD_NAME": "authz-0", "POD_NAMESPACE": "authz-system"},
+    )
+    check = Checker(server)
+    impostor = _policy(victim, "orders", hosts=["*"])
+    impostor["spec"] = {
+        "targets": {"hosts": ["*"]},
+        "rules": [{"name": "all", "action": "allowAnonymous"}],
+    }
+    cluster.apply([impostor])
+    _eventually(lambda: _status(cluster, impostor).get("Accepted", {}).get("reason") == "Conflict")
+    assert (
+        "also defined in the policy directory" in _status(cluster, impostor)["Accepted"]["message"]
+    )
+    assert check.check("shop.test") == (401, None)  # the file's policy: a token is required
+    assert check.check("elsewhere.test") == (403, None)  # the impostor's `*` serves nothing
+    assert check.check("shop.test", _token(VICTIM_KEY[0], "alice")) == (200, "alice")
+    _, events = cluster.request("GET", f"/api/v1/namespaces/{victim}/events")
+    assert any(
+        e["involvedObject"]["name"] == "orders" and e["reason"] == "Conflict"
+        for e in events["items"]
+    )
+    log = server.process.output()
+    assert f"also defined by kubernetes AuthzPolicy/{victim}/orders, which is refused" in log
