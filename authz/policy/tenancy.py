@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from authz.policy import schema
 from authz.policy.validate import PolicyObject
@@ -77,12 +78,23 @@ class Grants:
             return []
         assert policy.namespace is not None
         return [
-            f"spec.targets.hosts[{i}]: host {host!r} is not granted to namespace "
-            f"{policy.namespace!r}; a cluster admin grants it with a HostGrant listing "
-            f"{normalise(host)!r} (or a wildcard covering it) and namespace {policy.namespace!r}"
-            for i, host in enumerate(policy.spec["targets"].get("hosts", ()))
+            f"{where}: host {host!r} is not granted to namespace {policy.namespace!r}; a "
+            f"cluster admin grants it with a HostGrant listing {normalise(host)!r} (or a "
+            f"wildcard covering it) and namespace {policy.namespace!r}"
+            for where, host in _targeted_hosts(policy.spec["targets"])
             if self.granting(policy.namespace, host) is None
         ]
+
+
+def _targeted_hosts(targets: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, host pattern) for each host a policy targets. Empty `hosts` and
+    `contextExtensions` narrow nothing: without a selector, such a policy is one for `*`."""
+    hosts = targets.get("hosts") or []
+    if hosts:
+        return [(f"spec.targets.hosts[{i}]", host) for i, host in enumerate(hosts)]
+    if targets.get("contextExtensions") or "workloadSelector" in targets:
+        return []
+    return [("spec.targets (no host, binding or selector: every host)", "*")]
 
 
 def binding(policy: PolicyObject) -> dict[str, str]:

@@ -100,6 +100,19 @@ def test_a_grant_lets_its_namespaces_target_what_it_covers(
     assert (decided_by(served, probe) == f"AuthzPolicy/{SHOP}/orders") is serves
 
 
+@pytest.mark.parametrize(
+    "targets", [{"hosts": []}, {"contextExtensions": {}}], ids=["no-hosts", "no-binding"]
+)
+def test_empty_targets_are_a_policy_for_every_host(targets: dict[str, Any]) -> None:
+    """`hosts: []` passes the CRD's at-least-one-target rule and narrows nothing: it is `*`."""
+    served = serve_sources(cluster=tenant(targets=targets))
+    assert decided_by(served, "shop.test") is None
+    [problem] = served.statuses[f"AuthzPolicy/{TENANT}/aaa"].problems
+    assert "host '*' is not granted" in problem
+    granted = serve_sources(cluster=[host_grant("g", ["*"], [TENANT]), *tenant(targets=targets)])
+    assert decided_by(granted, "shop.test") == f"AuthzPolicy/{TENANT}/aaa"
+
+
 def test_a_grant_to_another_namespace_does_not_help() -> None:
     served = serve_sources(cluster=[host_grant("g", ["shop.test"], [SHOP]), *tenant("shop.test")])
     assert decided_by(served, "shop.test") is None
