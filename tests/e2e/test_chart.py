@@ -895,10 +895,17 @@ def test_controller_api_calls_succeed_as_the_service_account(
 
 
 def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None:
-    """With controller.watchNamespaces the SA reads policies and secrets only there."""
+    """With controller.watchNamespaces the SA reads policies, Secrets and ConfigMaps only
+    there."""
     namespace, release = "authz-scoped", "authz-scoped"
     _namespace(cluster, namespace)
-    values = {"controller": {"watchNamespaces": [SHOP, PAYMENTS], "readSecrets": True}}
+    values = {
+        "controller": {
+            "watchNamespaces": [SHOP, PAYMENTS],
+            "readSecrets": True,
+            "readConfigMaps": True,
+        }
+    }
     cluster.apply(helm.template(values, release=release, namespace=namespace))
     token = _sa_token(cluster, namespace, release)
     for ns in (SHOP, PAYMENTS):

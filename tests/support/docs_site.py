@@ -135,11 +135,12 @@ def policy_reference() -> str:
     out = [
         BANNER.format(source="authz/policy/schema.py"),
         "# Policy reference\n",
-        f"Three kinds in the API group `{schema.API_VERSION}`: `JWTIssuer` (namespaced) and "
+        f"Four kinds in the API group `{schema.API_VERSION}`: `JWTIssuer` (namespaced) and "
         "`ClusterJWTIssuer` (cluster-scoped) describe a trusted token issuer, `AuthzPolicy` "
-        "(namespaced) the requests it covers and what they need. One schema serves the "
-        "policy files (`authz lint`, `--policy-dir`) and the CRDs, so a field means the same "
-        "in both. Unknown fields are errors.\n",
+        "(namespaced) the requests it covers and what they need, and `HostGrant` "
+        "(cluster-scoped, cluster mode) which hosts a namespace's policies may serve. One "
+        "schema serves the policy files (`authz lint`, `--policy-dir`) and the CRDs, so a "
+        "field means the same in both. Unknown fields are errors.\n",
         "Every object has the usual `apiVersion`, `kind`, `metadata` (`name`, and "
         "`namespace` for the namespaced kinds) and a `spec` as below; in a cluster the "
         "controller writes `status` (conditions `Ready`, `Accepted`, `ResolvedRefs`, "
@@ -151,6 +152,9 @@ def policy_reference() -> str:
         "Checked by `authz lint`, by the file loader and, as CEL rules in the CRDs, by the "
         "API server on `kubectl apply`:\n",
         _rules("issuer"),
+        "A `JWTIssuer` in the cluster is written by a namespace's users, so it gets less "
+        "(see the security model's *Tenancy*):\n",
+        _rules("tenant-issuer"),
         "## AuthzPolicy {#policy}\n",
         " ".join(str(schema.POLICY_SPEC["description"]).split()) + "\n",
     ]
@@ -158,10 +162,16 @@ def policy_reference() -> str:
     # The issuer and policy tables share `spec.` anchors: prefix the policy's.
     policy = re.sub(r"\(#spec-", "(#policy-spec-", policy)
     policy = re.sub(r"\{#spec-", "{#policy-spec-", policy)
+    grant = "\n".join(_object_sections("spec", schema.SPECS["HostGrant"]))
+    grant = re.sub(r"\(#spec-", "(#grant-spec-", grant)
+    grant = re.sub(r"\{#spec-", "{#grant-spec-", grant)
     out += [
         policy,
         "### Cross-field rules {#policy-rules}\n",
         _rules("policy"),
+        "## HostGrant {#hostgrant}\n",
+        " ".join(str(schema.SPECS["HostGrant"]["description"]).split()) + "\n",
+        grant,
     ]
     return "\n".join(out)
 
