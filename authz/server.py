@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -16,6 +16,7 @@ from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health_pb2
 
 from authz import workers
+from authz.keys.remote import KeyManager
 from authz.observe import tracing
 from authz.observe.audit import Audit
 from authz.observe.debug import Debug
@@ -30,6 +31,12 @@ from authz.settings import ServeSettings
 from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server
 
 log = structlog.get_logger("authz.server")
+
+
+def policy_store(workload_labels: Mapping[str, str], threads: int) -> PolicyStore:
+    """The store with its key manager: a quarter of the handler threads may wait long for a
+    key refetch, so a slow key server never holds the threads other requests need."""
+    return PolicyStore(workload_labels, KeyManager(wait_slots=max(1, threads // 4)))
 
 
 def debug_handler(store: PolicyStore, **options: Any) -> DebugHandler:
@@ -84,7 +91,7 @@ def serve(settings: ServeSettings) -> int:
     worker = workers.current()
     if worker is not None:
         log.info("worker starting", worker=worker.index, of=worker.count, cpu=workers.pin(worker))
-    store = PolicyStore(settings.workload_labels)
+    store = policy_store(settings.workload_labels, settings.threads)
     cache = TokenCache(settings.cache_entries)
     store.on_swap(lambda _snapshot: cache.clear())
     options: dict[str, Any] = {

@@ -1,7 +1,8 @@
 """What the Check path and status readers need from an issuer's keys, and fixed key sets.
 
 `KeyProvider` is the one interface: `current()` never blocks, `await_refresh()` may wait a
-bounded time for a refetch running elsewhere, `state()` says what is loaded and why.
+bounded time for a refetch running elsewhere (or, asked not to, say that it would),
+`state()` says what is loaded and why.
 `StaticKeys` are keys fixed at compile time; remote sources live in `authz.keys.remote`.
 """
 
@@ -52,6 +53,7 @@ class KeyState:
     warnings: tuple[str, ...] = ()
     fetches: dict[str, int] = field(default_factory=dict)
     unknown_kid_refetches: int = 0
+    waits_cut_short: int = 0  # unknown-kid waits that found no long-wait slot
 
     @property
     def ready(self) -> bool:
@@ -89,8 +91,10 @@ class KeyProvider(Protocol):
         """The keys to verify with now; never blocks."""
         ...
 
-    def await_refresh(self, kid: str | None, alg: str) -> KeySet:
-        """Called on a miss: may wait (bounded) for a refetch; returns the keys then."""
+    def await_refresh(self, kid: str | None, alg: str, *, wait: bool = True) -> KeySet | None:
+        """Called on a miss: may wait (bounded) for a refetch; returns the keys then.
+        With `wait=False` it never blocks: None means a refetch is under way (or was just
+        started) that could bring the key, so the caller may retry where waiting is cheap."""
         ...
 
     def state(self) -> KeyState: ...
@@ -113,7 +117,7 @@ class StaticKeys:
     def current(self) -> KeySet:
         return self._keys
 
-    def await_refresh(self, kid: str | None, alg: str) -> KeySet:
+    def await_refresh(self, kid: str | None, alg: str, *, wait: bool = True) -> KeySet | None:
         return self._keys
 
     def state(self) -> KeyState:

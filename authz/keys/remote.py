@@ -43,6 +43,28 @@ log = structlog.get_logger("authz.keys")
 # Bounds on attacker-chosen (kid, alg) pairs remembered between refreshes.
 MAX_PENDING = 256
 MAX_NEGATIVE = 4096
+# Unknown-kid waits: any number of requests may wait for a refetch during its first
+# FAST_WAIT seconds (a healthy one is done by then: a rotation's first tokens all pass);
+# past that a request waits only with a long-wait slot, so a slow or hanging key server
+# never holds more than a few of the threads other requests need, whatever the rate of
+# requests naming unknown kids.
+FAST_WAIT = 0.1
+SLOTS_PER_ISSUER = 2
+
+
+class WaitSlots:
+    """The long-wait slots of a whole process (all issuers): a bounded number of request
+    threads may wait for key refetches past FAST_WAIT."""
+
+    def __init__(self, total: int) -> None:
+        self._free = threading.BoundedSemaphore(max(1, total))
+
+    def take(self) -> bool:
+        return self._free.acquire(blocking=False)
+
+    def give(self) -> None:
+        self._free.release()
+
 
 KidAlg = tuple[str | None, str]
 
@@ -65,10 +87,14 @@ class RemoteKeys:
         settings: FetchSettings,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        slots: WaitSlots | None = None,
     ) -> None:
         self.issuer_id = issuer_id
         self.source = source
         self._clock = clock
+        self._slots = slots if slots is not None else WaitSlots(SLOTS_PER_ISSUER)
+        self._long_waiters = 0  # guarded by _cond
+        self._asked_at = 0.0  # time.monotonic() the current unknown-kid refetch was asked for
         self._keys = KeySet.empty()  # replaced whole, read without the lock
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -90,6 +116,7 @@ class RemoteKeys:
         self._state = KeyState(source.describe())
         self._fetches: Counter[str] = Counter()
         self._unknown_refetches = 0
+        self._slots_refused = 0  # waits cut short: no long-wait slot was free
 
     @property
     def settings(self) -> FetchSettings:
@@ -138,12 +165,15 @@ class RemoteKeys:
     def current(self) -> KeySet:
         return self._keys
 
-    def await_refresh(self, kid: str | None, alg: str) -> KeySet:
+    def await_refresh(self, kid: str | None, alg: str, *, wait: bool = True) -> KeySet | None:
         """A token named a key we lack: join or start a single-flight refetch, wait a bit.
 
         Starts a refetch only if none is under way, keys are loaded (an issuer without
-        keys is retried by its thread anyway) and the cooldown since the last
-        unknown-kid refetch has passed. Never waits longer than the wait budget.
+        keys is retried by its thread anyway) and the cooldown since the last unknown-kid
+        refetch has passed. Waits at most the wait budget, and past FAST_WAIT only with a
+        long-wait slot (SLOTS_PER_ISSUER per issuer, and the process-wide slots): without
+        one it gives up and the request is denied (key_not_found). With `wait=False` it
+        returns None instead of waiting when the refetch could bring the key.
         """
         wanted = (kid, alg)
         started = False
@@ -159,21 +189,40 @@ class RemoteKeys:
                 if not self._keys.keys or cooling or self._stopped:
                     return self._keys
                 self._last_unknown = now
+                self._asked_at = time.monotonic()
                 self._wanted = started = True
                 self._unknown_refetches += 1
                 self._cond.notify_all()
             if len(self._pending) < MAX_PENDING:
                 self._pending.add(wanted)
-            target = self._attempts + 1
-            end = time.monotonic() + self._settings.wait  # a real wait, whatever the clock
-            while self._attempts < target:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+            if wait:
+                self._wait_for_attempt(self._attempts + 1)
         if started:
             log.info("unknown kid: refetching issuer keys", issuer=self.issuer_id, kid=_clip(kid))
-        return self._keys
+        return self._keys if wait else None
+
+    def _wait_for_attempt(self, target: int) -> None:
+        """Wait (holding _cond) until refresh attempt `target` finished, within the budget;
+        past the refetch's first FAST_WAIT seconds only with a long-wait slot."""
+        end = time.monotonic() + self._settings.wait  # a real wait, whatever the clock
+        fast_end = self._asked_at + FAST_WAIT
+        slot = False
+        try:
+            while self._attempts < target:
+                now = time.monotonic()
+                if now >= end:
+                    return
+                if now >= fast_end and not slot:
+                    if self._long_waiters >= SLOTS_PER_ISSUER or not self._slots.take():
+                        self._slots_refused += 1
+                        return
+                    slot = True
+                    self._long_waiters += 1
+                self._cond.wait(min(end, fast_end) - now if not slot else end - now)
+        finally:
+            if slot:
+                self._long_waiters -= 1
+                self._slots.give()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -184,6 +233,7 @@ class RemoteKeys:
                 next_refresh=None if self._stopped else self._due_wall,
                 fetches=dict(self._fetches),
                 unknown_kid_refetches=self._unknown_refetches,
+                waits_cut_short=self._slots_refused,
             )
 
     def _schedule(self, due: float) -> None:
@@ -214,6 +264,8 @@ class RemoteKeys:
         unknown-kid refetch reuses the discovered JWKS URI.
         """
         with self._cond:
+            if not self._wanted:  # a scheduled refresh: waiters that join it time from now
+                self._asked_at = time.monotonic()
             self._fetching, self._wanted = True, False
             looked_for, self._pending = self._pending, set()
             settings, tls = self._settings, self._tls
@@ -365,8 +417,11 @@ class KeyManager:
     never refetches. Sources no longer used are stopped by `retain`.
     """
 
-    def __init__(self, *, start: bool = True) -> None:
+    def __init__(self, *, start: bool = True, wait_slots: int = 4) -> None:
+        """`wait_slots`: how many request threads, across all issuers, may wait for a key
+        refetch past FAST_WAIT (the server gives a quarter of its handler threads)."""
         self._start = start  # False: describe sources without fetching (`authz lint`)
+        self._slots = WaitSlots(wait_slots)
         self._sources: dict[tuple[str, RemoteSource], RemoteKeys] = {}
         self._lock = threading.Lock()
 
@@ -376,7 +431,7 @@ class KeyManager:
             if keys is not None:
                 keys.configure(settings)
                 return keys
-            keys = RemoteKeys(issuer_id, source, settings)
+            keys = RemoteKeys(issuer_id, source, settings, slots=self._slots)
             self._sources[(issuer_id, source)] = keys
         if self._start:
             keys.start()

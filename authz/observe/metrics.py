@@ -159,6 +159,12 @@ def _key_metrics(
         "Refetches started because a token named an unknown kid.",
         labels=["issuer"],
     )
+    cut_short = CounterMetricFamily(
+        "authz_issuer_key_waits_cut_short",
+        "Unknown-kid waits that stopped early because no long-wait slot was free (a slow "
+        "key server may not hold the threads other requests need).",
+        labels=["issuer"],
+    )
     for issuer, state in states.items():
         keys.add_metric([issuer], state.count)
         ready.add_metric([issuer], 1 if state.ready else 0)
@@ -168,4 +174,5 @@ def _key_metrics(
         for result, count in sorted(state.fetches.items()):
             fetches.add_metric([issuer, result], count)
         refetches.add_metric([issuer], state.unknown_kid_refetches)
-    yield from (keys, ready, age, fetches, refetches)
+        cut_short.add_metric([issuer], state.waits_cut_short)
+    yield from (keys, ready, age, fetches, refetches, cut_short)

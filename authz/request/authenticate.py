@@ -18,7 +18,9 @@ class Authenticator:
     def __init__(self, kinds: tuple[CredentialKind, ...]) -> None:
         self._kinds = kinds
 
-    def authenticate(self, request: RequestView, policy: CompiledPolicy) -> Authentication | None:
+    def authenticate(
+        self, request: RequestView, policy: CompiledPolicy, *, may_wait: bool = True
+    ) -> Authentication | None:
         presented: Presented | None = None
         try:
             for kind in self._kinds:
@@ -34,4 +36,4 @@ class Authenticator:
             return Authentication(None, exc)
         if presented is None:
             return None
-        return presented.kind.verify(presented, policy)
+        return presented.kind.verify(presented, policy, may_wait=may_wait)

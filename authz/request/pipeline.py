@@ -16,7 +16,9 @@ from authz.request.authorize import authorize
 from authz.request.credentials import Authentication
 from authz.request.decision import Decision, Reason
 from authz.request.respond import Answer, Responder
-from authz.request.verify import VerifiedToken
+from authz.request.verify import VerifiedToken, WouldWait
+
+__all__ = ["Outcome", "Pipeline", "Serving", "WouldWait"]
 from authz.request.view import RequestView
 
 
@@ -58,8 +60,10 @@ class Pipeline:
         self.responder = Responder(realm)
         self.default_allow = default_allow
 
-    def check(self, request: RequestView) -> tuple[Answer, Outcome]:
-        return self.respond(self.decide(request))
+    def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
+        """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
+        needs a bounded wait for a fetch running elsewhere; check again where waiting is cheap."""
+        return self.respond(self.decide(request, may_wait=may_wait))
 
     def reject(self, reason: Reason, detail: str) -> tuple[Answer, Outcome]:
         """A request the transport could not turn into a view (400 request_invalid)."""
@@ -75,7 +79,7 @@ class Pipeline:
         answer = self.responder.allow(decision, outcome.policy, auth.carrier, reused=auth.reused)
         return answer, outcome
 
-    def decide(self, request: RequestView) -> Outcome:
+    def decide(self, request: RequestView, *, may_wait: bool = True) -> Outcome:
         snapshot = self._serving.snapshot
         version = snapshot.version
         policy = snapshot.select(request.host, request.context)
@@ -90,25 +94,34 @@ class Pipeline:
             reason = Reason.RULE_DENIED if rule is not None else Reason.NO_RULE
             decision = Decision(False, reason, "", policy.id, rule_name)
         else:
-            authentication = self._authenticator.authenticate(request, policy)
+            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
             decision = _authorize(action, rule, rule_name, policy, authentication)
         if not decision.allowed and policy.dry_run:
-            return self._dry_run(decision, request, policy, authentication, version)
+            return self._dry_run(
+                decision,
+                request=request,
+                policy=policy,
+                authentication=authentication,
+                version=version,
+                may_wait=may_wait,
+            )
         return Outcome(decision, request, policy, authentication, version)
 
     def _dry_run(
         self,
         denied: Decision,
+        *,
         request: RequestView,
         policy: CompiledPolicy,
         authentication: Authentication | None,
         version: int,
+        may_wait: bool,
     ) -> Outcome:
         """Allow what a dry-run policy would deny. Identity headers come from the credential
         only when it is valid for the policy; a denial by rule was decided before any
         credential was read, so it is authenticated here."""
         if authentication is None and denied.identity is None:
-            authentication = self._authenticator.authenticate(request, policy)
+            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
         who = denied.identity or (authentication.identity if authentication else None)
         decision = Decision(
             True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who

@@ -22,6 +22,12 @@ from authz.request.jose import TokenError, parse
 _MEDIA_TYPE_PREFIX = "application/"
 
 
+class WouldWait(Exception):
+    """Deciding needs a bounded wait for a key refetch running elsewhere, and the caller
+    asked not to wait (an event loop must not block): run the check again where waiting
+    is cheap. Not a decision: nothing about the token is known yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
     """A token whose signature and time window checked out; `expires_at` bounds any cache
@@ -39,9 +45,15 @@ class VerifiedToken:
 
 
 def verify(
-    token: str, issuers: Mapping[str, CompiledIssuer], now: float, max_size: int = 16384
+    token: str,
+    issuers: Mapping[str, CompiledIssuer],
+    now: float,
+    max_size: int = 16384,
+    *,
+    may_wait: bool = True,
 ) -> VerifiedToken:
-    """Verify `token` against the issuer its `iss` names; raises TokenError with the reason."""
+    """Verify `token` against the issuer its `iss` names; raises TokenError with the reason,
+    or WouldWait when `may_wait` is false and an unknown kid's refetch could bring its key."""
     parsed = parse(token, max_size)
     header, claims = parsed.header, parsed.claims
 
@@ -76,7 +88,10 @@ def verify(
     candidates = keys.candidates(kid, alg)
     if not candidates:
         # Only now, with every cheap check passed: the issuer may have rotated keys.
-        keys = issuer.keys.await_refresh(kid, alg)
+        refreshed = issuer.keys.await_refresh(kid, alg, wait=may_wait)
+        if refreshed is None:
+            raise WouldWait(issuer.id)
+        keys = refreshed
         if not keys.keys:
             error = issuer.keys.state().last_error or "not loaded yet"
             raise TokenError(Reason.KEYS_UNAVAILABLE, f"issuer keys are not available: {error}")

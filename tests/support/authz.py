@@ -21,6 +21,7 @@ from authz.policy.store import PolicyStore
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.pipeline import Serving
+from authz.server import policy_store
 from authz.transport.grpc import GrpcChecker, grpc_server
 
 
@@ -65,7 +66,7 @@ class CheckClient:
 def check_server(
     policy_dir: Path, threads: int = 4, tracer: Any = None, **options: Any
 ) -> Iterator[CheckClient]:
-    store = PolicyStore(options.pop("workload_labels", None))
+    store = policy_store(options.pop("workload_labels", {}), threads)
     load(DirectorySource(policy_dir), store)
     cache = options.pop("cache", None) or TokenCache()
     store.on_swap(lambda _snapshot: cache.clear())

@@ -51,6 +51,9 @@ class CredentialKind(Protocol):
         malformed or repeated one (400 invalid_request)."""
         ...
 
-    def verify(self, presented: Presented, policy: CompiledPolicy) -> Authentication:
-        """Verify a credential this kind found; never raises for a bad credential."""
+    def verify(
+        self, presented: Presented, policy: CompiledPolicy, *, may_wait: bool
+    ) -> Authentication:
+        """Verify a credential this kind found; never raises for a bad credential. With
+        `may_wait` false it raises WouldWait instead of waiting for a fetch elsewhere."""
         ...

@@ -39,11 +39,13 @@ class BearerJwt:
         found = extract_token(request, policy.token_sources)
         return None if found is None else Presented(self, found[0], found[1])
 
-    def verify(self, presented: Presented, policy: CompiledPolicy) -> Authentication:
+    def verify(
+        self, presented: Presented, policy: CompiledPolicy, *, may_wait: bool = True
+    ) -> Authentication:
         source = presented.source
         carrier = source.name if source.kind == "header" else None
         try:
-            verified, reused = self._verified(presented.secret, policy)
+            verified, reused = self._verified(presented.secret, policy, may_wait)
         except TokenError as exc:
             return Authentication(None, exc, carrier=carrier)
         try:
@@ -56,7 +58,9 @@ class BearerJwt:
             return Authentication(None, exc, verified, carrier)
         return Authentication(verified.identity, None, verified, carrier, reused)
 
-    def _verified(self, token: str, policy: CompiledPolicy) -> tuple[VerifiedToken, bool]:
+    def _verified(
+        self, token: str, policy: CompiledPolicy, may_wait: bool
+    ) -> tuple[VerifiedToken, bool]:
         """The verified token, and whether it came from the cache."""
         now = self._clock()
         if len(token) > self.max_token_bytes:
@@ -71,7 +75,9 @@ class BearerJwt:
             and cached.issuer.keys.current() is cached.keys
         ):
             return cached, True
-        verified = verify(token, policy.issuers_by_iss, now, self.max_token_bytes)
+        verified = verify(
+            token, policy.issuers_by_iss, now, self.max_token_bytes, may_wait=may_wait
+        )
         self.cache.put(digest, verified, now)
         return verified, False
 

@@ -316,3 +316,75 @@ def test_static_keys_and_state_status(fake: FakeClock) -> None:
         "stale": False,
     }
     assert failed.age(fake.now) is None
+
+
+# -- waits never hold the threads other requests need (issue 11, item 11) --------------------
+
+
+def _timed_misses(keys: RemoteKeys, count: int) -> list[float]:
+    """`count` concurrent unknown-kid requests; how long each was held."""
+    barrier = threading.Barrier(count)
+
+    def miss(i: int) -> float:
+        barrier.wait()
+        started = time.monotonic()
+        keys.await_refresh(f"junk-{i}", "ES256")
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(miss, range(count)))
+
+
+def test_a_hanging_key_server_holds_at_most_two_threads_per_issuer(server: KeyServer) -> None:
+    """A tenant may set a 5 s wait and point its issuer at a server that hangs: past the
+    refetch's first FAST_WAIT only two requests keep waiting; the others return at once."""
+    keys = remote(server, wait=2, timeout=5, cooldown=1)
+    keys.start()
+    try:
+        assert keys.wait_attempted(5)
+        server.fault("/jwks", body=b"{}", delay=4)
+        held = _timed_misses(keys, 12)
+        assert sum(1 for h in held if h > 1.5) == 2, held  # the two long-wait slots
+        assert sum(1 for h in held if h < 0.5) == 10, held  # the rest: the fast window only
+        assert keys.state().waits_cut_short == 10
+    finally:
+        keys.stop(join=0)
+
+
+def test_long_wait_slots_are_shared_by_all_issuers(server: KeyServer) -> None:
+    manager = KeyManager(wait_slots=1)
+    sources = [
+        manager.remote(
+            f"JWTIssuer/t{i}/idp",
+            RemoteSource("jwksUri", f"{server.url}/jwks{i}", ISSUER, ES),
+            fetch_settings(wait=2, timeout=5),
+        )
+        for i in range(2)
+    ]
+    for i in range(2):
+        server.json(f"/jwks{i}", jwks("k1"))
+    try:
+        assert manager.wait_attempted(5)
+        for i in range(2):
+            server.fault(f"/jwks{i}", body=b"{}", delay=4)
+        with ThreadPoolExecutor(2) as pool:
+            held = list(pool.map(lambda k: _timed_misses(k, 2), sources))
+        long = [h for hs in held for h in hs if h > 1.5]
+        assert len(long) == 1, held  # one slot for the whole process
+    finally:
+        manager.close(join=0)
+
+
+def test_without_waiting_a_miss_says_whether_a_refetch_could_help(server: KeyServer) -> None:
+    keys = remote(server, wait=2, cooldown=30)
+    keys.start()
+    try:
+        assert keys.wait_attempted(5)
+        server.fault("/jwks", body=b"{}", delay=1)
+        assert keys.await_refresh("k2", "ES256", wait=False) is None  # started: wait elsewhere
+        assert keys.await_refresh("k3", "ES256", wait=False) is None  # joins the same refetch
+        assert keys.state().unknown_kid_refetches == 1
+    finally:
+        keys.stop(join=0)
+    static = StaticKeys(KeySet.empty(), "test")
+    assert static.await_refresh("k2", "ES256", wait=False) is static.current()
