@@ -138,6 +138,7 @@ def test_istio_examples_parse() -> None:
     files = sorted(ISTIO_DIR.glob("*.yaml"))
     assert {p.name for p in files} == {
         "meshconfig.yaml",
+        "meshconfig-http.yaml",
         "authorizationpolicy.yaml",
         "sidecar-local-provider.yaml",
         "policies.yaml",
