@@ -156,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
         help="send the Check to a running server's gRPC port (HOST:PORT or unix:PATH) and "
         "show its answer, as Envoy would get it",
     )
+    where.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="send it to a running server's HTTP check port (HOST:PORT), as Envoy's "
+        "http_service would, and show the answer",
+    )
     check.add_argument(
         "--token", help="the token (or set AUTHZ_TOKEN, which stays out of shell history)"
     )
@@ -173,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 0 when the answer has this HTTP status (200 for allow), else 1",
     )
     check.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for the --grpc answer"
+        "--timeout", type=float, default=5.0, help="seconds to wait for the --grpc or --http answer"
     )
 
     # Arguments pass through untouched (no option parsing here): authz.proxyconfig.cli parses
@@ -299,6 +305,22 @@ def _check(args: argparse.Namespace) -> int:
         )
         try:
             out = call(args.grpc, request, timeout=args.timeout)
+        except OSError as exc:
+            print(f"authz check: {exc}", file=sys.stderr)
+            return 2
+    elif args.http:
+        from authz.client import call_http
+
+        try:
+            out = call_http(
+                args.http,
+                method=args.method,
+                host=args.host,
+                path=args.path,
+                headers=headers,
+                token=token,
+                timeout=args.timeout,
+            )
         except OSError as exc:
             print(f"authz check: {exc}", file=sys.stderr)
             return 2
