@@ -310,7 +310,7 @@ ADVICE: dict[Reason, str] = {
     "fetch than authz lets wait at once, so this one was answered at once instead of queued "
     "(Envoy turns the 503 into its `status_on_error`; NGINX into 500). A burst of tokens "
     "with unknown `kid`s causes it; check the issuer's key state with `authz check` and "
-    "the `authz_decisions_total{reason=\"overloaded\"}` rate.",
+    'the `authz_decisions_total{reason="overloaded"}` rate.',
     Reason.INTERNAL_ERROR: "A bug: authz failed closed. The log has the traceback; please "
     "report it (see SECURITY.md if a request got through that should not have).",
 }
