@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)"
     )
     serve.add_argument(
+        "--cache-mib",
+        type=int,
+        default=256,
+        help="verified-token cache memory bound in MiB, each entry measured (0: off)",
+    )
+    serve.add_argument(
         "--max-token-bytes",
         type=_token_limit,
         default=16384,
@@ -241,8 +247,14 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             raise SystemExit("authz serve: --workers needs a TCP --grpc-addr (or --grpc-addr off)")
         serve_args = argv[argv.index("serve") + 1 :]
         drain = args.shutdown_delay + args.shutdown_grace
+        grpc_port = int(args.grpc_addr.rpartition(":")[2]) if args.grpc_addr else None
         return Supervisor(
-            serve_args, args.workers, args.http_addr, drain, check_addr=args.http_check_addr
+            serve_args,
+            args.workers,
+            args.http_addr,
+            drain,
+            grpc_port,
+            check_addr=args.http_check_addr,
         ).run()
     return serve(
         ServeSettings(
@@ -256,6 +268,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             workload_labels=args.workload_labels,
             threads=args.threads,
             cache_entries=args.cache_entries,
+            cache_mib=args.cache_mib,
             max_token_bytes=args.max_token_bytes,
             shutdown_delay=args.shutdown_delay,
             shutdown_grace=args.shutdown_grace,
@@ -383,18 +396,20 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
-    from authz.devtools import generate_key
+    from authz.devtools import write_key_files
 
-    private, public = generate_key(args.alg, args.kid)
-    args.out.mkdir(parents=True, exist_ok=True)
-    private_path = args.out / f"{args.kid}.private.jwk.json"
-    private_path.write_text(json.dumps(private, indent=2) + "\n", encoding="utf-8")
-    private_path.chmod(0o600)
-    jwks_path = args.out / "jwks.json"
-    keys = json.loads(jwks_path.read_text(encoding="utf-8"))["keys"] if jwks_path.exists() else []
-    keys = [k for k in keys if k.get("kid") != args.kid] + [public]
-    jwks_path.write_text(json.dumps({"keys": keys}, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {private_path} (private, keep secret) and {jwks_path} (public JWKS)")
+    try:
+        secret, verifier = write_key_files(args.out, args.alg, args.kid)
+    except (FileExistsError, ValueError) as exc:
+        print(f"authz keys generate: {exc}", file=sys.stderr)
+        return 2
+    if secret == verifier:
+        print(
+            f"wrote {secret} (a shared HMAC secret: whoever verifies can sign; keep it 0600 "
+            f"and point the issuer's jwksFile at it)"
+        )
+    else:
+        print(f"wrote {secret} (private, keep secret) and {verifier} (public JWKS)")
     return 0
 
 

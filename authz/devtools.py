@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -111,3 +113,41 @@ def _b64url(data: bytes) -> str:
 
 def _b64url_json(value: dict[str, Any]) -> str:
     return _b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def write_key_files(out: Path, alg: str, kid: str) -> tuple[Path, Path]:
+    """Generate a key and write it under `out`: (secret file, verifier's file).
+
+    The private JWK (or, for HS*, the shared secret as a one-key JWKS) is created 0600 with
+    O_EXCL and O_NOFOLLOW, so it is never readable by others for a moment, never written
+    through a symlink and never overwrites a key. An asymmetric public key is merged into
+    `jwks.json`, replaced atomically (a symlink there is replaced, not followed); an HS
+    secret never goes into a file named as a public JWKS: the verifier reads the secret file.
+    """
+    private, public = generate_key(alg, kid)
+    out.mkdir(parents=True, exist_ok=True)
+    if public.get("kty") == "oct":
+        secret_path = out / f"{kid}.secret.jwks.json"
+        _create_secret(secret_path, {"keys": [private]})
+        return secret_path, secret_path
+    private_path = out / f"{kid}.private.jwk.json"
+    _create_secret(private_path, private)
+    jwks_path = out / "jwks.json"
+    keys: list[dict[str, Any]] = []
+    if jwks_path.is_file() and not jwks_path.is_symlink():
+        keys = json.loads(jwks_path.read_text(encoding="utf-8")).get("keys", [])
+    keys = [k for k in keys if k.get("kid") != kid] + [public]
+    partial = out / f".{jwks_path.name}.{secrets.token_hex(4)}.partial"
+    partial.write_text(json.dumps({"keys": keys}, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, jwks_path)
+    return private_path, jwks_path
+
+
+def _create_secret(path: Path, document: dict[str, Any]) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists: choose another --kid or remove it") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(json.dumps(document, indent=2) + "\n")

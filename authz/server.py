@@ -105,7 +105,7 @@ def serve(settings: ServeSettings) -> int:
     if worker is not None:
         log.info("worker starting", worker=worker.index, of=worker.count, cpu=workers.pin(worker))
     store = policy_store(settings.workload_labels, settings.threads)
-    cache = TokenCache(settings.cache_entries)
+    cache = TokenCache(settings.cache_entries, max_bytes=settings.cache_mib << 20)
     store.on_swap(lambda _snapshot: cache.clear())
     options: dict[str, Any] = {
         "realm": settings.realm,

@@ -19,6 +19,7 @@ class ServeSettings:
     workload_labels: Mapping[str, str] = field(default_factory=dict)
     threads: int = 16
     cache_entries: int = 100_000
+    cache_mib: int = 256
     max_token_bytes: int = 16384
     shutdown_delay: float = 0.0
     shutdown_grace: float = 10.0

@@ -27,10 +27,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, generate_latest
+from prometheus_client import Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -47,6 +48,13 @@ _OWN = CollectorRegistry()
 RESTARTS = Counter(
     "authz_worker_restarts", "Workers restarted after exiting unexpectedly.", registry=_OWN
 )
+FOREIGN = Gauge(
+    "authz_foreign_listeners",
+    "Listening sockets on the shared gRPC port held by no worker: another process co-bound "
+    "it (SO_REUSEPORT) and would answer a share of the Checks. /readyz fails while any exist.",
+    registry=_OWN,
+)
+FOREIGN_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +151,58 @@ class _WorkerMetrics(Collector):
         yield from merged.values()
 
 
+def _listening_inodes(port: int) -> set[int]:
+    """Inodes of the sockets listening on `port` in this network namespace (any process)."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                found.add(int(fields[9]))
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def foreign_listeners(port: int, pids: list[int]) -> set[int]:
+    """Sockets listening on the shared `port` that none of `pids` holds.
+
+    The workers share the gRPC port with SO_REUSEPORT (grpcio has no API to serve one
+    inherited socket), and Linux lets any process of the same user in the pod's network
+    namespace join that group and take a share of the connections (issue 11, item 15).
+    Joining cannot be prevented from here; it can be seen.
+    """
+    listening = _listening_inodes(port)
+    if not listening:
+        return set()
+    ours: set[int] = set()
+    for pid in pids:
+        ours |= _socket_inodes(pid)
+    return listening - ours
+
+
 class Supervisor:
     def __init__(
         self,
@@ -150,10 +210,15 @@ class Supervisor:
         count: int,
         http_addr: str,
         drain_seconds: float,
+        grpc_port: int | None,
         *,
         check_addr: str | None = None,
     ) -> None:
+        """`grpc_port`: the shared gRPC port to watch for foreign listeners (None: no gRPC);
+        `check_addr`: the HTTP check address, bound here once for every worker."""
         self.count = count
+        self.grpc_port = grpc_port
+        self._foreign: set[int] = set()
         self.http_addr = http_addr
         self.drain_seconds = drain_seconds
         self.ops_ports = [_free_port() for _ in range(count)]
@@ -176,7 +241,7 @@ class Supervisor:
         return subprocess.Popen(command, env=env, pass_fds=inherited)
 
     def ready(self) -> bool:
-        if self._draining.is_set():
+        if self._draining.is_set() or self._foreign:
             return False
         for port in self.ops_ports:
             try:
@@ -186,6 +251,23 @@ class Supervisor:
             except OSError:
                 return False
         return True
+
+    def _check_listeners(self) -> None:
+        if self.grpc_port is None:  # HTTP checks only: one inherited socket, nothing to join
+            return
+        foreign = foreign_listeners(self.grpc_port, [p.pid for p in self._procs])
+        if foreign != self._foreign:
+            if foreign:
+                log.error(
+                    "another process listens on the shared gRPC port and would answer a share "
+                    "of the Checks; not ready until it is gone",
+                    port=self.grpc_port,
+                    sockets=sorted(foreign),
+                )
+            else:
+                log.info("no foreign listener on the shared gRPC port", port=self.grpc_port)
+        self._foreign = foreign
+        FOREIGN.set(len(foreign))
 
     def debug(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """`--debug-endpoints`: every worker serves the same policy, so the first one answers
@@ -228,7 +310,11 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
+        checked = 0.0
         while not received:
+            if time.monotonic() - checked >= FOREIGN_CHECK_SECONDS:
+                checked = time.monotonic()
+                self._check_listeners()
             for index, proc in enumerate(self._procs):
                 code = proc.poll()
                 if code is None:

@@ -40,8 +40,21 @@ MIN_RSA_BITS = 2048
 _B64URL_MEMBER = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
+# Real issuers use e = 65537. A huge exponent costs every verification time proportional
+# to its bit length (junk tokens for a key with e ~ 2^4096 cost ~100x the CPU); Go's
+# crypto/rsa refuses exponents past 2^31-1 too.
+MAX_RSA_EXPONENT = 2**31 - 1
+
+
 class JWKSError(ValueError):
     """A key document or key that cannot be used; the message says which and why."""
+
+
+class NoUsableKeys(JWKSError):
+    """A well-formed key document that leaves no usable key (`{"keys": []}`, only keys authz
+    refuses, a mixed set). Unlike a malformed one it is an answer: the issuer publishes no
+    key we accept, so its tokens must be denied now, not after `maxStaleSeconds`. Removing a
+    key is how an operator revokes a leaked one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +112,8 @@ class KeySet:
 def parse_jwks(doc: object, allowed: frozenset[str]) -> tuple[KeySet, list[str]]:
     """Parse a JWK Set into a KeySet, skipping unusable keys with a warning for each.
 
-    Raises JWKSError if the document is malformed or no usable key remains, so an
-    issuer never silently ends up with no keys.
+    Raises JWKSError if the document is malformed, and NoUsableKeys if it is well formed
+    but no usable key remains, so an issuer never silently ends up with no keys.
     """
     if not isinstance(doc, dict):
         raise JWKSError("JWKS must be a JSON object")
@@ -122,12 +135,12 @@ def parse_jwks(doc: object, allowed: frozenset[str]) -> tuple[KeySet, list[str]]
 def build_key_set(keys: list[VerifyingKey], warnings: list[str], what: str, empty: str) -> KeySet:
     """The checks every key document gets (JWKS, PEM list, X.509 map), then the KeySet.
 
-    Appends to `warnings`; raises JWKSError naming `what` if no usable key remains.
+    Appends to `warnings`; raises NoUsableKeys naming `what` if no usable key remains.
     """
     if any(k.kty == "oct" for k in keys) and any(k.kty != "oct" for k in keys):
         # Wycheproof jws_mixedSymmetryKeyset: one set holding secrets and public keys
         # invites algorithm confusion; an issuer uses one kind or the other.
-        raise JWKSError(f"{what} mixes symmetric (oct) and asymmetric keys")
+        raise NoUsableKeys(f"{what} mixes symmetric (oct) and asymmetric keys")
     ambiguous = _ambiguous_kids(keys)
     for kid in sorted(ambiguous):
         # Wycheproof jws_duplicate_kid: which key a token names is ambiguous
@@ -135,7 +148,7 @@ def build_key_set(keys: list[VerifyingKey], warnings: list[str], what: str, empt
     keys = [k for k in keys if k.kid not in ambiguous]
     if not keys:
         detail = "; ".join(warnings) if warnings else empty
-        raise JWKSError(f"{what} has no usable key: {detail}")
+        raise NoUsableKeys(f"{what} has no usable key: {detail}")
     return KeySet(tuple(keys))
 
 
@@ -220,6 +233,12 @@ def _verifying_key(
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size < MIN_RSA_BITS:
             raise JWKSError(f"RSA key is {public.key_size} bits, below {MIN_RSA_BITS}")
+        exponent = public.public_numbers().e
+        if not 3 <= exponent <= MAX_RSA_EXPONENT or exponent % 2 == 0:
+            raise JWKSError(
+                f"RSA public exponent {str(exponent)[:20]} is outside what issuers use "
+                f"(odd, 3 to 2^31-1; nearly always 65537)"
+            )
         kty, derived = "RSA", RSA_ALGORITHMS
     elif isinstance(public, ec.EllipticCurvePublicKey):
         ec_alg = _EC_BY_CURVE_NAME.get(public.curve.name)

@@ -375,6 +375,13 @@ class RemoteKeys:
         """Logs for operators: what changed, what failed and what that means for requests."""
         fields: dict[str, Any] = {"issuer": self.issuer_id, "source": new.source}
         if new.last_error is None:
+            if not after.keys:
+                log.error(
+                    "issuer publishes no usable key: its tokens are denied (keys_unavailable)",
+                    **fields,
+                    warnings=list(new.warnings),
+                )
+                return
             if after != before:
                 log.info(
                     "issuer keys loaded",

@@ -19,6 +19,7 @@ from authz.keys.fetch import FetchError, FetchResult
 from authz.keys.jwk import (
     JWKSError,
     KeySet,
+    NoUsableKeys,
     build_key_set,
     parse_jwk,
     parse_jwks,
@@ -114,11 +115,15 @@ def jwks_uri_from_discovery(doc: object, issuer: str, allow_http: bool) -> str:
 def parse_remote(
     kind: RemoteKind, doc: object, allowed: frozenset[str]
 ) -> tuple[KeySet, list[str]]:
-    """A fetched JWKS or certificate map -> (KeySet, warnings about skipped keys)."""
+    """A fetched JWKS or certificate map -> (KeySet, warnings about skipped keys). A valid
+    document with no usable key is an answer (an empty set: the issuer revoked its keys);
+    only a malformed one is an error, which keeps the last good keys."""
     try:
         if kind == "x509":
             return parse_x509_map(doc, allowed)
         return parse_jwks(doc, allowed)
+    except NoUsableKeys as exc:
+        return KeySet.empty(), [str(exc)]
     except JWKSError as exc:
         raise FetchError(FetchResult.INVALID, str(exc)) from None
 

@@ -50,6 +50,24 @@ class _BufferedLines:
                 return
 
 
+# JSON allows U+2028, U+2029 and U+0085 raw inside strings, but log readers may break a line
+# there: a claim could split an audit line in two. They only occur inside strings, where
+# the escaped form is the same JSON.
+_LINE_BREAKS = (
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+    (b"\xc2\x85", b"\\u0085"),
+)
+
+
+def _one_line(obj: Any, **options: Any) -> bytes:
+    line = orjson.dumps(obj, **options)
+    if b"\xe2\x80" in line or b"\xc2\x85" in line:
+        for raw, escaped in _LINE_BREAKS:
+            line = line.replace(raw, escaped)
+    return line
+
+
 def configure(level: str = "info", json_output: bool = True) -> None:
     processors: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
@@ -57,7 +75,7 @@ def configure(level: str = "info", json_output: bool = True) -> None:
         structlog.processors.format_exc_info,
     ]
     if json_output:
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        processors.append(structlog.processors.JSONRenderer(serializer=_one_line))
         sink = _BufferedLines(io.FileIO(sys.stdout.fileno(), "wb", closefd=False))
         factory: structlog.typing.WrappedLogger = structlog.BytesLoggerFactory(cast(BinaryIO, sink))
     else:

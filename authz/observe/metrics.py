@@ -121,6 +121,11 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "authz_token_cache_entries", "Verified tokens cached.", value=len(self._cache)
         )
+        yield GaugeMetricFamily(
+            "authz_token_cache_bytes",
+            "Memory the cached tokens hold, as measured when each was stored.",
+            value=self._cache.bytes,
+        )
         yield CounterMetricFamily(
             "authz_token_cache_hits", "Token cache hits.", value=self._cache.hits
         )

@@ -91,8 +91,11 @@ def _issuers(
         if obj.kind not in schema.ISSUER_KINDS:
             continue
         try:
-            issuers[obj.key] = compile_issuer(obj, keys)
-            statuses[obj.key] = ObjectStatus(obj.key, obj.origin, True, True)
+            issuer = issuers[obj.key] = compile_issuer(obj, keys)
+            state = issuer.keys.state()
+            # Serving, but with no key it accepts (revoked, or none usable): say so.
+            problems = state.warnings if state.last_refresh is not None and not state.ready else ()
+            statuses[obj.key] = ObjectStatus(obj.key, obj.origin, True, True, problems)
         except CompileError as exc:
             last = last_good.issuers.get(obj.key)
             if last is not None:

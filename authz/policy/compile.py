@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.keys.fetch import tls_context
-from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.jwk import JWKSError, KeySet, NoUsableKeys, parse_jwks
 from authz.keys.provider import KeyProvider, StaticKeys
 from authz.keys.remote import KeyManager
 from authz.keys.sources import (
@@ -28,7 +28,9 @@ from authz.keys.sources import (
 )
 from authz.policy import schema
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
+from authz.policy.patterns import LinearPattern, PatternError, PatternSet
 from authz.policy.snapshot import (
+    DEFAULT_HEADERS,
     ClaimCondition,
     CompiledPolicy,
     CompiledRule,
@@ -39,11 +41,6 @@ from authz.policy.snapshot import (
     ResponseSpec,
 )
 from authz.policy.validate import PolicyObject
-
-DEFAULT_HEADERS = (
-    HeaderFromClaim("x-auth-subject", ("sub",)),
-    HeaderFromClaim("x-auth-issuer", ("iss",)),
-)
 
 
 class CompileError(ValueError):
@@ -94,32 +91,67 @@ def _key_provider(obj: PolicyObject, algorithms: frozenset[str], keys: KeyManage
         raise CompileError("spec.hmacSecretRef: Kubernetes Secrets are read in cluster mode only")
     where = next(k for k in ("jwks", "jwksFile", "publicKeys", "hmacSecretFile") if k in spec)
     try:
-        if where == "jwks":
-            key_set, warnings = parse_jwks(spec["jwks"], algorithms)
-            return StaticKeys(key_set, "jwks (inline)", warnings)
-        if where == "jwksFile":
-            path = base / spec["jwksFile"]
-            try:
-                doc = json.loads(_read(path, where))
-            except ValueError as exc:
-                raise CompileError(f"spec.jwksFile: cannot read {path}: {exc}") from exc
-            key_set, warnings = parse_jwks(doc, algorithms)
-            return StaticKeys(key_set, f"jwksFile {path}", warnings)
-        if where == "publicKeys":
-            entries = [
-                (k.get("kid"), k["pem"] if "pem" in k else _read(base / k["file"], where))
-                for k in spec["publicKeys"]
-            ]
-            return StaticKeys(pem_key_set(entries, algorithms), "publicKeys")
-        path = base / spec["hmacSecretFile"]
-        secret = _read(path, where)
-        # One trailing newline, as `echo` and editors add it, is not part of the secret.
-        secret = (
-            secret.removesuffix(b"\r\n") if secret.endswith(b"\r\n") else secret.removesuffix(b"\n")
-        )
-        return StaticKeys(hmac_key_set(secret, algorithms), f"hmacSecretFile {path}")
+        return _static_keys(spec, where, base, algorithms)
+    except NoUsableKeys as exc:
+        if where == "jwks":  # written in the spec itself: a mistake to correct, not an answer
+            raise CompileError(f"spec.{where}: {exc}") from exc
+        # A key file emptied, deleted or holding only keys authz refuses: no key (revocation).
+        return StaticKeys(KeySet.empty(), f"{where}", (f"spec.{where}: {exc}",))
     except JWKSError as exc:
         raise CompileError(f"spec.{where}: {exc}") from exc
+
+
+def _static_keys(
+    spec: Mapping[str, Any], where: str, base: Path, algorithms: frozenset[str]
+) -> StaticKeys:
+    """Keys fixed in the spec or in files. A key file that was deleted or emptied is how an
+    operator removes a key: that means no key (NoUsableKeys), not "keep the last one"."""
+    if where == "jwks":
+        key_set, warnings = parse_jwks(spec["jwks"], algorithms)
+        return StaticKeys(key_set, "jwks (inline)", warnings)
+    if where == "jwksFile":
+        path = base / spec["jwksFile"]
+        text = _read_key_file(path, where)
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise CompileError(f"spec.jwksFile: cannot read {path}: {exc}") from exc
+        key_set, warnings = parse_jwks(doc, algorithms)
+        return StaticKeys(key_set, f"jwksFile {path}", warnings)
+    if where == "publicKeys":
+        entries: list[tuple[str | None, str | bytes]] = []
+        removed: list[str] = []
+        for i, k in enumerate(spec["publicKeys"]):
+            if "pem" in k:
+                entries.append((k.get("kid"), k["pem"]))
+                continue
+            try:
+                entries.append((k.get("kid"), _read_key_file(base / k["file"], where)))
+            except NoUsableKeys as exc:
+                removed.append(f"[{i}]: {exc}")
+        if not entries:
+            raise NoUsableKeys("; ".join(removed))
+        return StaticKeys(pem_key_set(entries, algorithms), "publicKeys", removed)
+    path = base / spec["hmacSecretFile"]
+    secret = _read_key_file(path, where)
+    # One trailing newline, as `echo` and editors add it, is not part of the secret.
+    secret = (
+        secret.removesuffix(b"\r\n") if secret.endswith(b"\r\n") else secret.removesuffix(b"\n")
+    )
+    return StaticKeys(hmac_key_set(secret, algorithms), f"hmacSecretFile {path}")
+
+
+def _read_key_file(path: Path, where: str) -> bytes:
+    """A key file's bytes; a missing or blank one is NoUsableKeys (the key was removed)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NoUsableKeys(f"{path} does not exist: no key is trusted") from None
+    except OSError as exc:
+        raise CompileError(f"spec.{where}: cannot read {path}: {exc}") from exc
+    if not data.strip():
+        raise NoUsableKeys(f"{path} is empty: no key is trusted")
+    return data
 
 
 def _remote_source(spec: Mapping[str, Any], algorithms: frozenset[str]) -> RemoteSource | None:
@@ -185,14 +217,39 @@ def _token_source(spec: Mapping[str, Any]) -> TokenSource:
 
 
 def host_matcher(hosts: Sequence[str]) -> HostMatcher | None:
+    """Hosts compare as Envoy's virtual hosts do: case-insensitively, port and trailing dot
+    included (see host_problems for why a policy host should have neither)."""
     if not hosts:
         return None
-    names = [h.lower().rstrip(".") for h in hosts]
+    names = [h.lower() for h in hosts]
     return HostMatcher(
         exact=frozenset(h for h in names if not h.startswith("*")),
         suffixes=tuple(sorted({h[1:] for h in names if h.startswith("*.")}, key=len, reverse=True)),
         any="*" in names,
     )
+
+
+_PORT = re.compile(r":[0-9]*$")
+
+
+def host_problems(hosts: Sequence[str], where: str) -> list[str]:
+    """Hosts that can only match a proxy which keeps ports or trailing dots in the Host it
+    routes on. The shipped proxy configurations strip both (strip_any_host_port,
+    strip_trailing_host_dot) before ext_authz runs, so such a host never matches there."""
+    problems = []
+    for i, host in enumerate(hosts):
+        bracket = host.rfind("]")
+        if _PORT.search(host[bracket + 1 :]):
+            problems.append(
+                f"{where}[{i}]: {host!r} has a port; it matches only where the proxy keeps "
+                "ports in the Host (the shipped configurations strip them): write the host alone"
+            )
+        elif host.endswith("."):
+            problems.append(
+                f"{where}[{i}]: {host!r} ends with a dot; it matches only where the proxy keeps "
+                "it (the shipped configurations strip it): write the host without it"
+            )
+    return problems
 
 
 _SEGMENT = "[^/]*"
@@ -233,7 +290,7 @@ def path_matcher(paths: Sequence[str], prefixes: Sequence[str]) -> PathMatcher |
     return PathMatcher(
         exact=exact,
         prefixes=tuple(prefixes),
-        pattern=re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
+        pattern=LinearPattern("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
     )
 
 
@@ -261,8 +318,8 @@ def _condition(spec: Mapping[str, Any], where: str) -> ClaimCondition:
             path, "present", present=spec["present"], text=f"{spec['path']} {word}"
         )
     try:
-        pattern = re.compile(spec["regex"])
-    except re.error as exc:
+        pattern = LinearPattern(spec["regex"])
+    except PatternError as exc:
         raise CompileError(f"{where}.regex: invalid regular expression: {exc}") from exc
     return ClaimCondition(
         path, "regex", pattern=pattern, text=f"{spec['path']} ~ {spec['regex']!r}"
@@ -283,6 +340,23 @@ def _rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
 
 
 _RULES: dict[tuple[str, int], CompiledRule] = {}
+_PATTERN_SETS: dict[tuple[LinearPattern, ...], PatternSet] = {}
+
+
+def _pattern_set(patterns: list[LinearPattern]) -> PatternSet | None:
+    """The policy's glob patterns as one set; policies stamped from one template share it."""
+    if not patterns:
+        return None
+    key = tuple(dict.fromkeys(patterns))
+    found = _PATTERN_SETS.get(key)
+    if found is None:
+        found = PatternSet(list(key))
+        if len(_PATTERN_SETS) >= _RULES_MAX:
+            _PATTERN_SETS.clear()
+        _PATTERN_SETS[key] = found
+    return found
+
+
 _RULES_MAX = 20_000
 
 
@@ -348,6 +422,10 @@ def compile_policy(
             problems.append(f"spec.issuers[{i}]: {key} has the same iss as {clash.id}; ignored")
         else:
             by_iss.update(dict.fromkeys(issuer.accepted_iss, issuer))
+    problems += host_problems(targets.get("hosts", ()), "spec.targets.hosts")
+    for i, rule_spec in enumerate(spec["rules"]):
+        hosts = rule_spec.get("match", {}).get("hosts", ())
+        problems += host_problems(hosts, f"spec.rules[{i}].match.hosts")
     rules = tuple(_rule(r, i) for i, r in enumerate(spec["rules"]))
     default_action = spec.get("defaultAction", "deny")
     if not spec.get("issuers") and any(
@@ -379,5 +457,6 @@ def compile_policy(
         hosts=host_matcher(targets.get("hosts", ())),
         context=tuple(sorted(targets.get("contextExtensions", {}).items())),
         dry_run=spec.get("dryRun", False),
+        patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
     )
     return PolicyResult(policy, tuple(problems), tuple(unresolved))

@@ -331,7 +331,9 @@ _CLAIM_CONDITION = _obj(
         "in": _list(_str("A value."), "The claim equals one of these values.", minItems=1),
         "present": {"type": "boolean", "description": "The claim is present (true) or absent."},
         "regex": _str(
-            "The claim fully matches this regular expression (Python syntax).", minLength=1
+            "The claim fully matches this regular expression, in RE2 syntax (as Envoy and "
+            "Istio use: matched in linear time; no backreferences or lookaround).",
+            minLength=1,
         ),
     },
     required=["path"],
@@ -359,7 +361,13 @@ _RULE = _obj(
                 ),
                 "pathPrefixes": _list(_str("A raw path prefix.", pattern="^/"), "Path prefixes."),
                 "hosts": _list(
-                    _str("A host, `*.example.com` or `*`; the port is ignored.", minLength=1),
+                    _str(
+                        "A host, `*.example.com` or `*`, compared case-insensitively with the "
+                        "Host the proxy routes on, as Envoy's virtual hosts match it: write it "
+                        "without a port or trailing dot (the shipped proxy configurations strip "
+                        "both; `authz lint` warns).",
+                        minLength=1,
+                    ),
                     "Hosts (`:authority`).",
                 ),
             },
@@ -395,7 +403,13 @@ POLICY_SPEC: JSON = _obj(
             "A request bound by a context extension uses that policy first.",
             {
                 "hosts": _list(
-                    _str("A host, `*.example.com` or `*`; the port is ignored.", minLength=1),
+                    _str(
+                        "A host, `*.example.com` or `*`, compared case-insensitively with the "
+                        "Host the proxy routes on, as Envoy's virtual hosts match it: write it "
+                        "without a port or trailing dot (the shipped proxy configurations strip "
+                        "both; `authz lint` warns).",
+                        minLength=1,
+                    ),
                     "Hosts (`:authority`).",
                 ),
                 "contextExtensions": {

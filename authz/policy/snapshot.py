@@ -7,12 +7,12 @@ matchers, and issuers are dispatched by `iss` in O(1) inside each policy.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
+from authz.policy.patterns import LinearPattern, PatternSet
 
 Action = Literal["requireToken", "allowAnonymous", "deny"]
 
@@ -35,14 +35,14 @@ class PathMatcher:
 
     exact: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
-    pattern: re.Pattern[str] | None = None
+    pattern: LinearPattern | None = None
+
+    def literal(self, path: str) -> bool:
+        """Matched by an exact path or a prefix (the cheap part)."""
+        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
 
     def matches(self, path: str) -> bool:
-        return (
-            path in self.exact
-            or (bool(self.prefixes) and path.startswith(self.prefixes))
-            or (self.pattern is not None and self.pattern.fullmatch(path) is not None)
-        )
+        return self.literal(path) or (self.pattern is not None and self.pattern.fullmatch(path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class ClaimCondition:
     op: Literal["equals", "in", "present", "regex"]
     values: frozenset[str] = frozenset()
     present: bool = True
-    pattern: re.Pattern[str] | None = None
+    pattern: LinearPattern | None = None
     text: str = ""  # the condition as written, for decisions and logs
 
 
@@ -86,18 +86,17 @@ class CompiledRule:
     roles: Requirement = Requirement()
     claims: tuple[ClaimCondition, ...] = ()
 
-    def matches(self, method: str, host: str, path: str) -> bool:
-        return (
-            (self.methods is None or method in self.methods)
-            and (self.paths is None or self.paths.matches(path))
-            and (self.hosts is None or self.hosts.matches(host))
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class HeaderFromClaim:
     name: str
     claim: ClaimPath | Literal["$scopes", "$roles"]
+
+
+DEFAULT_HEADERS = (
+    HeaderFromClaim("x-auth-subject", ("sub",)),
+    HeaderFromClaim("x-auth-issuer", ("iss",)),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +117,26 @@ class CompiledPolicy:
     hosts: HostMatcher | None
     context: tuple[tuple[str, str], ...]
     dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
+    patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
+        """The first rule matching the request. Glob patterns are matched once, for all
+        rules, and only if a rule gets that far."""
+        globbed: frozenset[LinearPattern] | None = None
         for rule in self.rules:
-            if rule.matches(method, host, path):
-                return rule
+            if rule.methods is not None and method not in rule.methods:
+                continue
+            paths = rule.paths
+            if paths is not None and not paths.literal(path):
+                if paths.pattern is None:
+                    continue
+                if globbed is None:
+                    globbed = self.patterns.matching(path) if self.patterns else frozenset()
+                if paths.pattern not in globbed:
+                    continue
+            if rule.hosts is not None and not rule.hosts.matches(host):
+                continue
+            return rule
         return None
 
     def targets(self, host: str, context: Mapping[str, str]) -> bool:
@@ -142,6 +156,9 @@ class Snapshot:
     by_host: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
     by_suffix: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
     any_host: tuple[CompiledPolicy, ...] = ()
+    # Every identity header any policy sets (and the defaults): removed from a request
+    # allowed by default, which no policy covers, so a client cannot send its own.
+    identity_headers: tuple[str, ...] = tuple(h.name for h in DEFAULT_HEADERS)
 
     @classmethod
     def build(cls, version: int, policies: list[CompiledPolicy]) -> Snapshot:
@@ -171,6 +188,14 @@ class Snapshot:
             by_host={k: tuple(v) for k, v in by_host.items()},
             by_suffix={k: tuple(v) for k, v in by_suffix.items()},
             any_host=tuple(any_host),
+            identity_headers=tuple(
+                dict.fromkeys(
+                    [
+                        *(h.name for h in DEFAULT_HEADERS),
+                        *(h.name for p in policies for h in p.response.headers),
+                    ]
+                )
+            ),
         )
 
     def select(self, host: str, context: Mapping[str, str]) -> CompiledPolicy | None:

@@ -39,7 +39,9 @@ def _condition(kind: str, ok: bool, reason: str, message: str, generation: int) 
 
 def _keys_condition(keys: Mapping[str, Any], generation: int) -> dict[str, Any]:
     if not keys.get("ready"):
-        message = keys.get("lastError") or "no key loaded yet"
+        message = (
+            keys.get("lastError") or "; ".join(keys.get("warnings", [])) or "no key loaded yet"
+        )
         return _condition("KeysReady", False, "NotLoaded", message, generation)
     kids = ", ".join(keys.get("kids", [])) or "no kid"
     if keys.get("stale"):

@@ -28,9 +28,11 @@ def claim(claims: Mapping[str, Any], path: ClaimPath) -> Any:
 
 
 def _values(value: Any) -> Iterable[str]:
-    """Scopes and roles arrive as a space-delimited string or an array of strings."""
+    """Scopes and roles arrive as a space-delimited string or an array of strings. The
+    delimiter is SP only (RFC 6749 3.3): `str.split()` would also split on NBSP, TAB or
+    U+2028, so `"orders.x\\u00a0admin"` would grant `admin`."""
     if isinstance(value, str):
-        return value.split()
+        return [v for v in value.split(" ") if v]
     if isinstance(value, list):
         return (v for v in value if isinstance(v, str))
     return ()

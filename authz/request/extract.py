@@ -78,3 +78,30 @@ def extract_token(
                 raise TokenError(Reason.TOKEN_MULTIPLE, f"more than one token in {source.label}")
             found = (token, source)
     return found
+
+
+def unverified_carriers(
+    request: RequestView, sources: tuple[TokenSource, ...], verified: TokenSource | None
+) -> tuple[str, ...]:
+    """Headers of this policy's token sources that hold a credential authz did not verify:
+    `Bearer<TAB>x`, `Bearerx`, or `Basic a, Bearer b` joined from two headers are not read
+    as bearer tokens (that is a missing token, as in jwt_authn), but a lenient upstream may
+    read them so: they must not reach it as if authz had verified them (issue 11, item 6).
+    Another scheme alone (`Basic`) is the upstream's own business and stays."""
+    found: list[str] = []
+    for source in sources:
+        if source.kind != "header" or source == verified:
+            continue
+        value = request.headers.get(source.name)
+        if value is None or not value.strip():
+            continue
+        scheme = source.prefix.strip().lower()
+        if not scheme or any(part.lstrip().lower().startswith(scheme) for part in value.split(",")):
+            found.append(source.name)
+    return tuple(dict.fromkeys(found))
+
+
+def without_cookie(header: str, name: str) -> str:
+    """The Cookie header without the cookie `name` (a stripped token), others untouched."""
+    kept = [part.strip() for part in header.split(";") if part.strip().partition("=")[0] != name]
+    return "; ".join(p for p in kept if p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,31 @@ def _json_object(raw: bytes, name: str) -> dict[str, Any]:
     # Bracket count bounds depth, so the walk only runs for the rare token with many containers.
     if text.count("{") + text.count("[") > MAX_DEPTH and _too_deep(value):
         raise TokenError(Reason.TOKEN_MALFORMED, f"{name} JSON is nested deeper than {MAX_DEPTH}")
+    # A `\ud800` escape decodes to a lone surrogate: no UTF-8 can carry it to a header, a log
+    # line or a cache key. Only escapes can make one, so the walk runs only when one appears.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise TokenError(Reason.TOKEN_MALFORMED, f"{name} has an unpaired UTF-16 surrogate")
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _too_deep(value: object) -> bool:

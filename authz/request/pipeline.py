@@ -73,10 +73,13 @@ class Pipeline:
         decision = outcome.decision
         if not decision.allowed:
             return self.responder.deny(decision), outcome
-        auth = outcome.authentication
-        if auth is None:
-            return self.responder.allow(decision, outcome.policy, None), outcome
-        answer = self.responder.allow(decision, outcome.policy, auth.carrier, reused=auth.reused)
+        if outcome.policy is None:  # allowed by default: strip every identity header
+            headers = self._serving.snapshot.identity_headers
+            return self.responder.allow_unlisted(decision, headers), outcome
+        assert outcome.request is not None  # only a rejected request has none, and is denied
+        answer = self.responder.allow(
+            decision, outcome.policy, outcome.request, outcome.authentication
+        )
         return answer, outcome
 
     def decide(self, request: RequestView, *, may_wait: bool = True) -> Outcome:

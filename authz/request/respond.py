@@ -14,9 +14,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.claims import claim, scalar_text
+from authz.request.credentials import Authentication
 from authz.request.decision import Decision, Identity, Reason
+from authz.request.extract import unverified_carriers, without_cookie
+from authz.request.view import RequestView
 
 # reason -> (HTTP status, RFC 6750 error code or None, what the client is told)
 OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
@@ -68,7 +72,8 @@ class Answer:
     """What the proxy is to do, in no wire format.
 
     Allow (status 200): set `headers` on the upstream request, remove `remove` from it, and
-    pass `metadata` (issuer, subject, policy, rule, scopes) to later filters. Deny: answer
+    pass `metadata` (issuer, subject, policy, rule, scopes) to later filters, and drop the
+    `remove_query` parameters (a token sent in the query string). Deny: answer
     the client with `status`, `headers` (content type, challenge) and `body`. A `shared`
     answer is reused for many requests, so a transport may keep its rendering too.
     """
@@ -79,6 +84,7 @@ class Answer:
     remove: tuple[str, ...] = ()
     body: str = ""
     metadata: Metadata = ()
+    remove_query: tuple[str, ...] = ()  # allow: query parameters removed upstream
     shared: bool = field(default=False, compare=False)
 
     @property
@@ -109,12 +115,12 @@ def challenge(reason: Reason, realm: str, scopes: tuple[str, ...] = ()) -> str |
 # by cached identity, so that memo is simply emptied when full.
 _MAX_DENIALS = 4096
 _MAX_ALLOWED = 4096
-_AllowKey = tuple[int, str, str | None, str | None, str | None]
+_AllowKey = tuple[int, str, str | None, str | None, TokenSource | None, tuple[str, ...]]
 
 
 class Responder:
     """Builds Answers. Answers are immutable, so they are memoised: denials per (reason,
-    scopes), allow answers per (cached identity, policy, rule, carrier), which makes a
+    scopes), allow answers per (cached identity, policy, rule, credential place), which makes a
     cache-hit Check reuse the answer (and the transport its rendering) instead of
     rebuilding identity headers from claims every time."""
 
@@ -122,6 +128,7 @@ class Responder:
         self.realm = realm
         self._denials: dict[tuple[Reason, tuple[str, ...]], Answer] = {}
         self._allowed: dict[_AllowKey, tuple[Identity, CompiledPolicy, Answer]] = {}
+        self._unlisted: Answer | None = None
 
     def deny(self, decision: Decision) -> Answer:
         key = (decision.reason, decision.required_scopes)
@@ -150,51 +157,80 @@ class Responder:
     def allow(
         self,
         decision: Decision,
-        policy: CompiledPolicy | None,
-        carrier: str | None,
-        *,
-        reused: bool = False,
+        policy: CompiledPolicy,
+        request: RequestView,
+        auth: Authentication | None,
     ) -> Answer:
-        """`reused`: the identity is a cached one, so its answer is kept for the next
-        request (a fresh identity's answer is not: keeping it would only load the GC)."""
+        """Allow with identity headers. A cached identity's answer is kept for the next
+        request (a fresh identity's is not: keeping it would only load the GC), unless it
+        depends on the request beyond the credential (a stripped cookie)."""
         who = decision.identity
-        if who is None or policy is None or not reused:
-            return self._allow(decision, policy, carrier)
+        source = auth.source if auth is not None else None
+        unverified = unverified_carriers(request, policy.token_sources, source)
+        cookie = source is not None and source.kind == "cookie"
+        if (
+            who is None
+            or auth is None
+            or not auth.reused
+            or (cookie and policy.response.strip_authorization)
+        ):
+            return self._allow(decision, policy, request, source, unverified)
         # The memo holds `who`, so its id cannot be reused while the entry lives.
-        key = (id(who), decision.reason.value, decision.policy, decision.rule, carrier)
+        key = (id(who), decision.reason.value, decision.policy, decision.rule, source, unverified)
         memo = self._allowed.get(key)
         if memo is not None and memo[0] is who and memo[1] is policy:
             return memo[2]
-        answer = self._allow(decision, policy, carrier, shared=True)
+        answer = self._allow(decision, policy, request, source, unverified, shared=True)
         if len(self._allowed) >= _MAX_ALLOWED:
             self._allowed.clear()
         self._allowed[key] = (who, policy, answer)
         return answer
 
+    def allow_unlisted(self, decision: Decision, identity_headers: tuple[str, ...]) -> Answer:
+        """Allowed by default (no policy covers the request): no identity, and none of the
+        identity headers any policy sets reaches the upstream as the client sent it."""
+        answer = self._unlisted
+        if answer is None or answer.remove != identity_headers:
+            answer = Answer(200, decision.reason.value, remove=identity_headers, shared=True)
+            self._unlisted = answer
+        return answer
+
     def _allow(
         self,
         decision: Decision,
-        policy: CompiledPolicy | None,
-        carrier: str | None,
+        policy: CompiledPolicy,
+        request: RequestView,
+        source: TokenSource | None,
+        unverified: tuple[str, ...],
         *,
         shared: bool = False,
     ) -> Answer:
-        """Allow with identity headers. Every configured identity header is either set or
-        removed, so a client cannot smuggle its own `x-auth-subject` to the upstream."""
+        """Every configured identity header is either set or removed, so a client cannot
+        smuggle its own `x-auth-subject` to the upstream; a credential authz did not verify
+        (`unverified`) never reaches the upstream as if it had been (issue 11, item 6)."""
         headers: list[tuple[str, str]] = []
-        remove: list[str] = []
+        remove: list[str] = list(unverified)
+        remove_query: tuple[str, ...] = ()
         who = decision.identity
-        if policy is not None:
-            for spec in policy.response.headers:
-                value = None
-                if who is not None:
-                    value = _header_value(spec.claim, who.scopes, who.roles, who.claims)
-                if value is None:
-                    remove.append(spec.name)
+        for spec in policy.response.headers:
+            value = None
+            if who is not None:
+                value = _header_value(spec.claim, who.scopes, who.roles, who.claims)
+            if value is None:
+                remove.append(spec.name)
+            else:
+                headers.append((spec.name, value))
+        if policy.response.strip_authorization and source is not None:
+            if source.kind == "header":
+                remove.append(source.name)
+            elif source.kind == "query":
+                remove_query = (source.name,)
+            else:
+                rest = without_cookie(request.headers.get("cookie", ""), source.name)
+                if rest:
+                    headers.append(("cookie", rest))
                 else:
-                    headers.append((spec.name, value))
-            if policy.response.strip_authorization and carrier is not None:
-                remove.append(carrier)
+                    remove.append("cookie")
         metadata: Metadata = ()
         if who is not None:
             metadata = (
@@ -210,6 +246,7 @@ class Responder:
             tuple(headers),
             tuple(remove),
             metadata=metadata,
+            remove_query=remove_query,
             shared=shared,
         )
 
@@ -217,25 +254,35 @@ class Responder:
 def _header_value(
     path: object, scopes: Iterable[str], roles: Iterable[str], claims: object
 ) -> str | None:
+    """An identity header's value, in a format no upstream can misread (issue 11, item 7):
+    `$scopes` is space-separated like OAuth's scope parameter, with only valid RFC 6749
+    scope tokens; `$roles` and array claims are comma-separated, and an element that holds
+    a comma, a control or line-separator character is left out rather than read as two."""
     if path == "$scopes":
-        return _safe(" ".join(scopes))
+        return _safe(" ".join(s for s in scopes if _SCOPE_TOKEN.fullmatch(s)))
     if path == "$roles":
-        return _safe(" ".join(roles))
+        return _listed(roles)
     assert isinstance(path, tuple) and isinstance(claims, dict)
     value = claim(claims, path)
     if isinstance(value, list):
-        texts = [scalar_text(v) for v in value]
-        joined = ",".join(t for t in texts if t is not None)
-        return _safe(joined)
+        return _listed(t for t in map(scalar_text, value) if t is not None)
     text = scalar_text(value)
     return _safe(text) if text is not None else None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: a value
+# carrying one could split a header, or a log line, in a reader that honours them.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _listed(elements: Iterable[str]) -> str | None:
+    return _safe(",".join(e for e in elements if "," not in e and not _UNSAFE.search(e)))
 
 
 def _safe(value: str) -> str | None:
     """Header values must not carry control characters (a token could try header injection)."""
-    if not value or _CONTROL.search(value) is not None:
+    if not value or _UNSAFE.search(value) is not None:
         return None
     return value

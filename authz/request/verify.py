@@ -93,7 +93,8 @@ def verify(
             raise WouldWait(issuer.id)
         keys = refreshed
         if not keys.keys:
-            error = issuer.keys.state().last_error or "not loaded yet"
+            state = issuer.keys.state()
+            error = state.last_error or "; ".join(state.warnings) or "not loaded yet"
             raise TokenError(Reason.KEYS_UNAVAILABLE, f"issuer keys are not available: {error}")
         candidates = keys.candidates(kid, alg)
         if not candidates:

@@ -1,7 +1,10 @@
 """The neutral request view: the HTTP request the proxy routes, as every transport describes it.
 
 A transport (gRPC ext_authz today) turns its wire input into a `RequestView` with
-`request_view()`, which normalises host and path the one way all policy matching expects.
+`request_view()`. authz must decide on exactly the request the proxy routes: the host as
+Envoy's virtual-host matching sees it (case-insensitive; a port or a trailing dot stays,
+because a router that keeps them routes on them: the shipped proxy configurations strip
+both before ext_authz runs), and the path as Envoy normalises it (`authz.request.paths`).
 Header limits bound what any caller can make a Check walk through.
 """
 
@@ -9,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
 
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+from authz.request.paths import ENCODED_SLASH, normalize_path
+
 MAX_PATH = 8192
 # Request header limits. Envoy's own defaults are 100 client headers and 60 KiB in all; the
 # count leaves room for the pseudo-headers and the ones Envoy adds (x-request-id, ...), so a
@@ -30,8 +33,8 @@ class RequestError(ValueError):
 @dataclass(frozen=True, slots=True)
 class RequestView:
     method: str
-    host: str  # lower case, without port
-    path: str  # normalised, without query
+    host: str  # lower case; a port or trailing dot as sent (the router would see them)
+    path: str  # normalised as Envoy does, without query
     raw_path: str  # as received, with query
     headers: Mapping[str, str]  # lower-case names; the transport's own map, not copied
     context: Mapping[str, str]  # Envoy context extensions (per-route policy bindings)
@@ -44,25 +47,28 @@ def request_view(
     headers: Mapping[str, str],
     context: Mapping[str, str],
 ) -> RequestView:
-    """Normalise what a transport read; raises RequestError for a path we cannot judge."""
+    """Normalise what a transport read; raises RequestError for a path we cannot judge:
+    missing, relative, too long, with a fragment (Envoy refuses those), or with an encoded
+    `/` or `\\` the proxy left encoded (a later hop may decode it into another path)."""
     if not raw_path or len(raw_path) > MAX_PATH or raw_path[0] != "/":
         if raw_path == "*" and method == "OPTIONS":
             raw_path = "/"
         else:
             raise RequestError("request path missing, not absolute or too long")
-    if authority.startswith("["):  # [v6]:port
-        host = authority[: authority.find("]") + 1]
-    else:
-        host = authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
     query_at = raw_path.find("?")
     path = raw_path if query_at < 0 else raw_path[:query_at]
-    fragment_at = path.find("#")
-    if fragment_at >= 0:
-        path = path[:fragment_at]
+    if "#" in path:
+        raise RequestError("request path carries a fragment")
+    path = normalize_path(path)
+    if "%" in path and ENCODED_SLASH.search(path):
+        raise RequestError(
+            "request path has an encoded '/' or '\\' (the proxy should decode and redirect: "
+            "path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT)"
+        )
     return RequestView(
         method=method.upper(),
-        host=host.lower().rstrip("."),
-        path=normalize_path(path),
+        host=authority.lower(),
+        path=path,
         raw_path=raw_path,
         headers=headers,
         context=context,
@@ -81,42 +87,3 @@ def check_header_limits(count: int, pairs: Iterable[tuple[str, str | bytes]]) ->
         total += length
     if total > MAX_HEADERS_TOTAL:
         raise RequestError(f"request headers are {total} bytes, over {MAX_HEADERS_TOTAL}")
-
-
-def _decode_unreserved(path: str) -> str:
-    """Decode %XX only for unreserved characters (RFC 3986 6.2.2.2); %2F stays encoded."""
-    out = []
-    i = 0
-    while i < len(path):
-        c = path[i]
-        if c == "%" and i + 3 <= len(path):
-            decoded = unquote(path[i : i + 3])
-            if decoded in _UNRESERVED:
-                out.append(decoded)
-            else:
-                out.append(path[i : i + 3].upper())
-            i += 3
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def normalize_path(path: str) -> str:
-    """RFC 3986 normalisation plus merged slashes, as Envoy's normalize_path/merge_slashes do,
-    so `/a/../admin`, `//admin` and `/%61dmin` all match rules for `/admin`."""
-    if "%" not in path and "//" not in path and "/." not in path:
-        return path
-    if "%" in path:
-        path = _decode_unreserved(path)
-    segments: list[str] = []
-    for segment in path.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
-    trailing = "/" if path.endswith(("/", "/.", "/..")) and segments else ""
-    return "/" + "/".join(segments) + trailing

@@ -112,6 +112,8 @@ def _allow(answer: Answer) -> CheckResponse:
         option.header.value = value
         option.append_action = _OVERWRITE
     ok.headers_to_remove.extend(answer.remove)
+    if answer.remove_query:
+        ok.query_parameters_to_remove.extend(answer.remove_query)
     if answer.metadata:
         fields = response.dynamic_metadata.fields
         for key, entry in answer.metadata:

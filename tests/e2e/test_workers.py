@@ -94,6 +94,34 @@ def test_sigterm_drains_every_worker(server: AuthzServer) -> None:
         )
 
 
+def test_a_process_that_co_binds_the_shared_port_makes_the_pod_unready(
+    server: AuthzServer,
+) -> None:
+    """Issue 11, item 15: another process of the same user can join the workers'
+    SO_REUSEPORT group and answer ALLOW for its share of connections. grpcio cannot serve
+    one inherited socket, so that cannot be prevented; the supervisor sees it within
+    seconds, says so and fails /readyz, so the pod leaves the Service's endpoints."""
+    host, _, port = server.grpc_addr.rpartition(":")
+    ready = lambda: http_request(server.http_url, "GET", "/readyz").status  # noqa: E731
+    assert ready() == 200
+    rogue = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    rogue.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        rogue.bind((host, int(port)))
+        rogue.listen(8)
+        deadline = time.monotonic() + 15
+        while ready() != 503:
+            assert time.monotonic() < deadline, "the foreign listener was not noticed"
+            time.sleep(0.2)
+        assert "authz_foreign_listeners 1.0" in server.metrics()
+    finally:
+        rogue.close()
+    deadline = time.monotonic() + 15
+    while ready() != 200:
+        assert time.monotonic() < deadline, "not ready again after the listener left"
+        time.sleep(0.2)
+
+
 # -- HTTP checks: one socket the supervisor binds, every worker accepts on -------------------
 
 

@@ -306,6 +306,10 @@ CASES: list[Case] = [
     bad("30 KB signed token", es(claims(pad="x" * 22_000)), "token_too_large"),
     bad("100 KB token (over the header limit)", es(claims(pad="x" * 75_000)), "request_invalid", 400),
     # Bearer syntax
+    # issue 11, item 9: a claim with an unpaired surrogate was internal_error with a traceback
+    bad("lone surrogate in a claim", es(claims(sub="\ud800")), "token_malformed"),
+    bad("lone surrogate in a claim name", es(claims(**{"x\udfff": 1})), "token_malformed"),
+    good("a surrogate pair (an emoji) in a claim", es(claims(name="\U0001f600"))),
     Case("no Authorization", 401, "token_missing"),
     Case("Basic credentials", 401, "token_missing", headers={"authorization": "Basic dXNlcjpwYXNz"}),
     Case("Token scheme", 401, "token_missing", headers={"authorization": f"Token {VALID}"}),

@@ -56,6 +56,7 @@ class CheckClient:
     checker: GrpcChecker
     cache: TokenCache
     metrics: Metrics  # on a registry of this server's own (the process one is shared)
+    grpc_port: int  # on 127.0.0.1, for an Envoy in front
 
     def check(self, **request: Any) -> Any:
         """Check over gRPC; `request` as `check_request` takes."""
@@ -78,7 +79,7 @@ def check_server(
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
     try:
-        yield CheckClient(stub, store, checker, cache, metrics)
+        yield CheckClient(stub, store, checker, cache, metrics, port)
     finally:
         channel.close()
         server.stop(grace=None)

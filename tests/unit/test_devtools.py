@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import stat
+from pathlib import Path
 
 import pytest
 from jwt.algorithms import RSAAlgorithm
 
-from authz.devtools import SUPPORTED_ALGORITHMS, generate_key, mint_token
+from authz.devtools import SUPPORTED_ALGORITHMS, generate_key, mint_token, write_key_files
 from authz.keys.jwk import parse_jwks
 from authz.keys.provider import StaticKeys
 from authz.policy.issuer import CompiledIssuer
@@ -100,3 +102,29 @@ def test_mint_rejects_unusable_keys() -> None:
         mint_token(public, claims())
     with pytest.raises(ValueError, match="RS256 needs a RSA key, not 'EC'"):
         mint_token(private, claims(), alg="RS256")
+
+
+def test_key_files_are_private_from_the_start_and_never_through_a_symlink(tmp_path: Path) -> None:
+    """Issue 11, item 16: the key was written with default permissions, then chmodded, and
+    a symlink in its place was followed."""
+    private, jwks = write_key_files(tmp_path, "ES256", "k1")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert json.loads(jwks.read_text())["keys"][0]["kid"] == "k1"
+    target = tmp_path / "elsewhere"
+    (tmp_path / "k2.private.jwk.json").symlink_to(target)
+    with pytest.raises(FileExistsError):
+        write_key_files(tmp_path, "ES256", "k2")
+    assert not target.exists()  # nothing written through the link
+    with pytest.raises(FileExistsError):
+        write_key_files(tmp_path, "ES256", "k1")  # an existing key is never overwritten
+    second, _ = write_key_files(tmp_path, "ES256", "k3")
+    assert [k["kid"] for k in json.loads(jwks.read_text())["keys"]] == ["k1", "k3"]
+    assert second.name == "k3.private.jwk.json"
+
+
+def test_an_hmac_secret_never_lands_in_the_public_jwks(tmp_path: Path) -> None:
+    secret, verifier = write_key_files(tmp_path, "HS256", "s1")
+    assert secret == verifier == tmp_path / "s1.secret.jwks.json"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert json.loads(secret.read_text())["keys"][0]["kty"] == "oct"
+    assert not (tmp_path / "jwks.json").exists()

@@ -33,7 +33,8 @@ class Authentication:
 
     `verified` is the token behind it when signature and times checked out, even if a later
     check (token source, audience) refused it: audit lines and explanations name its issuer.
-    `carrier` is the header the credential came in, removed upstream by stripAuthorization.
+    `source` is where the credential came (header, cookie or query parameter): removed
+    upstream by stripAuthorization.
     `reused` says the identity was verified before and is cached: what is derived from it
     (the answer, its rendering) is worth keeping for the next request.
     """
@@ -41,7 +42,7 @@ class Authentication:
     identity: Identity | None
     failure: TokenError | None = None
     verified: VerifiedToken | None = None
-    carrier: str | None = None
+    source: TokenSource | None = None
     reused: bool = False
 
 

@@ -43,11 +43,10 @@ class BearerJwt:
         self, presented: Presented, policy: CompiledPolicy, *, may_wait: bool = True
     ) -> Authentication:
         source = presented.source
-        carrier = source.name if source.kind == "header" else None
         try:
             verified, reused = self._verified(presented.secret, policy, may_wait)
         except TokenError as exc:
-            return Authentication(None, exc, carrier=carrier)
+            return Authentication(None, exc, source=source)
         try:
             if source not in verified.issuer.token_sources:
                 raise TokenError(
@@ -55,8 +54,8 @@ class BearerJwt:
                 )
             check_audience(verified, policy)
         except TokenError as exc:
-            return Authentication(None, exc, verified, carrier)
-        return Authentication(verified.identity, None, verified, carrier, reused)
+            return Authentication(None, exc, verified, source)
+        return Authentication(verified.identity, None, verified, source, reused)
 
     def _verified(
         self, token: str, policy: CompiledPolicy, may_wait: bool

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 from pathlib import Path
@@ -402,3 +403,22 @@ def test_ecdsa_r_or_s_at_the_group_order_is_refused() -> None:
         verify_signature(key, "ES256", MESSAGE, raw[:32] + (2**256 - 1).to_bytes(32, "big"))
         is False
     )
+
+
+@pytest.mark.parametrize(
+    ("exponent", "accepted"),
+    [(65537, True), (3, True), (2**31 - 1, True), (2**31 + 1, False), (2**1024 + 1, False)],
+)
+def test_rsa_exponents_outside_what_issuers_use_are_refused(exponent: int, accepted: bool) -> None:
+    """Issue 11, item 13: a key with a huge public exponent cost ~100x CPU per junk token."""
+    public = dict(signing_key("RS256", "e")[1])
+    public["e"] = (
+        base64.urlsafe_b64encode(exponent.to_bytes((exponent.bit_length() + 7) // 8, "big"))
+        .rstrip(b"=")
+        .decode()
+    )
+    if accepted:
+        assert parse_jwk(public, frozenset({"RS256"})).kty == "RSA"
+    else:
+        with pytest.raises(JWKSError, match="public exponent"):
+            parse_jwk(public, frozenset({"RS256"}))

@@ -101,7 +101,15 @@ def test_remote_parse_errors_are_invalid_results() -> None:
         parse_remote("jwksUri", {"keys": "no"}, ES)
     assert info.value.result == FetchResult.INVALID
     with pytest.raises(FetchError):
-        parse_remote("x509", {"keys": []}, ES)
+        parse_remote("x509", [], ES)
+
+
+def test_a_well_formed_document_without_usable_keys_is_an_answer() -> None:
+    """Issue 11, item 14: `{"keys": []}` is how an IdP says it signs with no key any more;
+    it takes effect at once (only errors keep the last good keys)."""
+    for kind, doc in (("jwksUri", {"keys": []}), ("x509", {"kid": "not a certificate"})):
+        keys, warnings = parse_remote(kind, doc, ES)  # type: ignore[arg-type]
+        assert keys.keys == () and "no usable key" in warnings[-1]
 
 
 def test_pem_keys_keep_their_kids() -> None:

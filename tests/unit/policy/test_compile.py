@@ -18,6 +18,7 @@ from authz.policy.compile import (
     claim_path,
     compile_issuer,
     compile_policy,
+    host_problems,
     path_matcher,
 )
 from authz.policy.snapshot import Snapshot
@@ -170,8 +171,10 @@ def test_public_keys_inline_and_from_files(tmp_path: Path) -> None:
     )
     assert issuer.keys.current().kids == ("a", "b")
     assert issuer.keys.state().source == "publicKeys"
-    with pytest.raises(CompileError, match=r"spec.publicKeys: cannot read .*missing.pem"):
-        _issuer(tmp_path, publicKeys=[{"file": "missing.pem"}])
+    # A deleted key file removes that key (issue 11, item 14): with none left, no key.
+    revoked = _issuer(tmp_path, publicKeys=[{"file": "missing.pem"}])
+    assert revoked.keys.current().keys == ()
+    assert "missing.pem does not exist" in revoked.keys.state().warnings[0]
     with pytest.raises(CompileError, match=r"spec.publicKeys: \[0\]: not a PEM public key"):
         _issuer(tmp_path, publicKeys=[{"pem": "-----BEGIN nonsense"}])
 
@@ -240,3 +243,12 @@ def test_remote_source_problems(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("not a certificate")
     with pytest.raises(CompileError, match=r"spec\.fetch\.caFile: not a PEM CA bundle"):
         _issuer(tmp_path, jwksUri="https://idp.example/k", fetch={"caFile": "ca.pem"})
+
+
+def test_hosts_the_shipped_proxies_never_route_are_flagged() -> None:
+    """Issue 11, item 4: a policy host with a port never matched and lint said ok."""
+    problems = host_problems(
+        ["admin.example.com:443", "a.example.com.", "[::1]:8080", "[::1]", "ok.example"], "h"
+    )
+    assert [p.split(":")[0] for p in problems] == ["h[0]", "h[1]", "h[2]"]
+    assert "has a port" in problems[0] and "ends with a dot" in problems[1]

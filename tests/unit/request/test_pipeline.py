@@ -122,3 +122,108 @@ def test_an_invalid_document_is_reported_not_served() -> None:
     assert served.snapshot.policies == ()
     status = served.statuses["AuthzPolicy/default/api"]
     assert not status.accepted and any("paths" in p for p in status.problems)
+
+
+def test_allowed_by_default_strips_every_identity_header() -> None:
+    """Issue 11, item 18: with --default-action allow, a request no policy covers passed
+    the client's own x-auth-subject (or any policy's identity header) to the upstream."""
+    served = serve(
+        issuer(),
+        policy(
+            hosts=["shop.example"], response={"headers": [{"name": "x-tenant", "claim": "tid"}]}
+        ),
+    )
+    answer, outcome = check(served, host="elsewhere.example", default_allow=True)
+    assert outcome.decision.reason == Reason.ALLOWED_BY_DEFAULT and answer.status == 200
+    assert set(answer.remove) == {"x-auth-subject", "x-auth-issuer", "x-tenant"}
+    assert answer.headers == ()
+
+
+@pytest.mark.parametrize(
+    ("claims", "header", "value"),
+    [
+        # Issue 11, item 8: scopes are SP-separated (RFC 6749 3.3); NBSP, TAB, U+2028 do not
+        # separate, so "orders.x<NBSP>admin" grants nothing and is not a scope token at all.
+        ({"scope": "read orders.x\u00a0admin"}, "x-scopes", "read"),
+        ({"scope": "read\tadmin"}, "x-scopes", None),
+        ({"scp": ["read", "a b", "c\u2028d", "ok"]}, "x-scopes", "read ok"),
+        # Item 7: list elements holding the separator are left out, not read as two.
+        ({"groups": ["users,admin", "staff"]}, "x-groups", "staff"),
+        ({"groups": ["Domain Admins", "a\u0085b"]}, "x-groups", "Domain Admins"),
+        ({"roles": ["viewer", "x,admin"]}, "x-roles", "viewer"),
+        ({"sub": "alice\u2028x-evil: 1"}, "x-subject", None),
+    ],
+)
+def test_identity_headers_cannot_be_misread(
+    claims: dict[str, Any], header: str, value: str | None
+) -> None:
+    served = serve(
+        issuer(claims={"roles": ["roles"]}),
+        policy(
+            rules=[rule("any", action="allowAnonymous")],
+            response={
+                "headers": [
+                    {"name": "x-scopes", "claim": "$scopes"},
+                    {"name": "x-roles", "claim": "$roles"},
+                    {"name": "x-groups", "claim": "groups"},
+                    {"name": "x-subject", "claim": "sub"},
+                ]
+            },
+        ),
+    )
+    answer, outcome = check(served, token=bearer_token(**claims))
+    assert answer.status == 200, outcome.decision
+    assert dict(answer.headers).get(header) == value
+    if value is None:
+        assert header in answer.remove
+    if header == "x-scopes" and outcome.decision.identity is not None:
+        assert "admin" not in outcome.decision.identity.scopes
+
+
+OPEN = serve(
+    issuer(),
+    issuer(
+        "cookies",
+        "https://cookies.test",
+        tokenSources=[{"cookie": {"name": "session"}}, {"query": {"name": "access_token"}}],
+    ),
+    policy(
+        issuers=["idp", "cookies"],
+        rules=[rule("open", action="allowAnonymous")],
+        response={"stripAuthorization": True},
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "removed"),
+    [
+        ("Bearer\tabc", True),  # not read as a bearer token: missing, so anonymous
+        ("Bearerabc", True),
+        ("bearer  abc", True),
+        ("Basic dXNlcg==, Bearer abc", True),  # two headers joined
+        ("Basic dXNlcg==", False),  # another scheme is the upstream's own business
+    ],
+)
+def test_credentials_authz_did_not_verify_never_reach_the_upstream(
+    authorization: str, removed: bool
+) -> None:
+    """Issue 11, item 6: on an anonymous route these reached the upstream as sent, even
+    with stripAuthorization, where a lenient upstream could take them as verified."""
+    answer, outcome = check(OPEN, headers={"authorization": authorization})
+    assert outcome.decision.reason in (Reason.ALLOWED_ANONYMOUS, Reason.TOKEN_MALFORMED)
+    if outcome.decision.allowed:
+        assert ("authorization" in answer.remove) == removed
+
+
+def test_strip_authorization_covers_cookies_and_query_parameters() -> None:
+    token = bearer_token(iss="https://cookies.test")
+    answer, outcome = check(OPEN, headers={"cookie": f"theme=dark; session={token}; lang=en"})
+    assert outcome.decision.identity is not None
+    assert dict(answer.headers)["cookie"] == "theme=dark; lang=en"
+    answer, _ = check(OPEN, headers={"cookie": f"session={token}"})
+    assert "cookie" in answer.remove
+    answer, _ = check(OPEN, path=f"/x?access_token={token}&page=2")
+    assert answer.remove_query == ("access_token",)
+    answer, _ = check(OPEN, token=bearer_token())
+    assert "authorization" in answer.remove and answer.remove_query == ()
