@@ -13,7 +13,8 @@ The check path names the dialect:
   (anything else becomes its own 500), so a 400 is answered as 403, with the
   `invalid_request` challenge still in `WWW-Authenticate`.
 * `/check/forward`: Caddy `forward_auth` and Traefik ForwardAuth, with `X-Forwarded-Method`,
-  `-Uri`, `-Host` and `-Proto`. Every answer is relayed to the client as it is.
+  `-Uri`, `-Host` (its port dropped, as their host matchers drop it) and `-Proto`. Every
+  answer is relayed to the client as it is.
 
 Headers that describe the original request are trusted only because the proxy sets them
 and nothing else can reach the check port; a request where one is missing, sent twice or
@@ -117,10 +118,53 @@ def original_request(
         raise RequestError(f"{names.proto} must be http or https")
     if "," in host or "," in proto:
         raise RequestError(f"{names.host} or {names.proto} lists several proxies' values")
+    if dialect is Dialect.FORWARD:
+        host = _without_port(host)
     return request_view(original_method, host, uri, headers, {})
 
 
+def _without_port(host: str) -> str:
+    """Caddy's and Traefik's host matchers compare the host without its port (NGINX's $host
+    has none): authz decides on the host as their routers see it."""
+    if host.startswith("["):  # [v6]:port
+        return host[: host.find("]") + 1]
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else host
+
+
 # -- answers ---------------------------------------------------------------------------------
+
+
+def unsupported(
+    answer: Answer, dialect: Dialect, identity_headers: Collection[str] | None
+) -> str | None:
+    """Why this proxy cannot carry out the allow answer, or None (then it is carried out).
+
+    No HTTP check answer can remove a query parameter (Envoy's http_service has no way to
+    say so), and Envoy passes upstream only the answer headers `allowed_upstream_headers`
+    names (identity headers), so not a rewritten Cookie. The shipped NGINX and forward-auth
+    configurations set or clear the identity headers and drop `Authorization`, nothing else:
+    a Cookie to rewrite or another header to remove (a token source authz stripped or did
+    not verify) cannot reach them. Allowing anyway would hand the upstream what the policy
+    says it never sees (`stripAuthorization`). `identity_headers`: the policy's, or None
+    when no policy decided (then only identity headers are removed).
+    """
+    if answer.remove_query:
+        return "HTTP checks cannot remove a token sent in the query string (stripAuthorization)"
+    if dialect is Dialect.ENVOY:
+        if any(name == "cookie" for name, _ in answer.headers):
+            return "Envoy's http_service does not pass a rewritten Cookie header upstream"
+        return None
+    if identity_headers is None:
+        return None
+    handled = {*identity_headers, "authorization"}
+    others = sorted(
+        {n for n in answer.remove if n not in handled}
+        | {n for n, _ in answer.headers if n not in handled}
+    )
+    if others:
+        return f"the {dialect.value} configuration cannot change {', '.join(others)} upstream"
+    return None
 
 
 _CLOSE = b"connection: close\r\n"

@@ -18,6 +18,7 @@ request's head, and idle keep-alive time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import socket
 import threading
@@ -42,6 +43,7 @@ from authz.transport.dialects import (
     original_request,
     plain,
     render,
+    unsupported,
 )
 from authz.transport.http_connection import Connection, Slot
 from authz.transport.sockets import address_of
@@ -118,20 +120,35 @@ class HttpChecker:
         except ProxyNotTrusted:
             return self.pipeline.reject(Reason.PROXY_NOT_TRUSTED, "proxy secret missing or wrong")
         try:
-            return self.pipeline.check(view, may_wait=False)
+            return self._carried(self.pipeline.check(view, may_wait=False), dialect)
         except WouldWait:
             return view
         except Exception:  # fail closed: a bug denies the request, never opens it
             log.exception("check failed; denying")
             return self.pipeline.reject(Reason.INTERNAL_ERROR, "")
 
-    def decide_waiting(self, view: RequestView) -> tuple[Answer, Outcome]:
+    def decide_waiting(self, view: RequestView, dialect: Dialect) -> tuple[Answer, Outcome]:
         """The same check where waiting is allowed (a pool thread)."""
         try:
-            return self.pipeline.check(view)
+            return self._carried(self.pipeline.check(view), dialect)
         except Exception:
             log.exception("check failed; denying")
             return self.pipeline.reject(Reason.INTERNAL_ERROR, "")
+
+    def _carried(self, decided: tuple[Answer, Outcome], dialect: Dialect) -> tuple[Answer, Outcome]:
+        """An allow the proxy could not carry out is a denial (`unsupported` says why)."""
+        answer, outcome = decided
+        if not answer.allowed:
+            return decided
+        policy = outcome.policy
+        names = None if policy is None else [spec.name for spec in policy.response.headers]
+        missing = unsupported(answer, dialect, names)
+        if missing is None:
+            return decided
+        denied = Decision(
+            False, Reason.REQUEST_INVALID, missing, outcome.decision.policy, outcome.decision.rule
+        )
+        return self.pipeline.respond(dataclasses.replace(outcome, decision=denied))
 
     def overloaded(self, view: RequestView, waiting: int) -> tuple[Answer, Outcome]:
         detail = f"{waiting} checks already waiting for keys"
@@ -227,7 +244,8 @@ class HttpCheckServer:
             except RuntimeError:
                 log.warning("check finished after the HTTP transport stopped")
 
-        self._pool.submit(self.checker.decide_waiting, view).add_done_callback(waited)
+        checked = self._pool.submit(self.checker.decide_waiting, view, asked.dialect)
+        checked.add_done_callback(waited)
 
     def _waited(self, asked: _Asked, finished: Future[tuple[Answer, Outcome]]) -> None:
         self.waiting -= 1

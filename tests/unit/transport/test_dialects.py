@@ -6,12 +6,12 @@ import pytest
 
 from authz.request.respond import Answer
 from authz.request.view import RequestError
-from authz.transport.dialects import Dialect, dialect_of, original_request, render
+from authz.transport.dialects import Dialect, dialect_of, original_request, render, unsupported
 
 NGINX = {
     "x-original-method": "POST",
     "x-original-uri": "/orders/%61dmin/../1?x=1",
-    "x-original-host": "Shop.Example.",
+    "x-original-host": "Shop.Example",
     "x-forwarded-proto": "https",
 }
 FORWARD = {
@@ -44,7 +44,8 @@ def test_the_check_path_names_the_dialect(target: str, dialect: Dialect | None) 
 def test_envoy_checks_are_the_original_request_after_the_prefix() -> None:
     headers = {"host": "Shop.Example:8443", "authorization": "Bearer x"}
     view = original_request(Dialect.ENVOY, "get", "/check/envoy//orders/./1?x=1", headers, set())
-    assert (view.method, view.host, view.path) == ("GET", "shop.example", "/orders/1")
+    # The host as Envoy routes on it (the shipped configs strip the port before ext_authz).
+    assert (view.method, view.host, view.path) == ("GET", "shop.example:8443", "/orders/1")
     assert view.raw_path == "//orders/./1?x=1"
     assert view.headers is headers
 
@@ -52,8 +53,20 @@ def test_envoy_checks_are_the_original_request_after_the_prefix() -> None:
 def test_nginx_and_forward_auth_read_the_described_request() -> None:
     view = original_request(Dialect.NGINX, "GET", "/check/nginx", dict(NGINX), set())
     assert (view.method, view.host, view.path) == ("POST", "shop.example", "/orders/1")
+    assert view.connection.scheme == "https"
     view = original_request(Dialect.FORWARD, "GET", "/check/forward?q", dict(FORWARD), set())
     assert (view.method, view.host, view.path) == ("DELETE", "shop.example", "/orders/1")
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "host"),
+    [("shop.example:8443", "shop.example"), ("[::1]:8443", "[::1]"), ("[::1]", "[::1]")],
+)
+def test_forward_auth_hosts_lose_their_port_as_caddy_and_traefik_match_them(
+    forwarded: str, host: str
+) -> None:
+    headers = {**FORWARD, "x-forwarded-host": forwarded}
+    assert original_request(Dialect.FORWARD, "GET", "/check/forward", headers, set()).host == host
 
 
 @pytest.mark.parametrize("missing", sorted(NGINX))
@@ -136,3 +149,28 @@ def test_nginx_gets_403_for_a_bad_request() -> None:
 def test_identity_values_go_out_as_utf8() -> None:
     answer = Answer(200, "allowed", (("x-auth-name", "Jos\u00e9"),))
     assert b"x-auth-name: Jos\xc3\xa9\r\n" in render(answer, Dialect.ENVOY).data
+
+
+IDENTITY = ("x-auth-subject", "x-auth-email")
+
+
+@pytest.mark.parametrize(
+    ("answer", "dialect", "why"),
+    [
+        (Answer(200, "allowed", remove_query=("access_token",)), Dialect.ENVOY, "query string"),
+        (Answer(200, "allowed", remove_query=("access_token",)), Dialect.NGINX, "query string"),
+        (Answer(200, "allowed", (("cookie", "a=1"),)), Dialect.ENVOY, "Cookie"),
+        (Answer(200, "allowed", (("cookie", "a=1"),)), Dialect.FORWARD, "cookie"),
+        (Answer(200, "allowed", remove=("cookie",)), Dialect.NGINX, "cookie"),
+        (Answer(200, "allowed", remove=("x-api-token",)), Dialect.FORWARD, "x-api-token"),
+        (Answer(200, "allowed", remove=("cookie", "x-api-token")), Dialect.ENVOY, None),
+        (
+            Answer(200, "allowed", (("x-auth-subject", "a"),), ("x-auth-email", "authorization")),
+            Dialect.NGINX,
+            None,
+        ),
+    ],
+)
+def test_what_a_proxy_cannot_carry_out(answer: Answer, dialect: Dialect, why: str | None) -> None:
+    found = unsupported(answer, dialect, IDENTITY)
+    assert (found is None) if why is None else (found is not None and why in found), found

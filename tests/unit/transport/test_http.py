@@ -444,3 +444,38 @@ def test_the_listener_is_closed_after_stop() -> None:
         port = server.port
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_a_strip_the_proxy_cannot_carry_out_is_refused() -> None:
+    """stripAuthorization with a token in the query: no HTTP check answer can remove a
+    query parameter, so allowing would hand the upstream the token. Refused instead."""
+    served = serve(
+        issuer(
+            claims={"scopes": ["scope"]},
+            tokenSources=[
+                {"header": {"name": "Authorization", "prefix": "Bearer "}},
+                {"query": {"name": "access_token"}},
+                {"header": {"name": "X-Api-Token"}},
+            ],
+        ),
+        policy(response={"stripAuthorization": True}),
+    )
+    token = bearer_token()
+    with http_check_server(served, clock=lambda: NOW) as server:
+        query = server.request("GET", f"/check/envoy/x?access_token={token}", HOST)
+        assert query.status == 400 and query.json()["error"] == "invalid_request"
+        assert server.decisions("request_invalid") == 1
+        header = server.request(
+            "GET", "/check/envoy/x", {**HOST, "authorization": f"Bearer {token}"}
+        )
+        assert header.status == 200
+        # NGINX's configuration drops Authorization only; another token header it cannot.
+        nginx = {**NGINX, "x-original-uri": "/x", "x-api-token": token}
+        assert server.request("GET", "/check/nginx", nginx).status == 403
+        forward = {**FORWARD, "x-forwarded-uri": "/x", "x-api-token": token}
+        refused = server.request("GET", "/check/forward", forward)
+        assert refused.status == 400 and refused.json()["error"] == "invalid_request"
+        envoy = server.request("GET", "/check/envoy/x", {**HOST, "x-api-token": token})
+        assert (
+            envoy.status == 200 and envoy.headers["x-envoy-auth-headers-to-remove"] == "x-api-token"
+        )
