@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from authz.request.paths import ENCODED_SLASH, normalize_path
 
@@ -30,6 +31,42 @@ class RequestError(ValueError):
     """The input cannot describe an HTTP request we can judge (400 request_invalid)."""
 
 
+class Connection(Protocol):
+    """What the proxy knows of the connection the request came on ("" or 0: not known),
+    read by the transport only when a rule or credential asks. `peer_principal` is the mTLS
+    client's identity as Envoy reports it (a SPIFFE URI SAN, or the certificate subject);
+    `peer_certificate` is the client certificate as URL-encoded PEM, sent only when the
+    proxy is told to (`include_peer_certificate`)."""
+
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def source_address(self) -> str: ...
+    @property
+    def source_port(self) -> int: ...
+    @property
+    def destination_port(self) -> int: ...
+    @property
+    def peer_principal(self) -> str: ...
+    @property
+    def peer_certificate(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KnownConnection:
+    """A Connection given as values (the CLI, tests, transports that read it eagerly)."""
+
+    scheme: str = ""
+    source_address: str = ""
+    source_port: int = 0
+    destination_port: int = 0
+    peer_principal: str = ""
+    peer_certificate: str = ""
+
+
+NO_CONNECTION: Connection = KnownConnection()
+
+
 @dataclass(frozen=True, slots=True)
 class RequestView:
     method: str
@@ -38,6 +75,7 @@ class RequestView:
     raw_path: str  # as received, with query
     headers: Mapping[str, str]  # lower-case names; the transport's own map, not copied
     context: Mapping[str, str]  # Envoy context extensions (per-route policy bindings)
+    connection: Connection = NO_CONNECTION
 
 
 def request_view(
@@ -46,6 +84,8 @@ def request_view(
     raw_path: str,
     headers: Mapping[str, str],
     context: Mapping[str, str],
+    *,
+    connection: Connection = NO_CONNECTION,
 ) -> RequestView:
     """Normalise what a transport read; raises RequestError for a path we cannot judge:
     missing, relative, too long, with a fragment (Envoy refuses those), or with an encoded
@@ -72,6 +112,7 @@ def request_view(
         raw_path=raw_path,
         headers=headers,
         context=context,
+        connection=connection,
     )
 
 

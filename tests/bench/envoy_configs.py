@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.envoy import (
-    EXT_AUTHZ_FILTER,
-    HTTP_PROTOCOL_OPTIONS_KEY,
-    envoy_bootstrap,
-)
+from authz.proxyconfig.envoy import HTTP_PROTOCOL_OPTIONS as HTTP_PROTOCOL_OPTIONS_KEY
+from tests.support.envoy import EXT_AUTHZ_FILTER, envoy_bootstrap
 
 UNUSED_PORT = 1  # the `upstream` cluster exists but no route uses it
 EXT_AUTHZ_TIMEOUT_MS = 1000  # generous: at saturation we want to see queueing, not 503s

@@ -341,3 +341,28 @@ def test_random_requests_never_crash_and_never_open(
         assert outcome.decision.reason.value in ("allowed_anonymous",), outcome.decision
     else:
         assert response.denied_response.status.code in (400, 401, 403)
+
+
+def test_the_connection_facts_envoy_sends_reach_the_request_view() -> None:
+    """Source and destination addresses, the mTLS peer and its certificate, the scheme:
+    what rule conditions and certificate-bound credentials read (read only when asked)."""
+    from authz.transport.grpc import request_view_of
+
+    request = CheckRequest()
+    attrs = request.attributes
+    attrs.request.http.method, attrs.request.http.path = "GET", "/"
+    attrs.request.http.scheme = "https"
+    attrs.source.address.socket_address.address = "10.1.2.3"
+    attrs.source.address.socket_address.port_value = 51234
+    attrs.destination.address.socket_address.port_value = 8443
+    attrs.source.principal = "spiffe://cluster.local/ns/shop/sa/web"
+    attrs.source.certificate = "-----BEGIN%20CERTIFICATE-----%0A..."
+    connection = request_view_of(request).connection
+    assert (connection.scheme, connection.source_address, connection.source_port) == (
+        "https",
+        "10.1.2.3",
+        51234,
+    )
+    assert connection.destination_port == 8443
+    assert connection.peer_principal == "spiffe://cluster.local/ns/shop/sa/web"
+    assert connection.peer_certificate.startswith("-----BEGIN%20CERTIFICATE")
