@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from authz.request.respond import Answer
-from authz.request.view import RequestError, RequestView, request_view
+from authz.request.view import KnownConnection, RequestError, RequestView, request_view
 
 ENVOY_PREFIX = "/check/envoy"
 NGINX_PATH = "/check/nginx"
@@ -120,7 +120,8 @@ def original_request(
         raise RequestError(f"{names.host} or {names.proto} lists several proxies' values")
     if dialect is Dialect.FORWARD:
         host = _without_port(host)
-    return request_view(original_method, host, uri, headers, {})
+    connection = KnownConnection(scheme=proto.lower())
+    return request_view(original_method, host, uri, headers, {}, connection=connection)
 
 
 def _without_port(host: str) -> str:

@@ -28,9 +28,6 @@ from authz.proxyconfig import envoy, model
 from tests.support.procs import Process, ProcessError, http_get, wait_for_http
 
 EXT_AUTHZ_FILTER = envoy.EXT_AUTHZ
-HTTP_PROTOCOL_OPTIONS_KEY = (
-    envoy.HTTP_PROTOCOL_OPTIONS
-)  # a cluster's typed_extension_protocol_options key
 JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 
