@@ -11,8 +11,8 @@ running elsewhere, the pipeline raises `WouldWait` and the check runs again, wai
 allowed, on a small thread pool. Everything is bounded: connections, checks waiting on
 that pool (beyond: an immediate 503 `overloaded`, as Envoy closes an abandoned check's
 connection and waiting longer helps nobody), pipelined requests per connection, header
-count and bytes as gRPC's (`view.check_header_limits`), body bytes, the time to send a
-request's head, and idle keep-alive time.
+count and bytes (view.py's limits, as gRPC's), body bytes, the time to send a request's
+head, and idle keep-alive time (the connection side is in http_connection.py).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ProxyNotTrusted(Exception):
 
 
 class HttpChecker:
-    """One check: dialect request -> pipeline -> rendered answer. No sockets: the protocol
+    """One check: dialect request -> pipeline -> rendered answer. No sockets: the server
     below feeds it, and tests call it directly."""
 
     def __init__(
@@ -141,7 +141,9 @@ class HttpChecker:
         if not answer.allowed:
             return decided
         policy = outcome.policy
-        names = None if policy is None else [spec.name for spec in policy.response.headers]
+        names = None  # Envoy's dialect does not need them
+        if policy is not None and dialect is not Dialect.ENVOY:
+            names = [spec.name for spec in policy.response.headers]
         missing = unsupported(answer, dialect, names)
         if missing is None:
             return decided
