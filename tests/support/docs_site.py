@@ -312,6 +312,15 @@ ADVICE: dict[Reason, str] = {
     Reason.NO_RULE: "The policy covers the request but no rule matches its method and path, "
     "and `defaultAction` is `deny`. Paths match after normalisation and without the query "
     "string; `/orders/**` also matches `/orders`.",
+    Reason.PROXY_NOT_TRUSTED: "HTTP transport only: authz runs with `--http-proxy-secret-file` "
+    "and the check request did not carry the secret in `x-authz-proxy-secret` (or carried "
+    "another one). Either something other than your proxy reached the check port, or the "
+    "proxy's configuration lacks the header: see the install page for your proxy.",
+    Reason.OVERLOADED: "HTTP transport only: more checks were waiting for a signing-key "
+    "fetch than authz lets wait at once, so this one was answered at once instead of queued "
+    "(Envoy turns the 503 into its `status_on_error`; NGINX into 500). A burst of tokens "
+    "with unknown `kid`s causes it; check the issuer's key state with `authz check` and "
+    'the `authz_decisions_total{reason="overloaded"}` rate.',
     Reason.INTERNAL_ERROR: "A bug: authz failed closed. The log has the traceback; please "
     "report it (see SECURITY.md if a request got through that should not have).",
 }
