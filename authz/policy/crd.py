@@ -86,9 +86,9 @@ def spec_schema(kind: str) -> dict[str, Any]:
     # A JSON round trip, not deepcopy: sub-schemas shared in schema.py (a header condition
     # in `headers` and `notHeaders`) must become separate nodes, each with its own rules.
     spec: dict[str, Any] = json.loads(json.dumps(schema.SPECS[kind]))
-    family = "issuer" if kind in schema.ISSUER_KINDS else "policy"
+    families = schema.rule_families(kind, cluster=True)
     for rule_family, path, rule, message in schema.RULES:
-        if rule_family == family and rule:  # a rule without CEL is authz's own check
+        if rule_family in families and rule:  # a rule without CEL is authz's own check
             _node(spec, path).setdefault("x-kubernetes-validations", []).append(
                 {"rule": rule, "message": message}
             )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -240,10 +242,8 @@ def test_issuers_without_keys_or_audiences() -> None:
 
 
 def test_authz_convert_istio_command(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """(capfd: `authz lint` sets up logging on the real stdout)"""
-    capsys = capfd
     example = next(e for e in EXAMPLES if e.name == "require-jwt-except-healthz")
     source = tmp_path / "istio.yaml"
     source.write_text(example.yaml)
@@ -262,8 +262,16 @@ def test_authz_convert_istio_command(
     target.parent.mkdir()
     code = cli.main(["convert", "istio", "-", "-o", str(target), "--report", str(report)])
     assert code == 1 and "OMITTED" in report.read_text()
-    assert cli.main(["lint", str(target.parent)]) == 0
-    assert "no errors" in capsys.readouterr().out
+    # `authz lint` in a child: it sets up the process's logging, which must not leak
+    lint = subprocess.run(
+        [sys.executable, "-m", "authz", "lint", str(target.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert lint.returncode == 0 and "no errors" in lint.stdout, lint.stdout
 
 
 def test_unreadable_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

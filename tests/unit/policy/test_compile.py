@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from authz.keys.remote import KeyManager, RemoteKeys
 from authz.keys.sources import RemoteSource
 from authz.policy import schema
 from authz.policy.compile import (
+    CA_BUNDLE_REF,
     CompileError,
     claim_path,
     compile_issuer,
@@ -24,6 +26,7 @@ from authz.policy.compile import (
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import validate_document
 from authz.request.verify import verify
+from tests.support.keyserver import make_ca
 from tests.support.tokens import NOW, b64url, claims, signing_key
 from tests.unit.policy.conftest import issuer_doc, policy_doc
 
@@ -281,3 +284,23 @@ def test_lint_warns_about_strings_that_look_typed_and_unreachable_rules() -> Non
         "spec.rules[1].claims[0]: '2' is a string and matches only the string \"2\"; claims "
         "compare with their JSON type: write 2 without quotes for a boolean or number claim",
     )
+
+
+def test_namespaced_cluster_issuers_fetch_from_public_addresses_only(tmp_path: Path) -> None:
+    """Their writers must not probe the authorizer's host or the metadata service; policy
+    files and ClusterJWTIssuers keep reaching in-cluster IdPs on any address."""
+    ca_pem = make_ca(tmp_path).ca_file.read_text()
+    ref = {"name": "idp-ca", "key": "ca.pem"}
+    spec = {"jwksUri": "https://idp.example/k", "fetch": {"caBundleRef": ref}}
+    tenant = validate_document(issuer_doc(**spec), "kubernetes JWTIssuer/default/idp", "kubernetes")
+    tenant = dataclasses.replace(tenant, refs={CA_BUNDLE_REF: ca_pem})
+    compiled = compile_issuer(tenant, KeyManager(start=False))
+    assert isinstance(compiled.keys, RemoteKeys)
+    assert compiled.keys.settings.public_only and compiled.keys.settings.ca_pem == ca_pem
+    admin = _issuer(tmp_path, jwksUri="https://idp.example/k")
+    assert isinstance(admin.keys, RemoteKeys) and not admin.keys.settings.public_only
+    with pytest.raises(CompileError, match=r"caBundleRef: ConfigMaps are read in cluster mode"):
+        _issuer(tmp_path, **spec)
+    broken = dataclasses.replace(tenant, refs={CA_BUNDLE_REF: "not a certificate"})
+    with pytest.raises(CompileError, match=r"caBundleRef: not a PEM CA bundle"):
+        compile_issuer(broken, KeyManager(start=False))

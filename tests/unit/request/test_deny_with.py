@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.view import KnownConnection, request_view
+from authz.transport.dialects import Dialect, render
 from authz.transport.grpc import GrpcChecker
 from tests.support.docs import issuer, policy, rule
 from tests.support.snapshots import Served, bearer_token, check, serve
@@ -142,3 +143,14 @@ def test_envoy_gets_the_custom_status() -> None:
     assert response.status.code == 7 and response.denied_response.status.code == 302
     location = {h.header.key: h.header.value for h in response.denied_response.headers}
     assert location["location"].startswith("https://login.example/start?app=shop&rd=")
+
+
+def test_the_http_transport_renders_any_custom_status() -> None:
+    s = shop(denyWith={"unauthenticated": SIGN_IN, "unauthorized": {"status": 599}})
+    checker = pipeline(s, TokenCache(0), clock=lambda: NOW)
+    answer, _ = checker.check(request_view("GET", "shop.example", "/orders/1", {}, {}))
+    rendered = render(answer, Dialect.ENVOY).data
+    assert rendered.startswith(b"HTTP/1.1 302 Found\r\n")
+    assert b"\r\nlocation: https://login.example/start?app=shop&rd=" in rendered
+    answer, _ = checker.check(request_view("GET", "shop.example", "/off", {}, {}))
+    assert render(answer, Dialect.FORWARD).data.startswith(b"HTTP/1.1 599 \r\n")

@@ -4,6 +4,8 @@ each did not match (issue 12). The trace must agree with the decision the Check 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tests.support.pki import CA, pem_cert
 from tests.support.procs import http_request
 from tests.support.snapshots import serve
 
+REPO_ROOT = Path(__file__).resolve().parents[3]
 RULES = [
     rule("health", paths=["/healthz"], action="allowAnonymous"),
     rule(
@@ -110,13 +113,25 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, 
     return code, json.loads(out[out.index("{\n") :])
 
 
+def offline(*args: str) -> tuple[int, dict[str, Any]]:
+    """`authz check --policy-dir` in a child process: it sets up the process's logging
+    (structlog, globally) as the command does, which must not leak into other tests."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "authz", "check", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    return proc.returncode, json.loads(proc.stdout)
+
+
 def test_authz_check_prints_the_trace_and_takes_the_connection(
-    policy_dir: Path, capfd: pytest.CaptureFixture[str], tmp_path: Path
+    policy_dir: Path, tmp_path: Path
 ) -> None:
-    """Offline: the command sets up logging on the real stdout, so capture at the fd."""
-    capsys = capfd
     base = ["--policy-dir", str(policy_dir), "--host", "api.example"]
-    code, out = run(capsys, *base, "--path", "/internal/x")
+    code, out = offline(*base, "--path", "/internal/x")
     assert code == 1 and out["reason"] == "no_rule"
     assert out["rules"][1] == {
         "rule": "mesh",
@@ -127,8 +142,7 @@ def test_authz_check_prints_the_trace_and_takes_the_connection(
         ],
     }
     assert out["rules"][-1] == {"rule": "(default)", "action": "deny"}
-    code, out = run(
-        capsys,
+    code, out = offline(
         *base,
         "--path",
         "/internal/x",
@@ -140,13 +154,8 @@ def test_authz_check_prints_the_trace_and_takes_the_connection(
     assert (code, out["rule"], out["rules"][-1]) == (0, "mesh", {"rule": "mesh", "matched": True})
     _, cert = CA.create("partners").client("p", dns=["api.acme.partners.example"])
     (tmp_path / "client.pem").write_bytes(pem_cert(cert))
-    code, out = run(
-        capsys,
-        *base,
-        "--header",
-        "x-partner: acme",
-        "--peer-certificate",
-        str(tmp_path / "client.pem"),
+    code, out = offline(
+        *base, "--header", "x-partner: acme", "--peer-certificate", str(tmp_path / "client.pem")
     )
     assert (code, out["rule"]) == (0, "partners")
 
