@@ -141,7 +141,11 @@ def _policy(policy: CompiledPolicy) -> dict[str, Any]:
         "context": dict(policy.context),
         "issuers": sorted({i.id for i in policy.issuers_by_iss.values()}),
         "audiences": sorted(policy.audiences) if policy.audiences is not None else None,
-        "rules": [{"name": r.name, "action": r.action} for r in policy.rules],
+        "rules": [
+            {"name": r.name, "action": r.action}
+            | ({"conditions": [c.text for c in r.conditions]} if r.conditions else {})
+            for r in policy.rules
+        ],
         "defaultAction": policy.default_action,
         "dryRun": policy.dry_run,
     }

@@ -89,18 +89,6 @@ class CompiledRule:
     audiences: frozenset[str] | None = None
     deny_with: DenyWith | None = None
 
-    def describe_match(self) -> str:
-        """The rule's match as written, for rule traces."""
-        parts = []
-        if self.methods is not None:
-            parts.append(f"method in {sorted(self.methods)}")
-        if self.paths is not None:
-            parts.append("path matches")
-        if self.hosts is not None:
-            parts.append("host matches")
-        parts.extend(c.text for c in self.conditions)
-        return ", ".join(parts) or "every request"
-
 
 @dataclass(frozen=True, slots=True)
 class RuleTrace:

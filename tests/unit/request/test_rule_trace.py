@@ -222,3 +222,14 @@ def test_authz_check_grpc_sends_the_connection(
             capsys, *base, "--source-address", "10.2.3.4", "--peer-principal", principal
         )
         assert (code, out["status"]) == (0, 200)
+
+
+def test_debug_snapshot_lists_each_rules_conditions(url: str) -> None:
+    response = http_request(url, "GET", "/debug/snapshot")
+    [policy_] = response.json()["policies"]
+    rules = {r["name"]: r for r in policy_["rules"]}
+    assert "conditions" not in rules["health"]
+    assert rules["mesh"]["conditions"] == [
+        "source address in [10.0.0.0/8]",
+        "peer principal matches one of [spiffe://cluster.local/ns/ops/sa/*]",
+    ]
