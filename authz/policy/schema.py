@@ -491,7 +491,9 @@ _DENY_RESPONSE = _obj(
             _obj(
                 "A response header.",
                 {
-                    "name": _str("Header name.", pattern="^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$"),
+                    "name": _str(
+                        "Header name.", pattern="^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$", maxLength=128
+                    ),
                     "value": _str("Header value.", pattern="^[^\\r\\n\\x00]*$", maxLength=4096),
                 },
                 required=["name", "value"],
@@ -831,6 +833,15 @@ _DENY_STATUS = (
     ": (!has(self.status) || self.status >= 400)"
 )
 DENY_STATUS_MESSAGE = "a redirect goes with a 3xx status, and a 3xx status with a redirect"
+# Headers that frame or route a response: a policy setting one could split or smuggle it.
+FRAMING_HEADERS = (
+    "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+    "trailer", "proxy-connection", "host",
+)  # fmt: skip
+_NOT_FRAMING = "!(self.name.lowerAscii() in [{}])".format(
+    ", ".join(f"'{h}'" for h in FRAMING_HEADERS)
+)
+FRAMING_MESSAGE = "denyWith headers cannot set " + ", ".join(FRAMING_HEADERS)
 
 # Cross-field rules: (family, field path, CEL expression for the CRD, message); `rule_families`
 # says which families apply to a kind. An empty CEL expression: checked by authz only (the
@@ -991,6 +1002,15 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
     ),
     *(
         ("policy", path, _DENY_STATUS, DENY_STATUS_MESSAGE)
+        for path in (
+            "spec.denyWith.unauthenticated",
+            "spec.denyWith.unauthorized",
+            "spec.rules[].denyWith.unauthenticated",
+            "spec.rules[].denyWith.unauthorized",
+        )
+    ),
+    *(
+        ("policy", f"{path}.headers[]", _NOT_FRAMING, FRAMING_MESSAGE)
         for path in (
             "spec.denyWith.unauthenticated",
             "spec.denyWith.unauthorized",

@@ -194,6 +194,7 @@ _CHECKS: dict[str, _Check] = {
     "issuers and audiences do not apply to deny rules": lambda r: (
         r.get("action") != "deny" or _count(r, ("issuers", "audiences")) == 0
     ),
+    schema.FRAMING_MESSAGE: lambda h: h["name"].lower() not in schema.FRAMING_HEADERS,
     schema.DENY_STATUS_MESSAGE: lambda d: (
         ("status" not in d or 300 <= d["status"] < 400)
         if "redirect" in d

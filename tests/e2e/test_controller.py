@@ -315,6 +315,16 @@ CEL_CASES = [
         "a redirect goes with a 3xx status, and a 3xx status with a redirect",
     ),
     (
+        "a deny header that frames the response",
+        lambda ns: policy(
+            ns,
+            denyWith={
+                "unauthenticated": {"headers": [{"name": "Transfer-Encoding", "value": "x"}]}
+            },
+        ),
+        "denyWith headers cannot set content-length",
+    ),
+    (
         "a header value with a line break",
         lambda ns: policy(
             ns,

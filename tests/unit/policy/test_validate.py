@@ -269,6 +269,15 @@ def test_any_json_value_in_claim_conditions() -> None:
     assert [c["equals"] for c in conditions[:-1]] == values
 
 
+def test_deny_headers_cannot_frame_the_response() -> None:
+    deny = {"unauthorized": {"headers": [{"name": "Content-Length", "value": "0"}]}}
+    [message] = problems(policy_doc(rules=[{"denyWith": deny}]))
+    assert message.startswith(
+        "spec.rules[0].denyWith.unauthorized.headers[0]: denyWith headers cannot set "
+        "content-length, transfer-encoding"
+    )
+
+
 def test_header_values_cannot_split_a_response() -> None:
     deny = {"unauthorized": {"headers": [{"name": "x-a", "value": "a\r\nset-cookie: b"}]}}
     [message] = problems(policy_doc(denyWith=deny))
