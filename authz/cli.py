@@ -388,6 +388,13 @@ def _check(args: argparse.Namespace) -> int:
     elif args.http:
         from authz.client import call_http
 
+        if any(connection.values()):
+            raise SystemExit(
+                "authz check: an HTTP check carries no connection attributes: --source-address, "
+                "--destination-port, --peer-principal and --peer-certificate need --grpc, "
+                "--server or --policy-dir"
+            )
+
         try:
             out = call_http(
                 args.http,

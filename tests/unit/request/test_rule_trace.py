@@ -233,3 +233,8 @@ def test_debug_snapshot_lists_each_rules_conditions(url: str) -> None:
         "source address in [10.0.0.0/8]",
         "peer principal matches one of [spiffe://cluster.local/ns/ops/sa/*]",
     ]
+
+
+def test_connection_options_are_refused_over_http() -> None:
+    with pytest.raises(SystemExit, match="an HTTP check carries no connection attributes"):
+        cli.main(["check", "--http", "http://127.0.0.1:1", "--source-address", "10.0.0.1"])
