@@ -7,13 +7,22 @@ so the build can be table-tested with in-memory objects and no store.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.policy import schema
-from authz.policy.compile import CompileError, compile_issuer, compile_policy
+from authz.policy.compile import (
+    CompileError,
+    compile_issuer,
+    compile_policy,
+    compile_revocation,
+)
 from authz.policy.issuer import CompiledIssuer
+from authz.policy.revocation import RevocationList, Revocations
 from authz.policy.snapshot import CompiledPolicy, Snapshot
 from authz.policy.validate import PolicyObject
 
@@ -39,6 +48,7 @@ class LastGood:
 
     issuers: Mapping[str, CompiledIssuer] = field(default_factory=dict)
     policies: Mapping[str, PolicyObject] = field(default_factory=dict)
+    revocations: Mapping[str, RevocationList] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +66,27 @@ def build(
     keys: KeyManager,
     workload_labels: Mapping[str, str],
     version: int,
+    introspection: IntrospectionManager | None = None,
+    now: float | None = None,
 ) -> Build:
-    """Compile every object; an invalid one falls back to its last good version."""
+    """Compile every object; an invalid one falls back to its last good version. `now`
+    (wall clock) decides which revocation entries have lapsed."""
     statuses: dict[str, ObjectStatus] = {}
     present = {o.key for o in objects} | set(failures)
     for key, (origin, errors) in failures.items():
-        serving = key in last_good.issuers or key in last_good.policies
+        serving = (
+            key in last_good.issuers or key in last_good.policies or key in last_good.revocations
+        )
         statuses[key] = ObjectStatus(key, origin, False, serving, tuple(errors))
-    issuers = _issuers(objects, failures, last_good, keys, statuses)
+    issuers = _issuers(
+        objects,
+        failures,
+        last_good=last_good,
+        keys=keys,
+        statuses=statuses,
+        introspection=introspection,
+    )
+    revocations = _revocations(objects, failures, last_good, statuses)
     compiled, policies = _policies(
         objects,
         failures=failures,
@@ -72,26 +95,32 @@ def build(
         workload_labels=workload_labels,
         statuses=statuses,
     )
-    return Build(
+    snapshot = dataclasses.replace(
         Snapshot.build(version, compiled),
+        revocations=Revocations.merge(revocations.values(), time.time() if now is None else now),
+    )
+    return Build(
+        snapshot,
         statuses,
-        LastGood({k: v for k, v in issuers.items() if k in present}, policies),
+        LastGood({k: v for k, v in issuers.items() if k in present}, policies, revocations),
     )
 
 
 def _issuers(
     objects: list[PolicyObject],
     failures: Failures,
+    *,
     last_good: LastGood,
     keys: KeyManager,
     statuses: dict[str, ObjectStatus],
+    introspection: IntrospectionManager | None,
 ) -> dict[str, CompiledIssuer]:
     issuers = {k: v for k, v in last_good.issuers.items() if k in failures}
     for obj in objects:
         if obj.kind not in schema.ISSUER_KINDS:
             continue
         try:
-            issuer = issuers[obj.key] = compile_issuer(obj, keys)
+            issuer = issuers[obj.key] = compile_issuer(obj, keys, introspection)
             state = issuer.keys.state()
             # Serving, but with no key it accepts (revoked, or none usable): say so.
             problems = state.warnings if state.last_refresh is not None and not state.ready else ()
@@ -104,6 +133,31 @@ def _issuers(
                 obj.key, obj.origin, False, last is not None, (str(exc),)
             )
     return issuers
+
+
+def _revocations(
+    objects: list[PolicyObject],
+    failures: Failures,
+    last_good: LastGood,
+    statuses: dict[str, ObjectStatus],
+) -> dict[str, RevocationList]:
+    """Compile every TokenRevocation; one that fails keeps its last good version: a typo
+    must never give revoked tokens back."""
+    lists = {k: v for k, v in last_good.revocations.items() if k in failures}
+    for obj in objects:
+        if obj.kind != schema.REVOCATION_KIND:
+            continue
+        try:
+            lists[obj.key] = compile_revocation(obj)
+            statuses[obj.key] = ObjectStatus(obj.key, obj.origin, True, True)
+        except CompileError as exc:
+            last = last_good.revocations.get(obj.key)
+            if last is not None:
+                lists[obj.key] = last
+            statuses[obj.key] = ObjectStatus(
+                obj.key, obj.origin, False, last is not None, (str(exc),)
+            )
+    return lists
 
 
 def _policies(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.policy.build import LastGood, ObjectStatus, build
 from authz.policy.snapshot import Snapshot
@@ -35,7 +36,13 @@ class Served:
     statuses: dict[str, ObjectStatus]
 
 
-def serve(*docs: dict[str, Any], workload_labels: Mapping[str, str] | None = None) -> Served:
+def serve(
+    *docs: dict[str, Any],
+    workload_labels: Mapping[str, str] | None = None,
+    introspection: IntrospectionManager | None = None,
+) -> Served:
+    """Build `docs`; introspecting issuers use `introspection` (a test's own manager, so
+    no answer is cached across tests) or the process default."""
     objects: list[PolicyObject] = []
     failures: dict[str, tuple[str, list[str]]] = {}
     for doc in docs:
@@ -50,6 +57,8 @@ def serve(*docs: dict[str, Any], workload_labels: Mapping[str, str] | None = Non
         keys=KeyManager(start=False),
         workload_labels=workload_labels or {},
         version=1,
+        introspection=introspection,
+        now=NOW,
     )
     return Served(result.snapshot, result.statuses)
 
@@ -69,13 +78,17 @@ def check(
     context: Mapping[str, str] | None = None,
     token: str | None = None,
     cache: TokenCache | None = None,
+    now: float = NOW,
+    may_wait: bool = True,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
-    """Decide one request at the fixed test time NOW; `options` as `assembly.pipeline` takes."""
+    """Decide one request at `now` (the fixed test time NOW unless given); `options` as
+    `assembly.pipeline` takes."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     if token is not None:
         lowered["authorization"] = f"Bearer {token}"
     checker = pipeline(
-        served, cache if cache is not None else TokenCache(0), clock=lambda: NOW, **options
+        served, cache if cache is not None else TokenCache(0), clock=lambda: now, **options
     )
-    return checker.check(request_view(method, host, path, lowered, context or {}))
+    view = request_view(method, host, path, lowered, context or {})
+    return checker.check(view, may_wait=may_wait)
