@@ -16,6 +16,7 @@ from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health_pb2
 
 from authz import workers
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.observe import tracing
 from authz.observe.audit import Audit
@@ -34,9 +35,15 @@ log = structlog.get_logger("authz.server")
 
 
 def policy_store(workload_labels: Mapping[str, str], threads: int) -> PolicyStore:
-    """The store with its key manager: a quarter of the handler threads may wait long for a
-    key refetch, so a slow key server never holds the threads other requests need."""
-    return PolicyStore(workload_labels, KeyManager(wait_slots=max(1, threads // 4)))
+    """The store with its key manager and introspection manager: a quarter of the handler
+    threads may wait long for a key refetch, half for an introspection answer (the normal
+    path of a new opaque token), so a slow key server or introspection endpoint never
+    holds all the threads other requests need."""
+    return PolicyStore(
+        workload_labels,
+        KeyManager(wait_slots=max(1, threads // 4)),
+        IntrospectionManager(wait_slots=max(1, threads // 2)),
+    )
 
 
 def debug_handler(store: PolicyStore, **options: Any) -> DebugHandler:
@@ -101,6 +108,7 @@ def serve(settings: ServeSettings) -> int:
     }
     metrics = Metrics()
     metrics.watch(store, cache)
+    metrics.watch_introspection(store.introspection)
     stoppers: list[Callable[[], None]] = []
     tracer = tracing.from_environment() if settings.tracing else None
     if tracer is not None:

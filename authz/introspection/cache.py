@@ -44,6 +44,8 @@ class AnswerCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evictions = 0
+        self.hits = 0
+        self.misses = 0
         self._entries: OrderedDict[CacheKey, tuple[float, Introspected, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -51,13 +53,16 @@ class AnswerCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
+                self.misses += 1
                 return None
             deadline, answer, size = entry
             if now >= deadline:
                 del self._entries[key]
                 self.bytes -= size
+                self.misses += 1
                 return None
             self._entries.move_to_end(key)
+            self.hits += 1
             return answer
 
     def put(self, key: CacheKey, answer: Introspected, deadline: float) -> None:

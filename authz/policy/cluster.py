@@ -8,9 +8,11 @@ policy layer never reads the server's settings.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
@@ -49,6 +51,15 @@ def _own_namespace() -> str:
     return "default"
 
 
+def entries_status(store: PolicyStore, key: str) -> dict[str, Any] | None:
+    """A TokenRevocation's `status.entries`: how many entries refuse tokens now."""
+    revocation = store.snapshot.revocations.lists.get(key)
+    if revocation is None:
+        return None
+    active, lapsed = revocation.counts(time.time())
+    return {"active": active, "lapsed": lapsed}
+
+
 def start_controller(
     store: PolicyStore,
     *,
@@ -79,8 +90,11 @@ def start_controller(
         is_leader=lambda: elector.is_leader,
         identity=identity,
         keys_status=lambda key: (
-            issuer.keys.state().status() if (issuer := store.issuer(key)) else None
+            issuer.keys.state().status()
+            if (issuer := store.issuer(key)) and issuer.has_keys
+            else None
         ),
+        entries_status=lambda key: entries_status(store, key),
     )
     writer.start()
     elector.start()

@@ -23,6 +23,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from authz.policy import schema
+from authz.policy.compile import RESOLVED_SECRET
 from authz.policy.store import PolicyStore
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 
@@ -41,7 +42,22 @@ def _file_fields(spec: Mapping[str, Any]) -> list[str]:
         for i, k in enumerate(spec.get("publicKeys", ()))
         if "file" in k
     ]
+    client_auth = spec.get("introspection", {}).get("clientAuth", {})
+    found += [
+        f"spec.introspection.clientAuth.{f}"
+        for f in ("clientSecretFile", "privateKeyFile")
+        if f in client_auth
+    ]
     return found
+
+
+_CLIENT_REFS = ("clientSecretRef", "privateKeyRef")
+
+
+def _client_ref(spec: Mapping[str, Any]) -> str | None:
+    """The introspection client credential a Secret holds, if any."""
+    client_auth = spec.get("introspection", {}).get("clientAuth", {})
+    return next((f for f in _CLIENT_REFS if f in client_auth), None)
 
 
 SECRET_REFRESH_SECONDS = 300.0  # Secrets are read, not watched: re-read this often
@@ -259,7 +275,11 @@ class KubeSource:
 
     def _uses_secrets(self) -> bool:
         with self._lock:
-            return any("hmacSecretRef" in (o.get("spec") or {}) for o in self.objects.values())
+            return any(
+                "hmacSecretRef" in spec or _client_ref(spec) is not None
+                for o in self.objects.values()
+                if isinstance(spec := o.get("spec") or {}, dict)
+            )
 
     def rebuild(self) -> None:
         with self._lock:
@@ -307,6 +327,16 @@ def validate_objects(
             except ValueError as exc:
                 failures[validated.key] = (origin, [f"spec.hmacSecretRef: {exc}"])
                 continue
+        ref = _client_ref(validated.spec)
+        if ref is not None:
+            try:
+                validated = _with_client_secret(validated, ref, read_secret)
+            except ValueError as exc:
+                failures[validated.key] = (
+                    origin,
+                    [f"spec.introspection.clientAuth.{ref}: {exc}"],
+                )
+                continue
         objects.append(validated)
     return objects, failures
 
@@ -327,6 +357,30 @@ def _with_secret(obj: PolicyObject, read_secret: SecretReader | None) -> PolicyO
     secret_jwk = {"kty": "oct", "k": base64.urlsafe_b64encode(value).rstrip(b"=").decode()}
     spec = {k: v for k, v in obj.spec.items() if k != "hmacSecretRef"}
     spec["jwks"] = {"keys": [secret_jwk]}
+    return replace(obj, spec=spec)
+
+
+def _with_client_secret(
+    obj: PolicyObject, ref_field: str, read_secret: SecretReader | None
+) -> PolicyObject:
+    """Put the introspection client secret (or private key) a Secret holds where the
+    compiler reads it; the rest of the spec is unchanged."""
+    introspection = obj.spec["introspection"]
+    client_auth = introspection["clientAuth"]
+    ref = client_auth[ref_field]
+    if obj.namespace is not None and ref.get("namespace", obj.namespace) != obj.namespace:
+        raise ValueError(
+            "namespace is for ClusterJWTIssuer only; a JWTIssuer reads its own namespace"
+        )
+    namespace = ref.get("namespace") or obj.namespace
+    if namespace is None:
+        raise ValueError("a ClusterJWTIssuer must name the Secret's namespace")
+    if read_secret is None:
+        raise ValueError("Secrets cannot be read here")
+    value = read_secret(namespace, ref["name"], ref["key"])
+    value = value.removesuffix(b"\r\n") if value.endswith(b"\r\n") else value.removesuffix(b"\n")
+    resolved = {**client_auth, RESOLVED_SECRET: value}
+    spec = {**obj.spec, "introspection": {**introspection, "clientAuth": resolved}}
     return replace(obj, spec=spec)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from authz.policy.validate import PolicyError, validate_document
 from tests.support.docs import document, issuer
+from tests.support.snapshots import serve
 
 URL = "https://idp.test/oauth2/introspect"
 
@@ -159,3 +160,41 @@ def test_revocation_entries_that_validate(entry: dict[str, Any]) -> None:
 )
 def test_revocation_entry_rules(entry: dict[str, Any], problem: str) -> None:
     assert any(problem in p for p in problems(revocation(entry)))
+
+
+@pytest.mark.parametrize(
+    ("client_auth", "problem"),
+    [
+        (
+            {
+                "method": "client_secret_post",
+                "clientId": "rs",
+                "clientSecretRef": {"name": "s", "key": "k"},
+            },
+            "Kubernetes Secrets are read in cluster mode only",
+        ),
+        (
+            {
+                "method": "client_secret_post",
+                "clientId": "rs",
+                "clientSecretFile": "/nonexistent/secret",
+            },
+            "cannot read /nonexistent/secret",
+        ),
+        (
+            {"method": "private_key_jwt", "clientId": "rs", "privateKeyFile": "PEMFILE"},
+            "not an unencrypted PEM private key",
+        ),
+    ],
+)
+def test_unusable_credentials_are_refused_when_loaded(
+    client_auth: dict[str, Any], problem: str, tmp_path: Any
+) -> None:
+    (tmp_path / "key.pem").write_text(
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+    if client_auth.get("privateKeyFile") == "PEMFILE":
+        client_auth = {**client_auth, "privateKeyFile": str(tmp_path / "key.pem")}
+    status = serve(introspecting(clientAuth=client_auth)).statuses["JWTIssuer/default/idp"]
+    assert not status.accepted
+    assert any(problem in p for p in status.problems), status.problems
