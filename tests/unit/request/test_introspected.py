@@ -238,3 +238,39 @@ def test_an_oversized_token_is_not_sent_anywhere(
     answer, outcome = check(snapshot, path="/orders", token="o" * 20_000)
     assert (answer.status, outcome.decision.reason) == (401, "token_too_large")
     assert endpoint.requests == []
+
+
+def test_an_introspection_denial_is_explained_by_the_endpoints_state(
+    endpoint: IntrospectionServer, manager: IntrospectionManager, secret: str
+) -> None:
+    """`authz check` and /debug/explain: the endpoint and how calls went, never the token."""
+    from authz.request.assembly import pipeline
+    from authz.request.cache import TokenCache
+    from authz.request.explain import explain
+
+    endpoint.fault(status=500)
+    only = introspecting(endpoint.url, secret)
+    del only["spec"]["jwks"]
+    snapshot = served(manager, only)
+    out = explain(
+        pipeline(snapshot, TokenCache(0), clock=lambda: NOW),
+        method="GET",
+        host="api.example",
+        path="/orders",
+        headers={},
+        context={},
+        token=OPAQUE,
+        problems=[],
+    )
+    assert (out["status"], out["reason"]) == (503, "introspection_unavailable")
+    assert out["issuer"] == {
+        "id": "JWTIssuer/default/idp",
+        "iss": "https://issuer.test",
+        "introspection": {
+            "endpoint": endpoint.url,
+            "calls": {"http_status": 1},
+            "circuitOpen": False,
+            "lastError": f"http_status: {endpoint.url}: HTTP 500",
+        },
+    }
+    assert OPAQUE not in json.dumps(out)
