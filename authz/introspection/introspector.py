@@ -55,6 +55,7 @@ class IntrospectionSettings:
     open_seconds: int = 10
     ca_pem: str | None = None
     allow_http: bool = False
+    public_only: bool = False  # refuse loopback, link-local and unspecified addresses
 
 
 class Unavailable(Exception):
@@ -294,6 +295,7 @@ class Introspector:
             allow_http=settings.allow_http,
             max_bytes=MAX_ANSWER_BYTES,
             decode=answer.decode,
+            public_only=settings.public_only,
         )
         return answer.read(fetched.document)
 

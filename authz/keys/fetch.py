@@ -7,13 +7,18 @@ A whole fetch (connect, headers, body) is bounded by one deadline, the body by
 change, not something to chase; a redirected POST could carry a token elsewhere), and
 TLS is verified against the system CAs or the configured bundle. Every failure is a
 FetchError with a stable `result` code.
+With `public_only`, the address a host name resolves to is checked when connecting (so
+a name that resolves differently later cannot slip past): loopback, link-local (the
+cloud metadata service 169.254.169.254 included) and unspecified addresses are refused.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import re
+import socket
 import ssl
 import time
 import urllib.parse
@@ -65,13 +70,71 @@ def tls_context(ca_pem: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
 
 
+def _local(address: str) -> str | None:
+    """What makes an address one a public-only fetch must not reach, or None."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified or ip in _THIS_NETWORK:
+        return "unspecified"
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network" (RFC 1122)
+
+
+def _public_connection(
+    address: tuple[str, int], timeout: float | None = None, source_address: Any = None, **_: Any
+) -> socket.socket:
+    """socket.create_connection for public addresses only: resolve, refuse local addresses,
+    connect to the first address that is allowed and answers."""
+    host, port = address
+    refused: list[str] = []
+    error: OSError | None = None
+    for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        why = _local(str(sockaddr[0]))
+        if why is not None:
+            refused.append(f"{sockaddr[0]} ({why})")
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    if error is not None:
+        raise error
+    raise FetchError(
+        FetchResult.CONNECT_ERROR,
+        f"{host} resolves only to addresses this issuer may not fetch from: {', '.join(refused)}",
+    )
+
+
 def get_json(
-    url: str, *, timeout: float, tls: ssl.SSLContext, allow_http: bool, max_bytes: int = MAX_BYTES
+    url: str,
+    *,
+    timeout: float,
+    tls: ssl.SSLContext,
+    allow_http: bool,
+    max_bytes: int = MAX_BYTES,
+    public_only: bool = False,
 ) -> Fetched:
-    """GET `url` and parse its body as JSON; raises FetchError."""
+    """GET `url` and parse its body as JSON; raises FetchError. `public_only`: refuse to
+    connect to loopback, link-local and unspecified addresses."""
     return _exchange(
         "GET", url, None, _HEADERS, timeout=timeout, tls=tls, allow_http=allow_http,
-        max_bytes=max_bytes,
+        max_bytes=max_bytes, public_only=public_only,
     )  # fmt: skip
 
 
@@ -85,6 +148,7 @@ def post_form(
     allow_http: bool,
     max_bytes: int = MAX_BYTES,
     decode: Callable[[bytes], Any] = json.loads,
+    public_only: bool = False,
 ) -> Fetched:
     """POST `form` (application/x-www-form-urlencoded) to `url` with `headers` and parse
     the answer with `decode` (a ValueError from it is an INVALID result); raises
@@ -98,7 +162,7 @@ def post_form(
     }
     return _exchange(
         "POST", url, body, sent, timeout=timeout, tls=tls, allow_http=allow_http,
-        max_bytes=max_bytes, decode=decode,
+        max_bytes=max_bytes, decode=decode, public_only=public_only,
     )  # fmt: skip
 
 
@@ -113,6 +177,7 @@ def _exchange(
     allow_http: bool,
     max_bytes: int,
     decode: Callable[[bytes], Any] = json.loads,
+    public_only: bool = False,
 ) -> Fetched:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -125,6 +190,8 @@ def _exchange(
         conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=tls)
     else:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    if public_only:  # http.client's own hook for making the connection (HTTPS wraps it)
+        conn._create_connection = _public_connection  # type: ignore[attr-defined]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     response: http.client.HTTPResponse | None = None
     try:

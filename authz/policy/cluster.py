@@ -7,11 +7,9 @@ policy layer never reads the server's settings.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -20,8 +18,7 @@ from authz.policy.kube import KubeSource
 from authz.policy.lease import LeaderElector
 from authz.policy.status import StatusWriter
 from authz.policy.store import PolicyStore
-
-_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+from authz.policy.tenancy import own_namespace
 
 
 @dataclass
@@ -41,14 +38,6 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
         return config.new_client_from_config(config_file=kubeconfig)
     config.load_incluster_config()
     return client.ApiClient()
-
-
-def _own_namespace() -> str:
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    if _SA_NAMESPACE.exists():
-        return _SA_NAMESPACE.read_text(encoding="utf-8").strip()
-    return "default"
 
 
 def entries_status(store: PolicyStore, key: str) -> dict[str, Any] | None:
@@ -78,7 +67,7 @@ def start_controller(
     source.propagation = propagation
     elector = LeaderElector(
         api,
-        namespace=lease_namespace or _own_namespace(),
+        namespace=lease_namespace or own_namespace(),
         name=lease_name,
         identity=identity,
         on_change=lambda leader: writer.poke() if leader else None,
@@ -86,7 +75,8 @@ def start_controller(
     writer = StatusWriter(
         api,
         objects=lambda: source.objects,
-        statuses=lambda: store.statuses,
+        # a cluster object refused because the policy directory has its key: its refusal
+        statuses=lambda: {**store.statuses, **store.shadowed},
         is_leader=lambda: elector.is_leader,
         identity=identity,
         keys_status=lambda key: (

@@ -37,7 +37,7 @@ from authz.keys.sources import (
     pem_key_set,
     url_problem,
 )
-from authz.policy import schema
+from authz.policy import schema, tenancy
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternError, PatternSet
 from authz.policy.revocation import SKEW_MARGIN, RevocationList, RevokedEntry
@@ -55,6 +55,9 @@ from authz.policy.snapshot import (
 )
 from authz.policy.validate import PolicyObject
 
+# Where the cluster source puts the PEM text of `spec.fetch.caBundleRef` (PolicyObject.refs).
+CA_BUNDLE_REF = "fetch.caBundleRef"
+
 
 class CompileError(ValueError):
     """A valid-looking object that cannot be used (unreadable key file, bad regex...)."""
@@ -68,9 +71,9 @@ def claim_path(text: str) -> ClaimPath:
     return tuple(parts)
 
 
-# Where a Kubernetes Secret's value goes once the cluster source has read it (a
-# `clientSecretRef` or `privateKeyRef`): a field no schema allows, so no user can set it.
-RESOLVED_SECRET = "_resolvedSecret"  # noqa: S105  (a field name)
+# Where the cluster source puts the introspection client secret (or private key) that
+# `clientSecretRef` / `privateKeyRef` names (PolicyObject.refs).
+CLIENT_SECRET_REF = "introspection.clientAuth.secret"  # noqa: S105  (a field name)
 
 
 def compile_issuer(
@@ -97,7 +100,9 @@ def compile_issuer(
     introspect = spec.get("introspection")
     introspector = None
     if introspect is not None:
-        settings = introspection_settings(introspect, Path(obj.origin).parent)
+        settings = introspection_settings(
+            introspect, Path(obj.origin).parent, obj.refs, public_only=obj.tenant
+        )
         manager = introspection if introspection is not None else _default_introspection()
         introspector = manager.introspector(obj.key, settings)
         fields["introspection"] = introspector
@@ -134,14 +139,17 @@ def _default_introspection() -> IntrospectionManager:
     return _DEFAULT_INTROSPECTION[0]
 
 
-def introspection_settings(spec: Mapping[str, Any], base: Path) -> IntrospectionSettings:
-    """An issuer's `introspection` block; raises CompileError for unusable credentials."""
+def introspection_settings(
+    spec: Mapping[str, Any], base: Path, refs: Mapping[str, str], *, public_only: bool = False
+) -> IntrospectionSettings:
+    """An issuer's `introspection` block; raises CompileError for unusable credentials.
+    `public_only`: a tenant's endpoint may not resolve to loopback or link-local addresses."""
 
     def get(name: str) -> int:
         value: int = spec.get(name, schema.INTROSPECTION_DEFAULTS[name])
         return value
 
-    auth = _client_auth(spec["clientAuth"], base)
+    auth = _client_auth(spec["clientAuth"], base, refs)
     try:
         auth.check()
     except ClientAuthError as exc:
@@ -167,14 +175,15 @@ def introspection_settings(spec: Mapping[str, Any], base: Path) -> Introspection
         open_seconds=get("openSeconds"),
         ca_pem=ca_pem,
         allow_http=spec.get("allowInsecureHttp", False),
+        public_only=public_only,
     )
 
 
-def _client_auth(spec: Mapping[str, Any], base: Path) -> ClientAuth:
+def _client_auth(spec: Mapping[str, Any], base: Path, refs: Mapping[str, str]) -> ClientAuth:
     method = cast(Method, spec["method"])
     secret: Secret | None = None
-    if RESOLVED_SECRET in spec:  # the cluster source read the Secret a *Ref names
-        secret = InlineSecret(spec[RESOLVED_SECRET])
+    if CLIENT_SECRET_REF in refs:  # the cluster source read the Secret a *Ref names
+        secret = InlineSecret(refs[CLIENT_SECRET_REF].encode("utf-8", "surrogateescape"))
     elif "clientSecretRef" in spec or "privateKeyRef" in spec:
         where = "clientSecretRef" if "clientSecretRef" in spec else "privateKeyRef"
         raise CompileError(
@@ -244,7 +253,7 @@ def _key_provider(obj: PolicyObject, algorithms: frozenset[str], keys: KeyManage
     base = Path(obj.origin).parent
     remote = _remote_source(spec, algorithms)
     if remote is not None:
-        return keys.remote(obj.key, remote, _fetch_settings(spec.get("fetch", {}), base))
+        return keys.remote(obj.key, remote, _fetch_settings(obj))
     if "hmacSecretRef" in spec:  # the cluster source replaces it with the Secret's value
         raise CompileError("spec.hmacSecretRef: Kubernetes Secrets are read in cluster mode only")
     where = next(k for k in ("jwks", "jwksFile", "publicKeys", "hmacSecretFile") if k in spec)
@@ -332,18 +341,16 @@ def _remote_source(spec: Mapping[str, Any], algorithms: frozenset[str]) -> Remot
     return source
 
 
-def _fetch_settings(spec: Mapping[str, Any], base: Path) -> FetchSettings:
+def _fetch_settings(obj: PolicyObject) -> FetchSettings:
+    """How the issuer's keys are fetched. A namespaced cluster issuer's fetches never
+    connect to loopback, link-local or unspecified addresses: its writer must not be able
+    to probe the authorizer's own host or the cloud metadata service."""
+    spec = obj.spec.get("fetch", {})
+
     def get(name: str) -> int:
         value: int = spec.get(name, schema.FETCH_DEFAULTS[name])
         return value
 
-    ca_pem = None
-    if "caFile" in spec:
-        try:
-            ca_pem = _read(base / spec["caFile"], "fetch.caFile").decode("ascii")
-            tls_context(ca_pem)
-        except (ssl.SSLError, ValueError) as exc:
-            raise CompileError(f"spec.fetch.caFile: not a PEM CA bundle: {exc}") from exc
     return FetchSettings(
         refresh=get("refreshSeconds"),
         min_refresh=get("minRefreshSeconds"),
@@ -352,9 +359,35 @@ def _fetch_settings(spec: Mapping[str, Any], base: Path) -> FetchSettings:
         wait=get("unknownKidWaitMillis") / 1000,
         max_stale=get("maxStaleSeconds"),
         timeout=get("timeoutSeconds"),
-        ca_pem=ca_pem,
+        ca_pem=_ca_bundle(obj),
         allow_http=spec.get("allowInsecureHttp", False),
+        public_only=obj.tenant,
     )
+
+
+def _ca_bundle(obj: PolicyObject) -> str | None:
+    """The PEM CA bundle of `fetch.caFile` (read here) or `fetch.caBundleRef` (read by the
+    cluster source), checked to be one; None: the system CAs."""
+    spec = obj.spec.get("fetch", {})
+    if "caFile" in spec:
+        where = "fetch.caFile"
+        try:
+            pem = _read(Path(obj.origin).parent / spec["caFile"], where).decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise CompileError(f"spec.{where}: not a PEM CA bundle: {exc}") from exc
+    elif "caBundleRef" in spec:
+        where = CA_BUNDLE_REF
+        found = obj.refs.get(CA_BUNDLE_REF)
+        if found is None:
+            raise CompileError(f"spec.{where}: ConfigMaps are read in cluster mode only")
+        pem = found
+    else:
+        return None
+    try:
+        tls_context(pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise CompileError(f"spec.{where}: not a PEM CA bundle: {exc}") from exc
+    return pem
 
 
 def _read(path: Path, where: str) -> bytes:
@@ -546,30 +579,43 @@ class PolicyResult:
     unresolved: tuple[str, ...] = ()
 
 
+def issuer_keys(policy: PolicyObject) -> list[str]:
+    """The keys of the issuers a policy names, in order (`JWTIssuer` in its namespace)."""
+    keys = []
+    for ref in policy.spec.get("issuers", ()):
+        kind = ref.get("kind", "JWTIssuer")
+        namespaced = kind not in schema.CLUSTER_SCOPED
+        keys.append(
+            f"{kind}/{policy.namespace}/{ref['name']}" if namespaced else f"{kind}/{ref['name']}"
+        )
+    return keys
+
+
 def compile_policy(
     obj: PolicyObject,
     issuers: Mapping[str, CompiledIssuer],
     workload_labels: Mapping[str, str],
+    workload_namespace: str | None = None,
 ) -> PolicyResult:
     """Compile one AuthzPolicy; unresolved issuer references are dropped (fail closed) and
-    reported."""
+    reported. A workloadSelector that does not select this workload (its labels, and for a
+    namespaced cluster policy its namespace) gives no policy."""
     spec = obj.spec
     targets = spec["targets"]
     selector = targets.get("workloadSelector")
-    if selector is not None and any(
-        workload_labels.get(k) != v for k, v in selector["matchLabels"].items()
+    if selector is not None and (
+        any(workload_labels.get(k) != v for k, v in selector["matchLabels"].items())
+        or not tenancy.selects_workload(obj, workload_namespace)
     ):
         return PolicyResult(None)
+    try:
+        context = tenancy.binding(obj)
+    except ValueError as exc:
+        raise CompileError(str(exc)) from None
     problems: list[str] = []
     unresolved: list[str] = []
     by_iss: dict[str, CompiledIssuer] = {}
-    for i, ref in enumerate(spec.get("issuers", ())):
-        kind = ref.get("kind", "JWTIssuer")
-        key = (
-            f"{kind}/{ref['name']}"
-            if kind in schema.CLUSTER_SCOPED
-            else f"{kind}/{obj.namespace}/{ref['name']}"
-        )
+    for i, key in enumerate(issuer_keys(obj)):
         issuer = issuers.get(key)
         if issuer is None:
             unresolved.append(f"spec.issuers[{i}]: {key} not found or not ready")
@@ -615,7 +661,7 @@ def compile_policy(
             strip_authorization=response.get("stripAuthorization", False),
         ),
         hosts=host_matcher(targets.get("hosts", ())),
-        context=tuple(sorted(targets.get("contextExtensions", {}).items())),
+        context=tuple(sorted(context.items())),
         dry_run=spec.get("dryRun", False),
         patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
         introspection=route,

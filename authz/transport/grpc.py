@@ -42,7 +42,7 @@ _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     403: code_pb2.PERMISSION_DENIED,
-    503: code_pb2.UNAVAILABLE,  # a denial all the same: Envoy answers the denied_response
+    503: code_pb2.UNAVAILABLE,
 }
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _MAX_RENDERED = 4096

@@ -13,13 +13,17 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 import yaml
 
+from authz.policy.files import DirectorySource, load
+from authz.server import policy_store
 from tests.support.authz import CheckClient, check_server, header
+from tests.support.http_checks import HttpCheckServer, http_check_server
 from tests.support.introspection_server import ClientCheck, IntrospectionServer
 from tests.support.keyserver import KeyServer
 from tests.support.tokens import b64url, compact, mint, signing_key
@@ -164,9 +168,7 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckClient]:
-    directory = tmp_path_factory.mktemp("introspection-attacks")
+def _policy_dir(directory: Path) -> Path:
     (directory / "secret").write_text("s3\n")
     docs = [
         {
@@ -203,10 +205,36 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckClient]:
         },
     ]
     (directory / "policies.yaml").write_text(yaml.safe_dump_all(docs))
-    with ATTACKER, ENDPOINT, check_server(directory) as c:
+    return directory
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[None]:
+    with ATTACKER, ENDPOINT:
+        yield
+    assert ATTACKER.total_hits() == 0
+
+
+@pytest.fixture(scope="module")
+def client(servers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckClient]:
+    with check_server(_policy_dir(tmp_path_factory.mktemp("introspection-attacks"))) as c:
         assert all(s.accepted and not s.problems for s in c.store.statuses.values())
         yield c
-    assert ATTACKER.total_hits() == 0
+
+
+@pytest.fixture(scope="module")
+def http_server(
+    servers: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HttpCheckServer]:
+    """The HTTP transport: its event loop never waits, so every new opaque token takes the
+    WouldWait path to the transport's pool and back."""
+    store = policy_store({}, threads=4)
+    load(DirectorySource(_policy_dir(tmp_path_factory.mktemp("introspection-http"))), store)
+    try:
+        with http_check_server(store) as server:
+            yield server
+    finally:
+        store.close()
 
 
 def verdict(response: Any) -> tuple[int, str]:
@@ -234,6 +262,32 @@ def test_row(client: CheckClient, row: Row) -> None:
         assert header(response, "www-authenticate") is None  # retry, not re-authenticate
         assert json.loads(response.denied_response.body)["error"] == "temporarily_unavailable"
     assert row.token not in json.dumps(logs, default=str), "a token reached a log line"
+    assert ATTACKER.total_hits() == 0, "the token followed a redirect"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_row_over_http(http_server: HttpCheckServer, row: Row) -> None:
+    token = row.token  # the gRPC rows' store is another one: no answer is shared
+    ENDPOINT.fault(**row.fault)
+    if row.answer is not None:
+        ENDPOINT.answer(token, row.answer())
+    before = http_server.decisions(row.reason)
+    started = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        response = http_server.request(
+            "GET", "/check/envoy/", {"host": HOST, "authorization": f"Bearer {token}"}
+        )
+    elapsed = time.monotonic() - started
+    ENDPOINT.fault()
+    assert response.status == row.status
+    assert http_server.decisions(row.reason) == before + 1
+    assert elapsed < row.max_seconds + 0.5, f"the check took {elapsed:.2f}s"
+    if row.status != 200:
+        assert token.encode() not in response.body
+        assert token not in response.headers.get("www-authenticate", "")
+    if row.status == 503:
+        assert "www-authenticate" not in response.headers
+    assert token not in json.dumps(logs, default=str), "a token reached a log line"
     assert ATTACKER.total_hits() == 0, "the token followed a redirect"
 
 

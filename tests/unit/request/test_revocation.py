@@ -10,7 +10,7 @@ import pytest
 
 from authz.request.cache import TokenCache
 from tests.support.docs import document, issuer, policy
-from tests.support.snapshots import bearer_token, check, serve
+from tests.support.snapshots import bearer_token, check, serve, serve_sources
 from tests.support.tokens import DROP, ISSUER, NOW
 
 
@@ -68,10 +68,12 @@ def test_entries_match_as_written(
 def test_a_revoked_token_is_refused_even_when_cached() -> None:
     cache = TokenCache()
     token = bearer_token(jti="j-7")
-    assert status(BASE, token, cache=cache) == (200, "allowed")
+    before = serve(*BASE)
+    assert check(before, token=token, cache=cache)[0].status == 200
     assert len(cache) == 1
     docs = [*BASE, revocation({"jti": "j-7", "expiresAt": at(300)})]
-    answer, outcome = check(serve(*docs), token=token, cache=cache)
+    after = serve_sources(docs, previous=before)  # the issuer is kept: so is its cached token
+    answer, outcome = check(after, token=token, cache=cache)
     assert (answer.status, outcome.decision.reason) == (401, "token_revoked")
     assert cache.hits == 1  # decided on the cached token, not by verifying it again
     assert dict(answer.headers)["www-authenticate"] == (
