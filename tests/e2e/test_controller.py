@@ -374,6 +374,16 @@ CEL_CASES = [
         "signingAlgorithm, keyId and assertionAudience apply to private_key_jwt only",
     ),
     (
+        "plain-http introspection on a namespaced issuer",
+        lambda ns: introspecting(ns, endpoint="http://idp.test/i", allowInsecureHttp=True),
+        "calls its introspection endpoint over https only",
+    ),
+    (
+        "an introspection CA file on a namespaced issuer",
+        lambda ns: introspecting(ns, caFile="/etc/hostname"),
+        "introspection.caFile reads the authorizer's filesystem",
+    ),
+    (
         "revocation entry naming nothing",
         lambda ns: revocation(ns, {"issuedBefore": "2026-01-01T00:00:00Z"}),
         "an entry names a jti, a subject or an issuer",

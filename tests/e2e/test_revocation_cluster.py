@@ -15,34 +15,18 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from authz.policy import crd, schema
+from authz.policy import schema
 from tests.e2e.conftest import AuthzFactory, AuthzServer
-from tests.e2e.test_controller import Checker, issuer, policy, start, token
+from tests.e2e.test_controller import Checker, crds, issuer, namespace, policy, start, token  # noqa: F401  (fixtures: CRDs, a granted namespace)
 from tests.support.introspection_server import ClientCheck, IntrospectionServer
 from tests.support.kube import ControlPlane
 from tests.support.kube_fixtures import control_plane, control_plane_users  # noqa: F401
 
 ISS = "https://idp.cluster.test"  # the issuer test_controller's helpers declare
 ROUNDS = 8
-
-
-@pytest.fixture(scope="module")
-def crds(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
-    control_plane.apply([crd.crd(kind) for kind in schema.KINDS])
-    return control_plane
-
-
-@pytest.fixture
-def namespace(crds: ControlPlane) -> Iterator[str]:
-    name = f"rev-{uuid.uuid4().hex[:8]}"
-    crds.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
-    yield name
 
 
 def revocation(name: str, *entries: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +58,10 @@ def wait_all(checkers: list[Checker], expected: int, value: str, within: float) 
 
 
 def test_a_revocation_reaches_both_replicas_within_a_second(
-    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+    crds: ControlPlane,  # noqa: F811
+    namespace: str,  # noqa: F811
+    authz_server: AuthzFactory,
+    tmp_path: Path,
 ) -> None:
     servers = [start(authz_server, crds, namespace, tmp_path, pod=p) for p in ("authz-a", "authz-b")]  # fmt: skip
     checkers = [Checker(s) for s in servers]
@@ -118,7 +105,10 @@ def test_a_revocation_reaches_both_replicas_within_a_second(
 
 
 def test_introspection_client_secret_from_a_real_secret(
-    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+    crds: ControlPlane,  # noqa: F811
+    namespace: str,  # noqa: F811
+    authz_server: AuthzFactory,
+    tmp_path: Path,
 ) -> None:
     with IntrospectionServer(ClientCheck("client_secret_basic", "orders-api", "from-a-secret")) as idp:  # fmt: skip
         idp.answer("opaque-1.x", {"active": True, "iss": ISS, "sub": "svc", "aud": "api", "scope": "read", "exp": int(time.time()) + 600})  # fmt: skip
@@ -128,20 +118,34 @@ def test_introspection_client_secret_from_a_real_secret(
             "metadata": {"name": "introspection", "namespace": namespace},
             "data": {"secret": base64.b64encode(b"from-a-secret\n").decode()},
         }
-        introspecting = issuer(
-            namespace,
-            introspection={
-                "endpoint": idp.url,
-                "allowInsecureHttp": True,
-                "clientAuth": {
-                    "method": "client_secret_basic",
-                    "clientId": "orders-api",
-                    "clientSecretRef": {"name": "introspection", "key": "secret"},
+        # A ClusterJWTIssuer (an admin's): a namespaced one may not call a plain-http or
+        # loopback endpoint (tenancy), and the local endpoint is both.
+        introspecting = {
+            "apiVersion": schema.API_VERSION,
+            "kind": "ClusterJWTIssuer",
+            "metadata": {"name": f"opaque-{namespace}"},
+            "spec": {
+                "issuer": ISS,
+                "audiences": ["api"],
+                "introspection": {
+                    "endpoint": idp.url,
+                    "allowInsecureHttp": True,
+                    "clientAuth": {
+                        "method": "client_secret_basic",
+                        "clientId": "orders-api",
+                        "clientSecretRef": {
+                            "name": "introspection",
+                            "key": "secret",
+                            "namespace": namespace,
+                        },
+                    },
                 },
             },
+        }
+        uses = policy(
+            namespace, issuers=[{"name": f"opaque-{namespace}", "kind": "ClusterJWTIssuer"}]
         )
-        del introspecting["spec"]["jwks"]  # opaque tokens only
-        crds.apply([secret, introspecting, policy(namespace)])
+        crds.apply([secret, introspecting, uses])
         server: AuthzServer = start(authz_server, crds, namespace, tmp_path)
         check = Checker(server)
         check.wait_for(200, "opaque-1.x", within=10)
@@ -157,10 +161,14 @@ def test_introspection_client_secret_from_a_real_secret(
             time.sleep(0.2)
         assert "keys" not in obj["status"]  # no key source: no key state to report
         assert "from-a-secret" not in server.process.output()
+        crds.delete(introspecting)
 
 
 def test_replicas_refuse_concurrently_checked_tokens_without_stalls(
-    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+    crds: ControlPlane,  # noqa: F811
+    namespace: str,  # noqa: F811
+    authz_server: AuthzFactory,
+    tmp_path: Path,
 ) -> None:
     """While checks hammer a replica, a revocation still lands within a second."""
     server = start(authz_server, crds, namespace, tmp_path)
