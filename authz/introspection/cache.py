@@ -49,21 +49,21 @@ class AnswerCache:
         self._entries: OrderedDict[CacheKey, tuple[float, Introspected, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: CacheKey, now: float) -> Introspected | None:
+    def get(self, key: CacheKey, now: float, *, count: bool = True) -> Introspected | None:
+        """The answer cached for `key` and still good at `now`; `count`: it is a request's
+        lookup (a hit or a miss for the metrics), not a second look by the same request."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
-                self.misses += 1
-                return None
-            deadline, answer, size = entry
-            if now >= deadline:
+            if entry is not None and now >= entry[0]:
                 del self._entries[key]
-                self.bytes -= size
-                self.misses += 1
+                self.bytes -= entry[2]
+                entry = None
+            if entry is None:
+                self.misses += count
                 return None
             self._entries.move_to_end(key)
-            self.hits += 1
-            return answer
+            self.hits += count
+            return entry[1]
 
     def put(self, key: CacheKey, answer: Introspected, deadline: float) -> None:
         if self.max_entries <= 0 or self.max_bytes <= 0:

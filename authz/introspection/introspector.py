@@ -183,6 +183,11 @@ class Introspector:
         with self._lock:
             flight = self._inflight.get(digest)
             if flight is None:
+                # A call may have finished since the cache was read: it stores its answer
+                # before it leaves the in-flight table.
+                cached = self._cache.get((id(self), digest), now, count=False)
+                if cached is not None:
+                    return cached
                 flight = self._start(token, digest, now)
         if not wait:
             raise Pending(self.issuer_id)

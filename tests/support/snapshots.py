@@ -17,7 +17,7 @@ from typing import Any
 from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.policy.build import LastGood, ObjectStatus, build, merge_sources
-from authz.policy.kube import ConfigMapReader, validate_objects
+from authz.policy.kube import ConfigMapReader, SecretReader, validate_objects
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 from authz.request.assembly import pipeline
@@ -59,6 +59,7 @@ def serve_sources(
     workload_namespace: str | None = None,
     previous: Served | None = None,
     read_configmap: ConfigMapReader | None = None,
+    read_secret: SecretReader | None = None,
     introspection: IntrospectionManager | None = None,
 ) -> Served:
     """Build from policy-directory documents and cluster objects (validated as the cluster
@@ -72,7 +73,7 @@ def serve_sources(
             failures[exc.key or "?"] = (ORIGIN, exc.problems)
     inputs = {"files": (objects, failures)}
     if cluster:
-        inputs["kubernetes"] = validate_objects(cluster, None, read_configmap)
+        inputs["kubernetes"] = validate_objects(cluster, read_secret, read_configmap)
     merged = merge_sources(inputs)
     result = build(
         merged.objects,

@@ -263,3 +263,13 @@ def test_the_pool_starts_threads_on_demand_and_lets_idle_ones_go() -> None:
         time.sleep(0.05)
     assert pool.threads == 0
     pool.stop()
+
+
+def test_a_tenants_endpoint_may_not_be_a_local_address(
+    endpoint: IntrospectionServer, manager: IntrospectionManager
+) -> None:
+    """A namespaced issuer's calls are public_only: loopback is refused at connect time."""
+    subject = introspector(manager, endpoint.url, public_only=True)
+    detail = failure(subject)
+    assert "connect_error" in detail and "may not fetch from" in detail
+    assert endpoint.requests == []

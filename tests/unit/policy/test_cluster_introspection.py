@@ -101,3 +101,27 @@ def test_a_revocation_list_reports_its_active_entries() -> None:
     assert entries_status(store, "TokenRevocation/incident") == {"active": 1, "lapsed": 1}
     assert entries_status(store, "TokenRevocation/other") is None
     store.close()
+
+
+def test_a_namespaced_issuers_endpoint_is_called_public_only() -> None:
+    from authz.introspection.manager import IntrospectionManager
+    from tests.support.snapshots import serve_sources
+
+    ref = {"clientSecretRef": {"name": "introspection", "key": "secret"}}
+    tenant = issuer(namespace="shop", **introspection(**ref))
+    admin = cluster_issuer("c", **introspection(clientSecretRef={**ref["clientSecretRef"], "namespace": "shop"}))  # fmt: skip
+    manager = IntrospectionManager()
+    endpoint = {"endpoint": "https://idp.test/introspect", "clientAuth": {"method": "none"}}
+    files = [issuer(name="f", introspection=endpoint)]
+    served = serve_sources(files, [tenant, admin], read_secret=read_secret, introspection=manager)
+    settings = {
+        key: issuer.introspection.settings.public_only
+        for key, issuer in served.last_good.issuers.items()
+        if issuer.introspection is not None
+    }
+    assert settings == {
+        "JWTIssuer/shop/idp": True,
+        "ClusterJWTIssuer/c": False,
+        "JWTIssuer/default/f": False,
+    }
+    manager.close()
