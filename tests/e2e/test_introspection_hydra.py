@@ -128,10 +128,8 @@ def test_opaque_tokens_through_envoy_revoked_at_hydra_and_an_outage(
     seen = json.loads(first.body)["headers"]
     assert seen["x-auth-subject"] == app.client_id and seen["x-auth-client"] == app.client_id
     assert seen["x-auth-scopes"] == "orders.read"
-    started = time.perf_counter()
-    for _ in range(20):
+    for _ in range(20):  # answered from the cache: Hydra is asked once
         assert stack.get("/orders/1", token).status == 200
-    cached_ms = (time.perf_counter() - started) / 20 * 1000
     denied = stack.request("POST", "/orders/import", {"authorization": f"Bearer {token}"})
     assert denied.status == 403
     assert 'scope="orders.write"' in denied.headers["www-authenticate"]
@@ -157,10 +155,11 @@ def test_opaque_tokens_through_envoy_revoked_at_hydra_and_an_outage(
     assert 'authz_introspection_calls_total{issuer="JWTIssuer/shop/hydra",result="ok"}' in metrics
     assert 'result="connect_error"' in metrics
     assert 'authz_decisions_total{decision="deny",policy="AuthzPolicy/shop/orders",reason="token_inactive"}' in metrics  # fmt: skip
+    calls = 'authz_introspection_calls_total{issuer="JWTIssuer/shop/hydra",result="ok"} 2.0'
+    assert calls in metrics  # the first token once (21 allowed requests), the revoked one once
     print(
-        f"introspection via Envoy: cached token, request round trip {cached_ms:.1f} ms (new "
-        f"connection each); revocation at "
-        f"Hydra seen after {seen_after:.2f} s (cacheSeconds {CACHE_SECONDS})"
+        f"introspection via Envoy: revocation at Hydra seen after {seen_after:.2f} s "
+        f"(cacheSeconds {CACHE_SECONDS})"
     )
 
 
