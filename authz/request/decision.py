@@ -44,6 +44,13 @@ class Reason(StrEnum):
     TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
     LIFETIME_EXCEEDED = "lifetime_exceeded"
     AUDIENCE_MISMATCH = "audience_mismatch"
+    # The issuer's introspection endpoint says the token is not active (revoked, expired,
+    # unknown to it): RFC 7662 2.2.
+    TOKEN_INACTIVE = "token_inactive"
+    # A TokenRevocation entry matches the token.
+    TOKEN_REVOKED = "token_revoked"
+    # 503: the introspection endpoint could not answer (failing, circuit open, too slow).
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
     # 403: a valid token without the permission the route needs.
     INSUFFICIENT_SCOPE = "insufficient_scope"
     INSUFFICIENT_ROLE = "insufficient_role"

@@ -97,7 +97,9 @@ class Pipeline:
             reason = Reason.RULE_DENIED if rule is not None else Reason.NO_RULE
             decision = Decision(False, reason, "", policy.id, rule_name)
         else:
-            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
+            authentication = self._authenticator.authenticate(
+                request, policy, may_wait=may_wait, revocations=snapshot.revocations
+            )
             decision = _authorize(action, rule, rule_name, policy, authentication)
         if not decision.allowed and policy.dry_run:
             return self._dry_run(
@@ -107,6 +109,7 @@ class Pipeline:
                 authentication=authentication,
                 version=version,
                 may_wait=may_wait,
+                snapshot=snapshot,
             )
         return Outcome(decision, request, policy, authentication, version)
 
@@ -119,12 +122,15 @@ class Pipeline:
         authentication: Authentication | None,
         version: int,
         may_wait: bool,
+        snapshot: Snapshot,
     ) -> Outcome:
         """Allow what a dry-run policy would deny. Identity headers come from the credential
         only when it is valid for the policy; a denial by rule was decided before any
         credential was read, so it is authenticated here."""
         if authentication is None and denied.identity is None:
-            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
+            authentication = self._authenticator.authenticate(
+                request, policy, may_wait=may_wait, revocations=snapshot.revocations
+            )
         who = denied.identity or (authentication.identity if authentication else None)
         decision = Decision(
             True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who
