@@ -17,6 +17,7 @@ from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health_pb2
 
 from authz import workers
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.observe import tracing
 from authz.observe.audit import Audit
@@ -40,11 +41,14 @@ log = structlog.get_logger("authz.server")
 def policy_store(
     workload_labels: Mapping[str, str], threads: int, workload_namespace: str | None = None
 ) -> PolicyStore:
-    """The store with its key manager: a quarter of the handler threads may wait long for a
-    key refetch, so a slow key server never holds the threads other requests need."""
+    """The store with its key manager and introspection manager: a quarter of the handler
+    threads may wait long for a key refetch, half for an introspection answer (the normal
+    path of a new opaque token), so a slow key server or introspection endpoint never
+    holds all the threads other requests need."""
     return PolicyStore(
         workload_labels,
         KeyManager(wait_slots=max(1, threads // 4)),
+        introspection=IntrospectionManager(wait_slots=max(1, threads // 2)),
         workload_namespace=workload_namespace,
     )
 
@@ -123,6 +127,7 @@ def serve(settings: ServeSettings) -> int:
     }
     metrics = Metrics()
     metrics.watch(store, cache)
+    metrics.watch_introspection(store.introspection)
     stoppers: list[Callable[[], None]] = []
     tracer = tracing.from_environment() if settings.tracing else None
     if tracer is not None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from authz.introspection.introspector import Introspector
 from authz.keys.provider import KeyProvider
 from authz.policy.claims import ClaimCondition, ClaimPath
 
@@ -35,6 +36,8 @@ class CompiledIssuer:
     `keys` is read on every verification: a fixed set, or a remote source the key
     manager refreshes in the background. `iss_values` holds the concrete `iss` values
     of a multi-tenant template (`issuer` keeps the template); empty means just `issuer`.
+    `introspection` checks its opaque tokens (and, with `introspect_jwts`, its JWTs) at
+    its RFC 7662 endpoint; `has_keys` is false for an issuer of opaque tokens only.
     """
 
     id: str
@@ -59,6 +62,9 @@ class CompiledIssuer:
     # left out of comparisons: a dict cannot be hashed).
     tenant_claim: ClaimPath | None = None
     tenant_of: Mapping[str, str] = field(default_factory=dict, compare=False)
+    introspection: Introspector | None = None
+    introspect_jwts: bool = False
+    has_keys: bool = True
 
     @property
     def accepted_iss(self) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from authz.policy.conditions import Condition, Request
 from authz.policy.deny import DenyWith
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternSet
+from authz.policy.revocation import NO_REVOCATIONS, Revocations
 from authz.policy.schema import NAMESPACE_CONTEXT_KEY
 
 __all__ = ["ClaimCondition"]  # re-exported: rules' claim conditions live in policy.claims
@@ -119,6 +120,16 @@ class ResponseSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class IntrospectionRoute:
+    """Which of a policy's issuers introspects what: tokens that are not JWTs go to
+    `opaque` (the first introspecting issuer the policy lists), JWTs whose `iss` is in
+    `by_iss` to that issuer's endpoint instead of its keys."""
+
+    opaque: CompiledIssuer | None
+    by_iss: Mapping[str, CompiledIssuer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     id: str
     issuers_by_iss: Mapping[str, CompiledIssuer]
@@ -132,6 +143,7 @@ class CompiledPolicy:
     dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
     patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
     deny_with: DenyWith | None = None  # custom deny answers; a rule's own ones come first
+    introspection: IntrospectionRoute | None = None  # None: no issuer of it introspects
 
     def rule_for(self, request: Request) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
@@ -245,6 +257,8 @@ class Snapshot:
     # Every identity header any policy sets (and the defaults): removed from a request
     # allowed by default, which no policy covers, so a client cannot send its own.
     identity_headers: tuple[str, ...] = tuple(h.name for h in DEFAULT_HEADERS)
+    # Every TokenRevocation, indexed: checked on every request that presents a valid token.
+    revocations: Revocations = NO_REVOCATIONS
 
     @classmethod
     def build(cls, version: int, policies: Sequence[CompiledPolicy]) -> Snapshot:

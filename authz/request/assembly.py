@@ -9,6 +9,7 @@ from collections.abc import Callable
 from authz.request.authenticate import Authenticator
 from authz.request.cache import TokenCache
 from authz.request.credentials.bearer_jwt import BearerJwt
+from authz.request.credentials.introspected import IntrospectedToken
 from authz.request.pipeline import Pipeline, Serving
 
 
@@ -21,7 +22,14 @@ def pipeline(
     max_token_bytes: int = 16384,
     clock: Callable[[], float] = time.time,
 ) -> Pipeline:
-    kinds = (BearerJwt(cache, max_token_bytes=max_token_bytes, clock=clock),)
+    kinds = (
+        BearerJwt(cache, max_token_bytes=max_token_bytes, clock=clock),
+        IntrospectedToken(max_token_bytes=max_token_bytes, clock=clock),
+    )
     return Pipeline(
-        serving, Authenticator(kinds), realm=realm, default_allow=default_allow, clock=clock
+        serving,
+        Authenticator(kinds, clock=clock),
+        realm=realm,
+        default_allow=default_allow,
+        clock=clock,
     )

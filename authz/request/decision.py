@@ -48,6 +48,13 @@ class Reason(StrEnum):
     REQUIRED_CLAIM_MISMATCH = "required_claim_mismatch"
     # A multi-tenant token whose tenant claim names another tenant than its `iss`.
     TENANT_MISMATCH = "tenant_mismatch"
+    # The issuer's introspection endpoint says the token is not active (revoked, expired,
+    # unknown to it): RFC 7662 2.2.
+    TOKEN_INACTIVE = "token_inactive"
+    # A TokenRevocation entry matches the token.
+    TOKEN_REVOKED = "token_revoked"
+    # 503: the introspection endpoint could not answer (failing, circuit open, too slow).
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
     # 403: a valid token without the permission the route needs.
     INSUFFICIENT_SCOPE = "insufficient_scope"
     INSUFFICIENT_ROLE = "insufficient_role"

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from authz.introspection.introspector import IntrospectionState
 from authz.policy.issuer import CompiledIssuer
+from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.jose import TokenError, parse
 from authz.request.pipeline import Outcome, Pipeline
@@ -67,11 +69,11 @@ def explain(
         out["would_status"] = http_status(outcome.would_deny)
     issuer = _token_issuer(outcome, token)
     if issuer is not None:
-        out["issuer"] = {
-            "id": issuer.id,
-            "iss": issuer.issuer,
-            "keys": issuer.keys.state().status(),
-        }
+        out["issuer"] = {"id": issuer.id, "iss": issuer.issuer}
+        if issuer.has_keys:
+            out["issuer"]["keys"] = issuer.keys.state().status()
+        if issuer.introspection is not None:
+            out["issuer"]["introspection"] = _introspection(issuer.introspection.state())
     if decision.identity is not None:
         out["subject"] = decision.identity.subject
         out["scopes"] = list(decision.identity.scopes)
@@ -93,13 +95,31 @@ def explain(
     return out
 
 
+def _introspection(state: IntrospectionState) -> dict[str, Any]:
+    """What explains an introspection denial: the endpoint and how calls to it went."""
+    out: dict[str, Any] = {
+        "endpoint": state.endpoint,
+        "calls": state.calls,
+        "circuitOpen": state.circuit_open,
+    }
+    if state.refused:
+        out["refused"] = state.refused
+    if state.last_error:
+        out["lastError"] = state.last_error
+    return out
+
+
 def _token_issuer(outcome: Outcome, token: str | None) -> CompiledIssuer | None:
     """The issuer that verified the token or, when verification failed, the one its `iss`
-    names in the chosen policy: a denial for missing keys is explained by that issuer's keys."""
+    names in the chosen policy (or that introspects it): a denial for missing keys is
+    explained by that issuer's keys, an introspection failure by its endpoint's state."""
     if outcome.verified is not None:
         return outcome.verified.issuer
     if outcome.policy is None or not token:
         return None
+    introspecting = introspecting_issuer(token, outcome.policy)
+    if introspecting is not None:
+        return introspecting
     try:
         iss = parse(token).claims.get("iss")
     except TokenError:

@@ -109,7 +109,9 @@ class Pipeline:
             reason = Reason.RULE_DENIED if rule is not None else Reason.NO_RULE
             decision = Decision(False, reason, "", policy.id, rule_name)
         else:
-            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
+            authentication = self._authenticator.authenticate(
+                request, policy, may_wait=may_wait, revocations=snapshot.revocations
+            )
             decision = _authorize(
                 action, rule, rule_name, policy, authentication, clock=self._clock
             )
@@ -122,6 +124,7 @@ class Pipeline:
                 version=version,
                 may_wait=may_wait,
                 rule=rule,
+                snapshot=snapshot,
             )
         return Outcome(decision, request, policy, authentication, version, rule=rule)
 
@@ -135,12 +138,15 @@ class Pipeline:
         version: int,
         may_wait: bool,
         rule: CompiledRule | None,
+        snapshot: Snapshot,
     ) -> Outcome:
         """Allow what a dry-run policy would deny. Identity headers come from the credential
         only when it is valid for the policy; a denial by rule was decided before any
         credential was read, so it is authenticated here."""
         if authentication is None and denied.identity is None:
-            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
+            authentication = self._authenticator.authenticate(
+                request, policy, may_wait=may_wait, revocations=snapshot.revocations
+            )
         who = denied.identity or (authentication.identity if authentication else None)
         decision = Decision(
             True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who

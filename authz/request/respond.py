@@ -52,6 +52,15 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.AUDIENCE_MISMATCH: (401, "invalid_token", "the token audience is not accepted"),
     Reason.REQUIRED_CLAIM_MISMATCH: (401, "invalid_token", "the token is not of the accepted kind"),
     Reason.TENANT_MISMATCH: (401, "invalid_token", "the token tenant does not match its issuer"),
+    Reason.TOKEN_INACTIVE: (401, "invalid_token", "the token is not active"),
+    Reason.TOKEN_REVOKED: (401, "invalid_token", "the token has been revoked"),
+    # RFC 6749 4.1.2.1's code for a server that cannot answer now; no challenge: the
+    # credentials may be fine, so the client should retry rather than re-authenticate.
+    Reason.INTROSPECTION_UNAVAILABLE: (
+        503,
+        "temporarily_unavailable",
+        "the token could not be checked; try again",
+    ),
     Reason.INSUFFICIENT_SCOPE: (403, "insufficient_scope", "the token lacks a required scope"),
     Reason.INSUFFICIENT_ROLE: (403, "insufficient_scope", "the token lacks a required role"),
     Reason.CLAIM_MISMATCH: (403, "insufficient_scope", "the token does not meet the policy"),
@@ -102,7 +111,8 @@ def http_status(decision: Decision) -> int:
 
 def challenge(reason: Reason, realm: str, scopes: tuple[str, ...] = ()) -> str | None:
     """The WWW-Authenticate value for a denial, or None for non-Bearer denials (403 by rule,
-    503 overloaded: neither is about the credential)."""
+    503 overloaded or an introspection endpoint that cannot answer: neither is about the
+    credential)."""
     status, error, description = OUTCOMES[reason]
     if error == "access_denied" or status >= 500:
         return None

@@ -143,6 +143,7 @@ def run(realistic: PolicyDir, issuers: Sequence[Issuer], quick: bool) -> list[Mi
             continue
         results.append(MicroResult(f"verify {alg}", ours, floor, "vs b64+json.loads+verify"))
     results.extend(_check_timings(store, realistic, issuers, rounds, seconds))
+    results.extend(_introspection_timings(realistic, rounds, seconds))
     return results
 
 
@@ -190,3 +191,114 @@ def _check_timings(
     except Exception as exc:  # keep the other rows when the check API changes
         out.append(MicroResult("check()", 0.0, note=f"failed: {exc!r}"[:200]))
     return out
+
+
+OPAQUE_TOKEN = "ory_at_bench-opaque-token.c2lnbmF0dXJl"
+
+
+def _introspection_timings(realistic: PolicyDir, rounds: int, seconds: float) -> list[MicroResult]:
+    """The gRPC check() of an opaque token answered from the introspection cache, against
+    the same check() of a cached JWT (the baseline) on the same 20-rule policy: the first
+    issuer of the realistic directory also introspects, at a local RFC 7662 endpoint. And
+    one cache miss: a call to that endpoint (loopback HTTP, a new connection per call)."""
+    import tempfile
+
+    from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+    from authz.request.cache import TokenCache
+    from tests.support.authz import grpc_checker
+    from tests.support.introspection_server import ClientCheck, IntrospectionServer
+
+    out = []
+    try:
+        with (
+            IntrospectionServer(ClientCheck("client_secret_basic", "bench", "s3")) as endpoint,
+            tempfile.TemporaryDirectory() as scratch,
+        ):
+            directory = Path(scratch)
+            iss = _introspecting_copy(realistic.path, directory, endpoint.url)
+            store = _snapshot(directory)
+            issuer = realistic.issuer
+            endpoint.answer(OPAQUE_TOKEN, _answer(iss))
+            checker = grpc_checker(store, cache=TokenCache(1000))
+
+            def request(token: str) -> Any:
+                raw = check_request(realistic.host, ALLOW_PATH, token).SerializeToString()
+                return CheckRequest.FromString(raw)
+
+            opaque = request(OPAQUE_TOKEN)
+            jwt_hit = request(mint_many(issuer, 1, "micro-introspect", workers=1)[0])
+            for warm in (opaque, jwt_hit):
+                response, _ = checker.check(warm)
+                assert response.status.code == 0, response
+            hit, baseline = compare(
+                lambda _t: checker.check(opaque),
+                lambda _t: checker.check(jwt_hit),
+                ["x"] * 64,
+                rounds,
+                seconds,
+            )
+            out.append(
+                MicroResult(
+                    "check() introspection hit",
+                    hit,
+                    baseline,
+                    "opaque token, cached answer; floor: cached JWT",
+                )
+            )
+            misses = [f"ory_at_miss-{i}.x" for i in range(200)]
+            for token in misses:
+                endpoint.answer(token, _answer(iss))
+            fresh = [request(t) for t in misses]
+            started = time.perf_counter()
+            for message in fresh:
+                checker.check(message)
+            miss = (time.perf_counter() - started) / len(fresh) * 1e6
+            out.append(
+                MicroResult("check() introspection miss", miss, note="one call to a local endpoint")
+            )
+            store.close()
+    except Exception as exc:  # keep the other rows when the check API changes
+        out.append(MicroResult("check() introspection", 0.0, note=f"failed: {exc!r}"[:200]))
+    return out
+
+
+def _answer(iss: str) -> dict[str, Any]:
+    """What a provider would say of a token like the bench's JWTs (same audience, scopes)."""
+    from tests.bench.material import AUDIENCE, SCOPES
+
+    now = int(time.time())
+    return {
+        "active": True,
+        "iss": iss,
+        "sub": "bench-client",
+        "aud": AUDIENCE,
+        "scope": SCOPES,
+        "iat": now,
+        "exp": now + 3600,
+    }
+
+
+def _introspecting_copy(source: Path, target: Path, endpoint: str) -> str:
+    """The policy directory with its first issuer also introspecting at `endpoint`;
+    returns that issuer's `iss`."""
+    import yaml
+
+    (target / "secret").write_text("s3\n")
+    iss = ""
+    for path in source.glob("*.yaml"):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        issuers = [d for d in docs if d["kind"] == "JWTIssuer"]
+        if issuers and not iss:
+            iss = issuers[0]["spec"]["issuer"]
+            issuers[0]["spec"]["introspection"] = {
+                "endpoint": endpoint,
+                "allowInsecureHttp": True,
+                "clientAuth": {
+                    "method": "client_secret_basic",
+                    "clientId": "bench",
+                    "clientSecretFile": "secret",
+                },
+            }
+        (target / path.name).write_text(yaml.safe_dump_all(docs))
+    return iss

@@ -408,7 +408,108 @@ CEL_CASES = [
         },
         "spec.hosts[0]: Invalid value",
     ),
+    (
+        "introspection over plain http",
+        lambda ns: introspecting(ns, endpoint="http://idp.test/introspect"),
+        "introspection.endpoint must use https",
+    ),
+    (
+        "client secret method without a secret",
+        lambda ns: introspecting(ns, clientAuth={"method": "client_secret_basic", "clientId": "a"}),
+        "client_secret_basic and client_secret_post need exactly one of",
+    ),
+    (
+        "private_key_jwt without a key",
+        lambda ns: introspecting(ns, clientAuth={"method": "private_key_jwt", "clientId": "a"}),
+        "private_key_jwt needs exactly one of privateKeyFile, privateKeyRef",
+    ),
+    (
+        "a private key with a secret method",
+        lambda ns: introspecting(
+            ns, clientAuth={**SECRET_AUTH, "privateKeyRef": {"name": "k", "key": "pem"}}
+        ),
+        "a client secret goes with client_secret_basic or client_secret_post",
+    ),
+    (
+        "method none with a client id",
+        lambda ns: introspecting(ns, clientAuth={"method": "none", "clientId": "a"}),
+        "method none sends no client credentials",
+    ),
+    (
+        "secret method without a client id",
+        lambda ns: introspecting(
+            ns,
+            clientAuth={
+                "method": "client_secret_post",
+                "clientSecretRef": {"name": "s", "key": "k"},
+            },
+        ),
+        "clientId is required unless method is none",
+    ),
+    (
+        "assertion fields on a secret method",
+        lambda ns: introspecting(ns, clientAuth={**SECRET_AUTH, "keyId": "k1"}),
+        "signingAlgorithm, keyId and assertionAudience apply to private_key_jwt only",
+    ),
+    (
+        "plain-http introspection on a namespaced issuer",
+        lambda ns: introspecting(ns, endpoint="http://idp.test/i", allowInsecureHttp=True),
+        "calls its introspection endpoint over https only",
+    ),
+    (
+        "an introspection CA file on a namespaced issuer",
+        lambda ns: introspecting(ns, caFile="/etc/hostname"),
+        "introspection.caFile reads the authorizer's filesystem",
+    ),
+    (
+        "revocation entry naming nothing",
+        lambda ns: revocation(ns, {"issuedBefore": "2026-01-01T00:00:00Z"}),
+        "an entry names a jti, a subject or an issuer",
+    ),
+    (
+        "revocation entry without a time",
+        lambda ns: revocation(ns, {"subject": "alice"}),
+        "an entry needs issuedBefore",
+    ),
+    (
+        "expiresAt on a subject entry",
+        lambda ns: revocation(
+            ns,
+            {
+                "subject": "a",
+                "issuedBefore": "2026-01-01T00:00:00Z",
+                "expiresAt": "2026-01-02T00:00:00Z",
+            },
+        ),
+        "expiresAt applies to jti entries only",
+    ),
+    (
+        "revocation time that is no time",
+        lambda ns: revocation(ns, {"subject": "a", "issuedBefore": "yesterday"}),
+        "issuedBefore",
+    ),
 ]
+
+SECRET_AUTH = {
+    "method": "client_secret_basic",
+    "clientId": "authz",
+    "clientSecretRef": {"name": "s", "key": "k"},
+}
+
+
+def introspecting(ns: str, **block: Any) -> dict[str, Any]:
+    """An issuer of opaque tokens only (no key source) with this introspection block."""
+    spec = {"endpoint": "https://idp.test/introspect", "clientAuth": SECRET_AUTH, **block}
+    return _drop(issuer(ns, introspection=spec), "jwks")
+
+
+def revocation(ns: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": schema.API_VERSION,
+        "kind": "TokenRevocation",
+        "metadata": {"name": f"rev-{ns}"},
+        "spec": {"entries": list(entries)},
+    }
 
 
 def _drop(doc: dict[str, Any], field: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@
 
 Generated pages (never hand-edited; tests/e2e/test_docs.py fails when one is stale):
 
-- ``docs/reference/policy.md``: every field of the three kinds, from authz/policy/schema.py
+- ``docs/reference/policy.md``: every field of the four kinds, from authz/policy/schema.py
   (the same schema the validator and the CRDs use), with its cross-field rules;
 - ``docs/reference/cli.md``: every command and flag, from the CLI's own argument parser;
 - ``docs/troubleshooting.md``: every reason code of authz/decision.py with the status and
@@ -140,8 +140,9 @@ def policy_reference() -> str:
         "# Policy reference\n",
         f"Four kinds in the API group `{schema.API_VERSION}`: `JWTIssuer` (namespaced) and "
         "`ClusterJWTIssuer` (cluster-scoped) describe a trusted token issuer, `AuthzPolicy` "
-        "(namespaced) the requests it covers and what they need, and `HostGrant` "
-        "(cluster-scoped, cluster mode) which hosts a namespace's policies may serve. One "
+        "(namespaced) the requests it covers and what they need, `HostGrant` "
+        "(cluster-scoped, cluster mode) which hosts a namespace's policies may serve, and "
+        "`TokenRevocation` (cluster-scoped) tokens refused before they expire. One "
         "schema serves the policy files (`authz lint`, `--policy-dir`) and the CRDs, so a "
         "field means the same in both. Unknown fields are errors.\n",
         "Every object has the usual `apiVersion`, `kind`, `metadata` (`name`, and "
@@ -172,6 +173,9 @@ def policy_reference() -> str:
     grant = "\n".join(_object_sections("spec", schema.SPECS["HostGrant"]))
     grant = re.sub(r"\(#spec-", "(#grant-spec-", grant)
     grant = re.sub(r"\{#spec-", "{#grant-spec-", grant)
+    revocation = "\n".join(_object_sections("spec", schema.REVOCATION_SPEC))
+    revocation = re.sub(r"\(#spec-", "(#revocation-spec-", revocation)
+    revocation = re.sub(r"\{#spec-", "{#revocation-spec-", revocation)
     out += [
         policy,
         "### Cross-field rules {#policy-rules}\n",
@@ -179,6 +183,12 @@ def policy_reference() -> str:
         "## HostGrant {#hostgrant}\n",
         " ".join(str(schema.SPECS["HostGrant"]["description"]).split()) + "\n",
         grant,
+        "## TokenRevocation {#revocation}\n",
+        " ".join(str(schema.REVOCATION_SPEC["description"]).split())
+        + " See [Revoking tokens](revocation.md).\n",
+        revocation,
+        "### Cross-field rules {#revocation-rules}\n",
+        _rules("revocation"),
     ]
     return "\n".join(out)
 
@@ -315,6 +325,22 @@ ADVICE: dict[Reason, str] = {
     "token whose `iss` names one of its `tenants` and whose tenant claim names another, or "
     "none. Such a token is refused whatever its signature: check the client signs in "
     "against the tenant its `iss` says.",
+    Reason.TOKEN_INACTIVE: "The issuer's introspection endpoint answered `active: false`: the "
+    "token was revoked there (RFC 7009), expired, or is unknown to that provider (a token of "
+    "another provider sent to this policy). Inactive answers are cached for the issuer's "
+    "`introspection.negativeCacheSeconds`. See [Opaque tokens](reference/introspection.md).",
+    Reason.TOKEN_REVOKED: "A TokenRevocation entry matches the token (its jti, its subject or "
+    "its issuer, issued before the entry's time); the audit `detail` names the list and the "
+    "entry. `kubectl get tokenrevocations` shows the lists and how many entries are active. "
+    "See [Revoking tokens](reference/revocation.md).",
+    Reason.INTROSPECTION_UNAVAILABLE: "503: the token could not be checked, so the request is "
+    "refused without judging the token (no challenge: the client should retry). The audit "
+    "`detail` says why: the endpoint failed (timeout, HTTP status, redirect, an answer too "
+    "large or not an RFC 7662 answer, client authentication refused), the circuit breaker "
+    "is open after `introspection.failureThreshold` failures in a row, `maxInFlight` calls "
+    "are out, or no answer came within `waitMillis`. Tokens already cached keep working; "
+    "`authz_introspection_calls_total` and `authz_introspection_circuit_open` show the "
+    "endpoint's health.",
     Reason.INSUFFICIENT_SCOPE: "The token lacks a scope the rule's `requireScopes` needs; the "
     "challenge's `scope=` lists them. Check the issuer's `claims.scopes` paths (Okta and "
     "Entra use `scp`) and that the client requested the scope.",

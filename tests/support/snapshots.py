@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.policy.build import LastGood, ObjectStatus, build, merge_sources
-from authz.policy.kube import ConfigMapReader, validate_objects
+from authz.policy.kube import ConfigMapReader, SecretReader, validate_objects
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 from authz.request.assembly import pipeline
@@ -40,9 +41,14 @@ class Served:
     last_good: LastGood = field(default_factory=LastGood)
 
 
-def serve(*docs: dict[str, Any], workload_labels: Mapping[str, str] | None = None) -> Served:
-    """Build from policy-directory documents."""
-    return serve_sources(docs, workload_labels=workload_labels)
+def serve(
+    *docs: dict[str, Any],
+    workload_labels: Mapping[str, str] | None = None,
+    introspection: IntrospectionManager | None = None,
+) -> Served:
+    """Build from policy-directory documents; introspecting issuers use `introspection` (a
+    test's own manager, so no answer is cached across tests) or the process default."""
+    return serve_sources(docs, workload_labels=workload_labels, introspection=introspection)
 
 
 def serve_sources(
@@ -53,6 +59,8 @@ def serve_sources(
     workload_namespace: str | None = None,
     previous: Served | None = None,
     read_configmap: ConfigMapReader | None = None,
+    read_secret: SecretReader | None = None,
+    introspection: IntrospectionManager | None = None,
 ) -> Served:
     """Build from policy-directory documents and cluster objects (validated as the cluster
     source validates them), after `previous` when given (its last good versions)."""
@@ -65,7 +73,7 @@ def serve_sources(
             failures[exc.key or "?"] = (ORIGIN, exc.problems)
     inputs = {"files": (objects, failures)}
     if cluster:
-        inputs["kubernetes"] = validate_objects(cluster, None, read_configmap)
+        inputs["kubernetes"] = validate_objects(cluster, read_secret, read_configmap)
     merged = merge_sources(inputs)
     result = build(
         merged.objects,
@@ -76,6 +84,8 @@ def serve_sources(
         workload_namespace=workload_namespace,
         version=previous.snapshot.version + 1 if previous is not None else 1,
         shadowed=merged.shadowed,
+        introspection=introspection,
+        now=NOW,
     )
     return Served(result.snapshot, result.statuses, result.shadowed, result.last_good)
 
@@ -96,15 +106,18 @@ def check(
     token: str | None = None,
     cache: TokenCache | None = None,
     connection: Connection = NO_CONNECTION,
+    now: float = NOW,
+    may_wait: bool = True,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
-    """Decide one request at the fixed test time NOW; `connection` as the proxy describes it
-    (authz.request.view.KnownConnection); `options` as `assembly.pipeline` takes."""
+    """Decide one request at `now` (the fixed test time NOW unless given); `connection` as
+    the proxy describes it (authz.request.view.KnownConnection); `options` as
+    `assembly.pipeline` takes."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     if token is not None:
         lowered["authorization"] = f"Bearer {token}"
     checker = pipeline(
-        served, cache if cache is not None else TokenCache(0), clock=lambda: NOW, **options
+        served, cache if cache is not None else TokenCache(0), clock=lambda: now, **options
     )
     view = request_view(method, host, path, lowered, context or {}, connection=connection)
-    return checker.check(view)
+    return checker.check(view, may_wait=may_wait)

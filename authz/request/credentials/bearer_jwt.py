@@ -17,6 +17,7 @@ from authz.policy.snapshot import CompiledPolicy
 from authz.request.cache import TokenCache
 from authz.request.claims import MISSING
 from authz.request.credentials import Authentication, Presented
+from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.extract import extract_token
 from authz.request.jose import TokenError
@@ -38,7 +39,11 @@ class BearerJwt:
 
     def find(self, request: RequestView, policy: CompiledPolicy) -> Presented | None:
         found = extract_token(request, policy.token_sources)
-        return None if found is None else Presented(self, found[0], found[1])
+        if found is None:
+            return None
+        if policy.introspection is not None and introspecting_issuer(found[0], policy):
+            return None  # the policy has this token introspected (credentials.introspected)
+        return Presented(self, found[0], found[1])
 
     def verify(
         self, presented: Presented, policy: CompiledPolicy, *, may_wait: bool = True

@@ -228,3 +228,42 @@ def test_a_rule_issuer_must_be_one_of_the_policys() -> None:
     assert status.problems == (
         "spec.rules[0].issuers: JWTIssuer/default/other is not one of the policy's issuers",
     )
+
+
+def test_required_claims_hold_for_introspected_tokens_too(tmp_path: Any) -> None:
+    """An issuer's requiredClaims describe every token of it: an opaque token whose
+    introspection answer lacks them is not a credential either (401)."""
+    from authz.introspection.manager import IntrospectionManager
+    from tests.support.introspection_server import ClientCheck, IntrospectionServer
+
+    (tmp_path / "secret").write_text("s3\n")
+    opaque = "ory_at_Zm9vYmFy.c2lnbmF0dXJl"
+    managers = [IntrospectionManager(), IntrospectionManager()]  # one per answer: no cache
+    answer = {"active": True, "iss": "https://issuer.test", "sub": "bot", "aud": ["api"]}
+    answer |= {"iat": NOW - 10, "exp": NOW + 600}
+    required = [{"path": "token_use", "equals": "access"}]
+    try:
+        with IntrospectionServer(ClientCheck("client_secret_post", "authz", "s3")) as endpoint:
+            introspection = {
+                "endpoint": endpoint.url,
+                "allowInsecureHttp": True,
+                "clientAuth": {
+                    "method": "client_secret_post",
+                    "clientId": "authz",
+                    "clientSecretFile": str(tmp_path / "secret"),
+                },
+            }
+            for manager, token_use, status in zip(
+                managers, ("id", "access"), (401, 200), strict=True
+            ):
+                endpoint.answer(opaque, answer | {"token_use": token_use})
+                s = serve(
+                    issuer(introspection=introspection, requiredClaims=required),
+                    policy(),
+                    introspection=manager,
+                )
+                reply, outcome = check(s, token=opaque)
+                assert reply.status == status, outcome.decision
+    finally:
+        for manager in managers:
+            manager.close()
