@@ -13,6 +13,12 @@ from typing import Literal
 
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternSet
+from authz.policy.possession import (
+    CONNECTION_ONLY,
+    ClientCertificateSettings,
+    DPoPSettings,
+    InternalTokenSpec,
+)
 
 Action = Literal["requireToken", "allowAnonymous", "deny"]
 
@@ -85,6 +91,7 @@ class CompiledRule:
     scopes: Requirement = Requirement()
     roles: Requirement = Requirement()
     claims: tuple[ClaimCondition, ...] = ()
+    require_dpop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,9 @@ class CompiledPolicy:
     context: tuple[tuple[str, str], ...]
     dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
     patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
+    dpop: DPoPSettings | None = None  # None: `Authorization: DPoP` is not read
+    client_certificate: ClientCertificateSettings = CONNECTION_ONLY
+    internal_token: InternalTokenSpec | None = None
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
@@ -193,6 +203,12 @@ class Snapshot:
                     [
                         *(h.name for h in DEFAULT_HEADERS),
                         *(h.name for p in policies for h in p.response.headers),
+                        *(
+                            p.internal_token.header
+                            for p in policies
+                            if p.internal_token is not None
+                            and p.internal_token.header != "authorization"
+                        ),
                     ]
                 )
             ),
