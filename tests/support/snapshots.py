@@ -21,10 +21,11 @@ from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.pipeline import Outcome
 from authz.request.respond import Answer
-from authz.request.view import request_view
+from authz.request.view import Connection, KnownConnection, request_view
 from tests.support.tokens import NOW, claims, mint, signing_key
 
 ORIGIN = "memory"
+HTTPS = KnownConnection(scheme="https")  # what the proxy reports by default in these tests
 
 
 @dataclass
@@ -69,6 +70,7 @@ def check(
     context: Mapping[str, str] | None = None,
     token: str | None = None,
     cache: TokenCache | None = None,
+    connection: Connection = HTTPS,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
     """Decide one request at the fixed test time NOW; `options` as `assembly.pipeline` takes."""
@@ -78,4 +80,5 @@ def check(
     checker = pipeline(
         served, cache if cache is not None else TokenCache(0), clock=lambda: NOW, **options
     )
-    return checker.check(request_view(method, host, path, lowered, context or {}))
+    view = request_view(method, host, path, lowered, context or {}, connection=connection)
+    return checker.check(view)
