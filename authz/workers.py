@@ -33,7 +33,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from authz.ops import OpsServer
+from authz.ops import OpsServer, WellKnown
 
 log = structlog.get_logger("authz.workers")
 
@@ -196,8 +196,11 @@ class Supervisor:
         http_addr: str,
         drain_seconds: float,
         grpc_port: int,
+        *,
+        well_known: WellKnown | None = None,
     ) -> None:
         self.count = count
+        self.well_known = well_known  # internal tokens' discovery and JWKS, served here too
         self.grpc_port = grpc_port
         self._foreign: set[int] = set()
         self.http_addr = http_addr
@@ -267,7 +270,7 @@ class Supervisor:
     def run(self) -> int:
         self._procs = [self._spawn(i) for i in range(self.count)]
         debug = self.debug if "--debug-endpoints" in self._argv else None
-        ops = OpsServer(self.http_addr, self.ready, self.metrics, debug)
+        ops = OpsServer(self.http_addr, self.ready, self.metrics, debug, self.well_known)
         ops.start()
         log.info("supervising workers", workers=self.count, http=self.http_addr)
 

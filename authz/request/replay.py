@@ -41,6 +41,8 @@ class ReplayCache(Protocol):
         ReplayUnavailable when that cannot be known in time."""
         ...
 
+    def close(self) -> None: ...
+
 
 class LocalReplayCache:
     """This process's proofs, at most `max_entries` of them (~150 bytes each)."""
@@ -78,6 +80,9 @@ class LocalReplayCache:
             if seen[key][0] > now:
                 return
             del seen[key]
+
+    def close(self) -> None:
+        """Nothing to release: the entries go with the process."""
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -161,15 +161,17 @@ def start_authz(
     log_level: str = "info",
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    http_port: int | None = None,
 ) -> AuthzServer:
-    """Start `authz serve`; wait for /readyz (or only /healthz if ``wait_ready=False``)."""
+    """Start `authz serve`; wait for /readyz (or only /healthz if ``wait_ready=False``).
+    ``http_port``: the ops port, when an argument must name it (default: a free one)."""
     if grpc_unix:
         sock_dir = short_tmpdir("authz-")
         stack.callback(shutil.rmtree, sock_dir, ignore_errors=True)
         grpc_addr = f"unix:{sock_dir / 'grpc.sock'}"
     else:
         grpc_addr = f"127.0.0.1:{free_port()}"
-    http_port = free_port()
+    http_port = http_port or free_port()
     argv = [
         *authz_command(), "serve",
         "--policy-dir", os.fspath(policy_dir),
@@ -208,9 +210,15 @@ def start_envoy_stack(
     policy_routes: Mapping[str, str] = DEFAULT_POLICY_ROUTES,
     authz_args: Sequence[str] = (),
     authz_env: Mapping[str, str] | None = None,
+    authz_http_port: int | None = None,
 ) -> EnvoyStack:
     authz = start_authz(
-        stack, policy_dir, grpc_unix=grpc_unix, extra_args=authz_args, env=authz_env
+        stack,
+        policy_dir,
+        grpc_unix=grpc_unix,
+        extra_args=authz_args,
+        env=authz_env,
+        http_port=authz_http_port,
     )
     upstream = start_upstream(stack)
     listen_port, admin_port = free_port(), free_port()
