@@ -12,6 +12,7 @@ their RFC 7638 thumbprint, which names exactly the members the key was built fro
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from authz.keys.jwk import JWKSError, VerifyingKey, parse_jwk, verify_signature
 from authz.keys.thumbprint import b64url, jwk_thumbprint, public_members
 from authz.policy.possession import DPOP_ALGORITHMS, DPoPSettings
 from authz.request.decision import Reason
-from authz.request.jose import TokenError, parse
+from authz.request.jose import Headers, TokenError, parse
 from authz.request.paths import normalize_path
 from authz.request.view import RequestView
 
@@ -47,12 +48,17 @@ def access_token_hash(token: str) -> str:
 
 
 class ProofKeys:
-    """Parsed proof keys by thumbprint, bounded. A client signs every proof with one key, so
-    the key is parsed once (point validation, RSA checks) and not per request."""
+    """What a client's proofs share, parsed once: a client signs every proof with one key
+    under one JOSE header, so the header is decoded once (`jose.Headers`), and the key is
+    parsed (point validation, RSA checks) and thumbprinted once per header. Bounded."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self.max_entries = max_entries
+        self.headers = Headers(max_entries)
         self._keys: dict[str, VerifyingKey] = {}
+        # id(header) -> (that header, its key's thumbprint, the key): a hit is the very
+        # header object `headers` handed out, so the id cannot have been reused.
+        self._by_header: dict[int, tuple[dict[str, Any], str, VerifyingKey]] = {}
         self._lock = threading.Lock()
 
     def key(self, jwk: dict[str, Any]) -> tuple[str, VerifyingKey]:
@@ -68,6 +74,24 @@ class ProofKeys:
                 self._keys[jkt] = found
         return jkt, found
 
+    def of_header(self, header: dict[str, Any]) -> tuple[str, VerifyingKey]:
+        """(thumbprint, key) of a decoded proof header's `jwk`; raises TokenError."""
+        entry = self._by_header.get(id(header))
+        if entry is not None and entry[0] is header:
+            return entry[1], entry[2]
+        jwk = header.get("jwk")
+        if not isinstance(jwk, dict):
+            raise TokenError(Reason.DPOP_KEY_INVALID, "proof header has no 'jwk' object")
+        try:
+            jkt, key = self.key(jwk)
+        except JWKSError as exc:
+            raise TokenError(Reason.DPOP_KEY_INVALID, f"proof jwk: {exc}") from None
+        with self._lock:
+            if len(self._by_header) >= self.max_entries:
+                self._by_header.clear()
+            self._by_header[id(header)] = (header, jkt, key)
+        return jkt, key
+
 
 def verify_proof(
     proof: str,
@@ -81,7 +105,7 @@ def verify_proof(
     """Check a DPoP proof for this request and access token; raises TokenError with a
     dpop_* reason. Nothing of the proof is kept."""
     try:
-        parsed = parse(proof, MAX_PROOF_BYTES)
+        parsed = parse(proof, MAX_PROOF_BYTES, keys.headers)
     except TokenError as exc:
         raise TokenError(Reason.DPOP_PROOF_MALFORMED, f"proof: {exc.detail}") from None
     header, claims = parsed.header, parsed.claims
@@ -93,13 +117,7 @@ def verify_proof(
         raise TokenError(
             Reason.DPOP_ALGORITHM_NOT_ALLOWED, f"proof alg {alg[:32]!r} is not accepted"
         )
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise TokenError(Reason.DPOP_KEY_INVALID, "proof header has no 'jwk' object")
-    try:
-        jkt, key = keys.key(jwk)
-    except JWKSError as exc:
-        raise TokenError(Reason.DPOP_KEY_INVALID, f"proof jwk: {exc}") from None
+    jkt, key = keys.of_header(header)
     jti = _string(claims, "jti")
     if len(jti) > MAX_JTI:
         raise TokenError(Reason.DPOP_PROOF_MALFORMED, f"proof jti longer than {MAX_JTI}")
@@ -187,9 +205,29 @@ def _authority(authority: str, scheme: str) -> tuple[str, str | None] | None:
     return host, port
 
 
+_TARGETS: dict[str, Target | None] = {}
+_UNSEEN = object()
+_MAX_TARGETS = 4096
+
+
 def parse_target(uri: str) -> Target | None:
-    """An absolute http(s) URI as a Target, or None if it is not one."""
-    if not uri.isascii() or any(c.isspace() or ord(c) < 0x21 for c in uri):
+    """An absolute http(s) URI as a Target, or None if it is not one. Clients call a few
+    URIs many times: parsed ones are kept (bounded)."""
+    target = _TARGETS.get(uri, _UNSEEN)
+    if target is not _UNSEEN:
+        return target  # type: ignore[return-value]
+    target = _parse_target(uri)
+    if len(_TARGETS) >= _MAX_TARGETS:
+        _TARGETS.clear()
+    _TARGETS[uri] = target
+    return target
+
+
+_NOT_IN_URI = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _parse_target(uri: str) -> Target | None:
+    if not uri.isascii() or _NOT_IN_URI.search(uri):
         return None
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower()

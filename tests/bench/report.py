@@ -212,6 +212,20 @@ def targets(results: Mapping[str, Result], micro: Sequence[MicroResult]) -> list
         lambda v: v >= 1.7,
         workers.note if workers is not None and workers.note else "workers_* not run",
     )
+    by_name = {m.name: m for m in micro}
+    dpop, hit, verify = (
+        by_name.get(n)
+        for n in ("check() DPoP, token cached", "check() JWT hit, DPoP policy", "verify ES256")
+    )
+    added = dpop.us - hit.us if dpop is not None and hit is not None and dpop.us else None
+    add(
+        7,
+        "DPoP check minus cache-hit JWT check vs one ES256 verification",
+        _ratio(added, verify.us if verify is not None and verify.us else None),
+        "<= 1.0x",
+        lambda v: v <= 1.0,
+        "the DPoP or verify ES256 microbenchmarks did not run",
+    )
     memory = results.get("memory_100k")
     filled = memory.extra.get("cache_entries", 0) if memory is not None else 0
     add(
