@@ -89,10 +89,12 @@ def well_known(issuer: str | None, keys_dir: Path | None) -> WellKnown | None:
     return WellKnown(issuer, keys)
 
 
-def internal_tokens(settings: ServeSettings) -> tuple[InternalTokens | None, WellKnown | None]:
+def internal_tokens(settings: ServeSettings) -> tuple[InternalTokens, WellKnown | None]:
+    """The minter (without keys when none were given: a policy asking for internal tokens
+    then gets 503, never an upstream request without one) and what the ops port serves."""
     issuer, keys_dir = settings.internal_token_issuer, settings.internal_token_keys
     if issuer is None or keys_dir is None:
-        return None, None
+        return InternalTokens(None, ""), None
     keys = SigningKeys(keys_dir)
     if keys.current().active is None:
         problems = "; ".join(keys.current().problems) or "no key files"

@@ -7,7 +7,8 @@ caller) and `act` (RFC 8693 section 4.1: the acting party, when the external tok
 one acts for its subject). It never outlives the external token. Minted tokens are cached
 per (credential, policy, signing key) and reused for the first half of their lifetime, so
 a Check whose credential was seen before signs nothing. Signing is CPU only (ES256 or
-EdDSA, tens of microseconds): no I/O on the request path.
+EdDSA, tens of microseconds): no I/O on the request path. Without keys (`keys` None: the
+server was not given any) every mint fails, and the request with it (503).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from authz.keys.signing import SigningKeys
+from authz.keys.signing import NoSigningKey, SigningKeys
 from authz.policy.possession import InternalTokenSpec
 from authz.request.credentials import Authentication
 
@@ -43,7 +44,7 @@ def actor(claims: Mapping[str, Any]) -> dict[str, Any] | None:
 class InternalTokens:
     def __init__(
         self,
-        keys: SigningKeys,
+        keys: SigningKeys | None,
         issuer: str,
         *,
         clock: Callable[[], float] = time.time,
@@ -59,6 +60,8 @@ class InternalTokens:
 
     def mint(self, auth: Authentication, policy_id: str, spec: InternalTokenSpec) -> str:
         """The internal token for this authenticated request; raises NoSigningKey."""
+        if self.keys is None:
+            raise NoSigningKey("authz serve has no --internal-token-issuer/--internal-token-keys")
         signer = self.keys.signer()
         now = self._clock()
         key = (auth.digest, policy_id, spec, signer.kid) if auth.digest is not None else None

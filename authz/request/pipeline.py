@@ -124,16 +124,17 @@ class Pipeline:
 
     def _internal_token(self, outcome: Outcome) -> Outcome:
         """An allowed request of a policy with `internalToken` carries one upstream; none can
-        be signed (no key loaded): the request is refused (503), never sent on without it."""
-        policy, auth = outcome.policy, outcome.authentication
+        be signed (no key loaded): the request is refused (503), never sent on without it.
+        A pipeline without a minter (an explanation) says what is decided and mints nothing."""
+        policy, auth, minter = outcome.policy, outcome.authentication, self.internal_tokens
         spec = policy.internal_token if policy is not None else None
-        if spec is None or auth is None or auth.identity is None or not outcome.decision.allowed:
+        if spec is None or auth is None or auth.identity is None or minter is None:
+            return outcome
+        if not outcome.decision.allowed:
             return outcome
         assert policy is not None
         try:
-            if self.internal_tokens is None:
-                raise NoSigningKey("authz serve has no --internal-token-keys")
-            token = self.internal_tokens.mint(auth, policy.id, spec)
+            token = minter.mint(auth, policy.id, spec)
         except NoSigningKey as exc:
             denied = Decision(
                 False,

@@ -143,10 +143,17 @@ def test_another_header_and_what_a_client_sends_in_it(keys: SigningKeys) -> None
 
 def test_no_signing_key_fails_closed(tmp_path: Path) -> None:
     headers = {"authorization": f"Bearer {bearer_token()}"}
-    for minter in (None, InternalTokens(SigningKeys(tmp_path), AUTHZ)):
+    for minter in (InternalTokens(None, ""), InternalTokens(SigningKeys(tmp_path), AUTHZ)):
         answer = _check(_served(), minter, headers)
         assert (answer.status, answer.reason) == (503, "internal_token_unavailable")
         assert "www-authenticate" not in dict(answer.headers)
+
+
+def test_an_explanation_mints_nothing() -> None:
+    """`authz check` runs the pipeline without a minter: it shows the decision."""
+    answer = _check(_served(), None, {"authorization": f"Bearer {bearer_token()}"})
+    assert (answer.status, answer.reason) == (200, "allowed")
+    assert "authorization" not in dict(answer.headers)
 
 
 def test_rotation_signs_with_the_new_key_and_publishes_both(
