@@ -182,6 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--method", default="GET")
     check.add_argument("--host", default="localhost")
     check.add_argument("--path", default="/")
+    check.add_argument(
+        "--scheme",
+        default="https",
+        choices=("https", "http"),
+        help="the scheme the proxy reports (a DPoP proof's htu names it)",
+    )
     check.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")
     check.add_argument("--context", action="append", default=[], help="context extension key=value")
     check.add_argument("--workload-labels", type=_labels, default={})
@@ -368,6 +374,7 @@ def _check(args: argparse.Namespace) -> int:
             context=context,
             token=token,
             problems=problems,
+            scheme=args.scheme,
         )
     print(json.dumps(out, indent=2))
     if args.expect_status is not None:

@@ -15,7 +15,7 @@ from authz.request.decision import Reason
 from authz.request.jose import TokenError, parse
 from authz.request.pipeline import Outcome, Pipeline
 from authz.request.respond import challenge, http_status
-from authz.request.view import RequestError, request_view
+from authz.request.view import KnownConnection, RequestError, request_view
 
 
 def explain(
@@ -28,14 +28,18 @@ def explain(
     context: Mapping[str, str],
     token: str | None,
     problems: list[str],
+    scheme: str = "https",
 ) -> dict[str, Any]:
-    """Decide the request a user describes (a token goes in `Authorization: Bearer`) and
-    describe the decision and everything behind it."""
+    """Decide the request a user describes (a token goes in `Authorization: Bearer`; the
+    proxy is taken to report `scheme`, which a DPoP proof's `htu` names) and describe the
+    decision and everything behind it."""
     lowered = {k.lower(): v for k, v in headers.items()}
     if token:
         lowered["authorization"] = f"Bearer {token}"
+    connection = KnownConnection(scheme=scheme)
     try:
-        answer, outcome = pipeline.check(request_view(method, host, path, lowered, context))
+        view = request_view(method, host, path, lowered, context, connection=connection)
+        answer, outcome = pipeline.check(view)
     except RequestError as exc:
         answer, outcome = pipeline.reject(Reason.REQUEST_INVALID, str(exc))
     decision = outcome.decision
