@@ -1,5 +1,5 @@
-"""Wiring only: the policy sources, the pipeline, the gRPC transport, the ops port and
-graceful drain on SIGTERM. Nothing below imports this module."""
+"""Wiring only: the policy sources, the pipeline, the gRPC and HTTP transports, the ops port
+and graceful drain on SIGTERM. Nothing below imports this module."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from authz.observe.recorder import Recorder
 from authz.ops import DebugHandler, OpsServer, WellKnown
 from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
+from authz.policy.tenancy import own_namespace
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.internal_token import InternalTokens
@@ -34,6 +35,8 @@ from authz.request.nonces import Nonces
 from authz.request.replay import LocalReplayCache, ReplayCache
 from authz.settings import ServeSettings
 from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server
+from authz.transport.http import HttpChecker, HttpTransport
+from authz.transport.sockets import listen
 
 log = structlog.get_logger("authz.server")
 
@@ -42,10 +45,16 @@ log = structlog.get_logger("authz.server")
 NONCE_SECRET_ENV = "AUTHZ_DPOP_NONCE_SECRET"  # noqa: S105 (the variable's name)
 
 
-def policy_store(workload_labels: Mapping[str, str], threads: int) -> PolicyStore:
+def policy_store(
+    workload_labels: Mapping[str, str], threads: int, workload_namespace: str | None = None
+) -> PolicyStore:
     """The store with its key manager: a quarter of the handler threads may wait long for a
     key refetch, so a slow key server never holds the threads other requests need."""
-    return PolicyStore(workload_labels, KeyManager(wait_slots=max(1, threads // 4)))
+    return PolicyStore(
+        workload_labels,
+        KeyManager(wait_slots=max(1, threads // 4)),
+        workload_namespace=workload_namespace,
+    )
 
 
 def debug_handler(store: PolicyStore, **options: Any) -> DebugHandler:
@@ -139,6 +148,16 @@ def _identity(worker: workers.Worker | None) -> str:
     return name if worker is None else f"{name}-w{worker.index}"
 
 
+def _proxy_secret(path: Path | None) -> bytes | None:
+    """The shared secret proxies send (`--http-proxy-secret-file`), without a final newline."""
+    if path is None:
+        return None
+    secret = path.read_bytes().rstrip(b"\r\n")
+    if not secret:
+        raise SystemExit(f"authz serve: {path} is empty; a proxy secret must not be")
+    return secret
+
+
 def serve(settings: ServeSettings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     if api_implementation.Type() != "upb":
@@ -148,9 +167,11 @@ def serve(settings: ServeSettings) -> int:
     worker = workers.current()
     if worker is not None:
         log.info("worker starting", worker=worker.index, of=worker.count, cpu=workers.pin(worker))
-    store = policy_store(settings.workload_labels, settings.threads)
+    # A namespaced cluster policy's workloadSelector selects only a workload in its namespace.
+    store = policy_store(settings.workload_labels, settings.threads, own_namespace())
+    # Not cleared on a policy swap: a cached token counts only while the policy trusts the
+    # very issuer object (and key set) that verified it, and unchanged issuers are reused.
     cache = TokenCache(settings.cache_entries, max_bytes=settings.cache_mib << 20)
-    store.on_swap(lambda _snapshot: cache.clear())
     options: dict[str, Any] = {
         "realm": settings.realm,
         "default_allow": settings.default_allow,
@@ -189,24 +210,41 @@ def serve(settings: ServeSettings) -> int:
     replay = replay_cache(settings)
     stoppers.append(replay.close)
     shared: dict[str, Any] = {"nonces": nonces(settings), "internal_tokens": minter}
-    checker = GrpcChecker(pipeline(store, cache, replay=replay, **shared, **options))
+    # One pipeline (and token cache, replay cache, nonces) for both transports.
+    checks = pipeline(store, cache, replay=replay, **shared, **options)
     recorder = Recorder(Audit(metrics), tracer)
-    server, health_servicer, _port = grpc_server(
-        checker, settings.grpc_addr, recorder, settings.threads, reuse_port=worker is not None
-    )
-    if worker is not None:  # its own port too, for Envoy clusters that list every worker
-        server.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
+    grpc = None
+    if settings.grpc_addr is not None:
+        grpc, health_servicer, _port = grpc_server(
+            GrpcChecker(checks),
+            settings.grpc_addr,
+            recorder,
+            settings.threads,
+            reuse_port=worker is not None,
+        )
+        if worker is not None:  # its own port too, for Envoy clusters that list every worker
+            grpc.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
+    http = None
+    if settings.http_check_addr is not None:
+        # A worker accepts on the socket its supervisor bound; no second bind.
+        sock = workers.inherited_check_socket() or listen(settings.http_check_addr)
+        secret = _proxy_secret(settings.http_proxy_secret_file)
+        http = HttpTransport(HttpChecker(checks, recorder, secret), sock)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     # An explanation never records a DPoP proof as used: it gets a replay cache of its own.
     debug = debug_handler(store, **shared, **options) if settings.debug_endpoints else None
     ops = OpsServer(settings.http_addr, state.ready, metrics.exposition, debug, documents)
     ops.start()
-    server.start()
-    for name in ("", SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if grpc is not None:
+        grpc.start()
+        for name in ("", SERVICE):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if http is not None:
+        http.start()
     log.info(
         "serving",
         grpc=settings.grpc_addr,
+        http_check=http.address if http is not None else None,
         http=settings.http_addr,
         policy_dir=str(settings.policy_dir) if settings.policy_dir else None,
         kubernetes=settings.kubernetes,
@@ -216,9 +254,14 @@ def serve(settings: ServeSettings) -> int:
     signum = wait_for_signal()
     log.info("draining", signal=signal.Signals(signum).name)
     state.draining.set()
-    health_servicer.enter_graceful_shutdown()
+    if grpc is not None:
+        health_servicer.enter_graceful_shutdown()
     time.sleep(settings.shutdown_delay)  # let load balancers see /readyz fail first
-    server.stop(grace=settings.shutdown_grace).wait()
+    grpc_stopped = grpc.stop(grace=settings.shutdown_grace) if grpc is not None else None
+    if http is not None:
+        http.stop(settings.shutdown_grace)
+    if grpc_stopped is not None:
+        grpc_stopped.wait()
     for stop_source in stoppers:
         stop_source()
     ops.shutdown()

@@ -5,13 +5,18 @@ A whole fetch (connect, headers, body) is bounded by one deadline, the body by
 `MAX_BYTES`, redirects are not followed (a moved JWKS is a configuration change,
 not something to chase), and TLS is verified against the system CAs or the
 configured bundle. Every failure is a FetchError with a stable `result` code.
+With `public_only`, the address a host name resolves to is checked when connecting (so
+a name that resolves differently later cannot slip past): loopback, link-local (the
+cloud metadata service 169.254.169.254 included) and unspecified addresses are refused.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import re
+import socket
 import ssl
 import time
 import urllib.parse
@@ -62,10 +67,68 @@ def tls_context(ca_pem: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
 
 
+def _local(address: str) -> str | None:
+    """What makes an address one a public-only fetch must not reach, or None."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified or ip in _THIS_NETWORK:
+        return "unspecified"
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network" (RFC 1122)
+
+
+def _public_connection(
+    address: tuple[str, int], timeout: float | None = None, source_address: Any = None, **_: Any
+) -> socket.socket:
+    """socket.create_connection for public addresses only: resolve, refuse local addresses,
+    connect to the first address that is allowed and answers."""
+    host, port = address
+    refused: list[str] = []
+    error: OSError | None = None
+    for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        why = _local(str(sockaddr[0]))
+        if why is not None:
+            refused.append(f"{sockaddr[0]} ({why})")
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    if error is not None:
+        raise error
+    raise FetchError(
+        FetchResult.CONNECT_ERROR,
+        f"{host} resolves only to addresses this issuer may not fetch from: {', '.join(refused)}",
+    )
+
+
 def get_json(
-    url: str, *, timeout: float, tls: ssl.SSLContext, allow_http: bool, max_bytes: int = MAX_BYTES
+    url: str,
+    *,
+    timeout: float,
+    tls: ssl.SSLContext,
+    allow_http: bool,
+    max_bytes: int = MAX_BYTES,
+    public_only: bool = False,
 ) -> Fetched:
-    """GET `url` and parse its body as JSON; raises FetchError."""
+    """GET `url` and parse its body as JSON; raises FetchError. `public_only`: refuse to
+    connect to loopback, link-local and unspecified addresses."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise FetchError(FetchResult.INVALID, f"not an http(s) URL: {url}")
@@ -77,6 +140,8 @@ def get_json(
         conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=tls)
     else:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    if public_only:  # http.client's own hook for making the connection (HTTPS wraps it)
+        conn._create_connection = _public_connection  # type: ignore[attr-defined]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     response: http.client.HTTPResponse | None = None
     try:

@@ -39,6 +39,8 @@ from envoy_data_plane.message_pool import default_message_pool
 from authz.proxyconfig.model import (
     DENIAL_CLIENT_HEADERS,
     ENVOY_CHECK_PATH,
+    PROXY_SECRET_ENV,
+    PROXY_SECRET_HEADER,
     Address,
     Deployment,
     ServiceAddress,
@@ -57,7 +59,6 @@ AUTHZ_CLUSTER = "authz"
 UPSTREAM_CLUSTER = "upstream"
 LISTENER = "ingress"
 VIRTUAL_HOST = "default"
-POLICY_KEY = "policy"  # context_extensions key; AuthzPolicy spec.targets.contextExtensions
 
 # Fields shown even at their default value: the reader must see that they are off.
 _SHOWN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -148,6 +149,13 @@ def ext_authz(d: Deployment) -> ext_authz_v3.ExtAuthz:
             allowed_client_headers=_names(*DENIAL_CLIENT_HEADERS),
         ),
     )
+    if d.proxy_secret:
+        secret = core.HeaderValue(
+            key=PROXY_SECRET_HEADER, value=f"%ENVIRONMENT({PROXY_SECRET_ENV})%"
+        )
+        config.http_service.authorization_request = ext_authz_v3.AuthorizationRequest(
+            headers_to_add=[secret]
+        )
     extra = list(d.check_headers)
     if d.peer_certificates:
         extra.append("x-forwarded-client-cert")
@@ -185,17 +193,16 @@ def _identity_header_removal(d: Deployment) -> core.TypedExtensionConfig:
 
 
 def policy_routes(d: Deployment, cluster: str | None) -> list[route_v3.Route]:
-    """One route per binding, sending ``context_extensions: {policy: NAME}`` to authz.
+    """One route per binding, sending ``context_extensions: {policy: NAME}`` to authz
+    (and ``authz.io/namespace: NS`` when the binding names the policy's namespace).
     ``cluster=None`` leaves the route action to the reader (the snippet)."""
     routes = []
     for binding in d.routes:
         per_route = ext_authz_v3.ExtAuthzPerRoute(
-            check_settings=ext_authz_v3.CheckSettings(
-                context_extensions={POLICY_KEY: binding.policy}
-            )
+            check_settings=ext_authz_v3.CheckSettings(context_extensions=binding.context_extensions)
         )
         route = route_v3.Route(
-            name=f"policy-{binding.policy}",
+            name=binding.name,
             match=route_v3.RouteMatch(prefix=binding.prefix),
             typed_per_filter_config={EXT_AUTHZ: _typed(per_route)},
         )

@@ -12,7 +12,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from authz.policy.schema import FETCH_DEFAULTS
+from authz.policy.schema import FETCH_DEFAULTS, NAMESPACE_CONTEXT_KEY
+from authz.transport import dialects
 
 
 class Transport(enum.StrEnum):
@@ -22,10 +23,17 @@ class Transport(enum.StrEnum):
 
 GRPC_PORT = 9001  # `authz serve --grpc-addr` default
 HTTP_CHECK_PORT = 9003  # `authz serve --http-check-addr` default
-# HTTP check paths, one per proxy dialect. Envoy appends the original path to its prefix.
-ENVOY_CHECK_PATH = "/check/envoy"
-NGINX_CHECK_PATH = "/check/nginx"
-FORWARD_CHECK_PATH = "/check/forward"  # Caddy forward_auth, Traefik ForwardAuth
+# HTTP check paths, one per proxy dialect (authz/transport/dialects.py). Envoy appends the
+# original path to its prefix.
+ENVOY_CHECK_PATH = dialects.ENVOY_PREFIX
+NGINX_CHECK_PATH = dialects.NGINX_PATH
+FORWARD_CHECK_PATH = dialects.FORWARD_PATH  # Caddy forward_auth, Traefik ForwardAuth
+# What authz answers besides identity headers: the shared secret it wants from the proxy
+# (--http-proxy-secret-file), and what must not reach the upstream (NGINX, forward auth).
+PROXY_SECRET_HEADER = dialects.PROXY_SECRET_HEADER
+REMOVE_HEADER = dialects.REMOVE_HEADER
+# The environment variable Envoy and Caddy read the shared secret from.
+PROXY_SECRET_ENV = "AUTHZ_PROXY_SECRET"  # noqa: S105 (a variable name)
 
 # A token with an unknown `kid` may wait this long for one JWKS refetch (issuer
 # `fetch.unknownKidWaitMillis`); the proxy's deadline for one check must be longer, or a
@@ -52,6 +60,8 @@ DIALECT_REQUEST_HEADERS = (
 DENIAL_CLIENT_HEADERS = ("www-authenticate", "content-type")
 
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+POLICY_KEY = "policy"  # context_extensions key; AuthzPolicy spec.targets.contextExtensions
 _SERVICE_HOST = re.compile(
     r"(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
     r"\.svc(\.(?P<domain>[a-z0-9.-]+))?"
@@ -147,16 +157,34 @@ def _split_host_port(text: str, default_port: int) -> tuple[str, int]:
 @dataclass(frozen=True)
 class RouteBinding:
     """Requests whose path starts with ``prefix`` carry ``context_extensions: {policy: ...}``,
-    which selects the AuthzPolicy with ``spec.targets.contextExtensions: {policy: ...}``."""
+    which selects the AuthzPolicy with ``spec.targets.contextExtensions: {policy: ...}``.
+    With a ``namespace`` they also carry ``authz.io/namespace: <namespace>``: in cluster
+    mode an AuthzPolicy's binding matches only routes naming its own namespace."""
 
     prefix: str
     policy: str
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/"):
             raise ValueError(f"route prefix must start with '/': {self.prefix!r}")
         if not self.policy:
             raise ValueError(f"route {self.prefix!r}: empty policy name")
+        if self.namespace is not None and not _NAMESPACE.fullmatch(self.namespace):
+            raise ValueError(f"route {self.prefix!r}: {self.namespace!r} is not a namespace name")
+
+    @property
+    def name(self) -> str:
+        """The Envoy route name."""
+        scope = f"{self.namespace}-" if self.namespace else ""
+        return f"policy-{scope}{self.policy}"
+
+    @property
+    def context_extensions(self) -> dict[str, str]:
+        extensions = {POLICY_KEY: self.policy}
+        if self.namespace is not None:
+            extensions[NAMESPACE_CONTEXT_KEY] = self.namespace
+        return extensions
 
 
 def minimum_timeout_ms(key_wait_ms: int) -> int:
@@ -179,6 +207,9 @@ class Deployment:
     identity_header_prefix: str = IDENTITY_HEADER_PREFIX
     identity_headers: tuple[str, ...] = ()  # exact names outside the prefix
     check_headers: tuple[str, ...] = ()  # client headers the HTTP check needs beyond the defaults
+    proxy_secret: bool = (
+        False  # HTTP: send the shared secret authz's --http-proxy-secret-file holds
+    )
     # The proxy's own side, for complete configurations.
     listen: TcpAddress = TcpAddress("127.0.0.1", 8080)
     upstream: TcpAddress = TcpAddress("127.0.0.1", 8081)
@@ -205,6 +236,13 @@ class Deployment:
                 raise ValueError(f"header name {name!r}: lowercase letters, digits and '-' only")
         if isinstance(self.authz, UnixAddress) and self.transport is Transport.HTTP:
             raise ValueError("the HTTP transport listens on TCP (--http-check-addr)")
+        if self.routes and self.transport is Transport.HTTP:
+            raise ValueError(
+                "route bindings travel as context_extensions, which Envoy sends to gRPC checks "
+                "only (http_service drops them): with --transport http, select policies by host"
+            )
+        if self.proxy_secret and self.transport is not Transport.HTTP:
+            raise ValueError("a proxy secret is for the HTTP transport (--transport http)")
 
     @property
     def identity_names(self) -> tuple[str, ...]:

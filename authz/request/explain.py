@@ -14,7 +14,7 @@ from authz.policy.issuer import CompiledIssuer
 from authz.request.decision import Reason
 from authz.request.jose import TokenError, parse
 from authz.request.pipeline import Outcome, Pipeline
-from authz.request.respond import challenge, http_status
+from authz.request.respond import http_status
 from authz.request.view import KnownConnection, RequestError, request_view
 
 
@@ -71,9 +71,8 @@ def explain(
         out["upstream_headers"] = dict(answer.headers)
         out["removed_headers"] = list(answer.remove)
     else:
-        out["www_authenticate"] = challenge(
-            decision.reason, pipeline.responder.realm, decision.required_scopes
-        )
+        # The answer's own challenge: under a policy that reads DPoP it names that scheme.
+        out["www_authenticate"] = dict(answer.headers).get("www-authenticate")
         if decision.required_scopes:
             out["required_scopes"] = list(decision.required_scopes)
     if problems:

@@ -101,7 +101,13 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.RULE_DENIED: (403, "access_denied", "the request is denied by policy"),
     Reason.NO_POLICY: (403, "access_denied", "no policy allows this request"),
     Reason.NO_RULE: (403, "access_denied", "no rule allows this request"),
+    Reason.PROXY_NOT_TRUSTED: (
+        403,
+        "access_denied",
+        "the request did not come from a trusted proxy",
+    ),
     Reason.INTERNAL_ERROR: (403, "access_denied", "the request could not be authorized"),
+    Reason.OVERLOADED: (503, "temporarily_unavailable", "authz is overloaded; retry later"),
     Reason.DPOP_REPLAY_UNAVAILABLE: (
         503,
         "temporarily_unavailable",
@@ -165,11 +171,12 @@ def challenge(
     dpop_presented: bool = False,
 ) -> str | None:
     """The WWW-Authenticate value for a denial, or None when the denial is not about the
-    credential (403 by rule, 503). `dpop_algs` (a policy that reads DPoP): a failure of a
-    DPoP-presented credential or of a proof gets a DPoP challenge with `algs`; any other
-    gets the Bearer challenge followed by a bare DPoP one, offering both (RFC 9449 7.1)."""
+    credential (403 by rule, 503: overloaded, a DPoP replay check or an internal token that
+    cannot be had). `dpop_algs` (a policy that reads DPoP): a failure of a DPoP-presented
+    credential or of a proof gets a DPoP challenge with `algs`; any other gets the Bearer
+    challenge followed by a bare DPoP one, offering both (RFC 9449 7.1)."""
     status, error, description = OUTCOMES[reason]
-    if error in ("access_denied", "temporarily_unavailable"):
+    if error == "access_denied" or status >= 500:
         return None
     params = [f'realm="{realm}"']
     if error is not None:

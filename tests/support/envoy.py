@@ -49,6 +49,7 @@ def envoy_bootstrap(
     listen_host: str = "127.0.0.1",
     max_connections: int = 10000,
     peer_certificates: bool = False,
+    transport: str = "grpc",
 ) -> dict[str, Any]:
     """`authz proxy-config envoy` for these ports: HTTP listener -> [jwt_authn] -> ext_authz -> router.
 
@@ -62,10 +63,12 @@ def envoy_bootstrap(
     ``status_on_error``: HTTP status returned when authz is unreachable or times out.
     ``peer_certificates``: ext_authz sends the client certificate (`--peer-certificates`);
     the listener asks for one only with :func:`with_client_tls`.
+    ``transport="http"``: ``authz_grpc`` is authz's HTTP check address, used by http_service.
     """
     if not authz_grpc.startswith("unix:") and ":" not in authz_grpc:
         raise ValueError(f"authz_grpc must be host:port or unix:/path, got {authz_grpc!r}")
     deployment = model.Deployment(
+        transport=model.Transport(transport),
         authz=model.parse_address(authz_grpc, model.GRPC_PORT),
         timeout_ms=timeout_ms,
         status_on_error=status_on_error,

@@ -100,8 +100,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, tls: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(self, port: int, tls: ssl.SSLContext | None, host: str = "127.0.0.1") -> None:
+        super().__init__((host, port), _Handler)
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.lock = threading.Lock()
@@ -153,13 +153,14 @@ def self_signed_cert_pem(private_key: Any, common_name: str = "securetoken") -> 
 
 
 class KeyServer:
-    """The server; `url` is its base URL. Use as a context manager."""
+    """The server; `url` is its base URL. Use as a context manager. `host` is the address
+    it listens on (loopback unless a test needs another one)."""
 
-    def __init__(self, ca: LocalCA | None = None) -> None:
+    def __init__(self, ca: LocalCA | None = None, host: str = "127.0.0.1") -> None:
         self._tls = ca.server_context() if ca is not None else None
-        self._server = _Server(0, self._tls)
+        self._server = _Server(0, self._tls, host)
         self.port: int = self._server.server_address[1]
-        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://{host}:{self.port}"
         self._thread: threading.Thread | None = None
         self._start()
 
