@@ -75,10 +75,14 @@ class ProofKeys:
         return jkt, found
 
     def of_header(self, header: dict[str, Any]) -> tuple[str, VerifyingKey]:
-        """(thumbprint, key) of a decoded proof header's `jwk`; raises TokenError."""
+        """(thumbprint, key) of a decoded proof header's `jwk`, after the header's own
+        checks (`typ`, a public `jwk`); raises TokenError."""
         entry = self._by_header.get(id(header))
         if entry is not None and entry[0] is header:
             return entry[1], entry[2]
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower().removeprefix("application/") != DPOP_TYP:
+            raise TokenError(Reason.DPOP_PROOF_MALFORMED, f"proof typ must be {DPOP_TYP!r}")
         jwk = header.get("jwk")
         if not isinstance(jwk, dict):
             raise TokenError(Reason.DPOP_KEY_INVALID, "proof header has no 'jwk' object")
@@ -97,33 +101,33 @@ def verify_proof(
     proof: str,
     *,
     request: RequestView,
-    access_token: str,
+    ath: str,
     now: float,
     settings: DPoPSettings,
     keys: ProofKeys,
 ) -> Proof:
-    """Check a DPoP proof for this request and access token; raises TokenError with a
-    dpop_* reason. Nothing of the proof is kept."""
+    """Check a DPoP proof for this request and the access token whose hash is `ath`
+    (`access_token_hash`); raises TokenError with a dpop_* reason. Nothing of the proof
+    is kept."""
     try:
         parsed = parse(proof, MAX_PROOF_BYTES, keys.headers)
     except TokenError as exc:
         raise TokenError(Reason.DPOP_PROOF_MALFORMED, f"proof: {exc.detail}") from None
     header, claims = parsed.header, parsed.claims
-    typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower().removeprefix("application/") != DPOP_TYP:
-        raise TokenError(Reason.DPOP_PROOF_MALFORMED, f"proof typ must be {DPOP_TYP!r}")
     alg: str = header["alg"]
     if alg not in settings.algorithms:
         raise TokenError(
             Reason.DPOP_ALGORITHM_NOT_ALLOWED, f"proof alg {alg[:32]!r} is not accepted"
         )
-    jkt, key = keys.of_header(header)
-    jti = _string(claims, "jti")
-    if len(jti) > MAX_JTI:
-        raise TokenError(Reason.DPOP_PROOF_MALFORMED, f"proof jti longer than {MAX_JTI}")
-    if _string(claims, "htm") != request.method:
+    jkt, key = keys.of_header(header)  # typ and jwk, checked once per header
+    jti, htm, htu = claims.get("jti"), claims.get("htm"), claims.get("htu")
+    if not (isinstance(jti, str) and isinstance(htm, str) and isinstance(htu, str)):
+        jti, htm, htu = _string(claims, "jti"), _string(claims, "htm"), _string(claims, "htu")
+    if not jti or len(jti) > MAX_JTI:
+        raise TokenError(Reason.DPOP_PROOF_MALFORMED, f"proof jti empty or over {MAX_JTI}")
+    if htm != request.method:
         raise TokenError(Reason.DPOP_METHOD_MISMATCH, "proof htm is not the request method")
-    _check_uri(_string(claims, "htu"), request)
+    _check_uri(htu, request)
     iat = _number(claims, "iat")
     if iat > now + settings.skew:
         raise TokenError(Reason.DPOP_PROOF_EXPIRED, "proof iat is in the future")
@@ -131,7 +135,7 @@ def verify_proof(
         raise TokenError(
             Reason.DPOP_PROOF_EXPIRED, f"proof is older than {settings.max_age}s (iat)"
         )
-    if _string(claims, "ath") != access_token_hash(access_token):
+    if _string(claims, "ath") != ath:
         raise TokenError(Reason.DPOP_TOKEN_HASH_MISMATCH, "proof ath is not the token's hash")
     nonce = claims.get("nonce")
     if nonce is not None and not isinstance(nonce, str):

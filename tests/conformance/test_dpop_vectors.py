@@ -85,7 +85,7 @@ def test_rfc9449_resource_request_proof_verifies_as_written() -> None:
     proof = verify_proof(
         RESOURCE_PROOF,
         request=_resource_request(),
-        access_token=ACCESS_TOKEN,
+        ath=access_token_hash(ACCESS_TOKEN),
         now=RESOURCE_IAT,
         settings=DPoPSettings(),
         keys=ProofKeys(),
@@ -123,7 +123,7 @@ def test_rfc9449_resource_proof_fails_for_anything_else(
         verify_proof(
             RESOURCE_PROOF,
             request=_resource_request(req["method"], req["host"], req["path"]),
-            access_token=args["token"],
+            ath=access_token_hash(args["token"]),
             now=args["now"],
             settings=args["settings"],
             keys=ProofKeys(),
@@ -141,7 +141,7 @@ def test_rfc9449_token_request_proof_signature_and_claims() -> None:
         verify_proof(
             TOKEN_REQUEST_PROOF,
             request=request,
-            access_token=ACCESS_TOKEN,
+            ath=access_token_hash(ACCESS_TOKEN),
             now=1562262616,
             settings=DPoPSettings(),
             keys=ProofKeys(),
@@ -157,7 +157,7 @@ def test_rfc9449_proof_with_a_flipped_signature_bit_fails() -> None:
         verify_proof(
             f"{head}.{body}.{flipped}",
             request=_resource_request(),
-            access_token=ACCESS_TOKEN,
+            ath=access_token_hash(ACCESS_TOKEN),
             now=RESOURCE_IAT,
             settings=DPoPSettings(),
             keys=ProofKeys(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from authz.keys.thumbprint import b64url
 from authz.policy.issuer import TokenSource
 from authz.policy.possession import DPoPSettings
 from authz.policy.snapshot import CompiledPolicy
@@ -76,7 +77,8 @@ class DPoPBound:
         try:
             check_audience(verified, policy)
             now = self._clock()
-            proof = self._proof(request, presented.secret, now, settings)
+            # ath is the token's SHA-256, which the verified-token cache keys it by already.
+            proof = self._proof(request, b64url(digest), now, settings)
             binding = check_dpop(verified, proof.jkt, request, policy)
             if settings.require_nonce and not self.nonces.valid(proof.nonce):
                 raise TokenError(
@@ -89,7 +91,7 @@ class DPoPBound:
             verified.identity, None, verified, SOURCE, reused, binding=binding, digest=digest
         )
 
-    def _proof(self, request: RequestView, token: str, now: float, settings: DPoPSettings) -> Proof:
+    def _proof(self, request: RequestView, ath: str, now: float, settings: DPoPSettings) -> Proof:
         value = request.headers.get(PROOF_HEADER)
         if value is None or not value.strip():
             raise TokenError(Reason.DPOP_PROOF_MISSING, "no DPoP proof header")
@@ -98,7 +100,7 @@ class DPoPBound:
         return verify_proof(
             value.strip(),
             request=request,
-            access_token=token,
+            ath=ath,
             now=now,
             settings=settings,
             keys=self._keys,

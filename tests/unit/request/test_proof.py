@@ -15,7 +15,7 @@ from authz.keys.thumbprint import b64url, certificate_thumbprint, jwk_thumbprint
 from authz.policy.possession import DPoPSettings
 from authz.request.decision import Reason
 from authz.request.jose import TokenError
-from authz.request.proof import Proof, ProofKeys, parse_target, verify_proof
+from authz.request.proof import Proof, ProofKeys, access_token_hash, parse_target, verify_proof
 from authz.request.view import KnownConnection, request_view
 from tests.support.dpop import DROP, DPoPClient
 from tests.support.pki import CA, pem_cert
@@ -39,7 +39,7 @@ def _verify(
     return verify_proof(
         proof,
         request=request,
-        access_token=TOKEN,
+        ath=access_token_hash(TOKEN),
         now=now,
         settings=settings or DPoPSettings(),
         keys=ProofKeys(),
