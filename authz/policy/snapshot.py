@@ -15,6 +15,12 @@ from typing import Literal, NamedTuple
 
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternSet
+from authz.policy.possession import (
+    CONNECTION_ONLY,
+    ClientCertificateSettings,
+    DPoPSettings,
+    InternalTokenSpec,
+)
 from authz.policy.revocation import NO_REVOCATIONS, Revocations
 from authz.policy.schema import NAMESPACE_CONTEXT_KEY
 
@@ -89,6 +95,7 @@ class CompiledRule:
     scopes: Requirement = Requirement()
     roles: Requirement = Requirement()
     claims: tuple[ClaimCondition, ...] = ()
+    require_dpop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,9 @@ class CompiledPolicy:
     dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
     patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
     introspection: IntrospectionRoute | None = None  # None: no issuer of it introspects
+    dpop: DPoPSettings | None = None  # None: `Authorization: DPoP` is not read
+    client_certificate: ClientCertificateSettings = CONNECTION_ONLY
+    internal_token: InternalTokenSpec | None = None
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
@@ -257,6 +267,12 @@ class Snapshot:
                     [
                         *(h.name for h in DEFAULT_HEADERS),
                         *(h.name for p in policies for h in p.response.headers),
+                        *(
+                            p.internal_token.header
+                            for p in policies
+                            if p.internal_token is not None
+                            and p.internal_token.header != "authorization"
+                        ),
                     ]
                 )
             ),

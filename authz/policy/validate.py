@@ -174,6 +174,9 @@ _CHECKS: dict[str, _Check] = {
         r.get("action", "requireToken") == "requireToken"
         or _count(r, ("requireScopes", "requireRoles", "claims")) == 0
     ),
+    "rules with requireDPoP need the policy's dpop block": lambda s: (
+        "dpop" in s or not any(_on(r, "requireDPoP") for r in s["rules"])
+    ),
     "exactly one of equals, in, present, regex must be set": lambda c: (
         _count(c, ("equals", "in", "present", "regex")) == 1
     ),

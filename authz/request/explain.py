@@ -16,8 +16,8 @@ from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.jose import TokenError, parse
 from authz.request.pipeline import Outcome, Pipeline
-from authz.request.respond import challenge, http_status
-from authz.request.view import RequestError, request_view
+from authz.request.respond import http_status
+from authz.request.view import KnownConnection, RequestError, request_view
 
 
 def explain(
@@ -30,14 +30,18 @@ def explain(
     context: Mapping[str, str],
     token: str | None,
     problems: list[str],
+    scheme: str = "https",
 ) -> dict[str, Any]:
-    """Decide the request a user describes (a token goes in `Authorization: Bearer`) and
-    describe the decision and everything behind it."""
+    """Decide the request a user describes (a token goes in `Authorization: Bearer`; the
+    proxy is taken to report `scheme`, which a DPoP proof's `htu` names) and describe the
+    decision and everything behind it."""
     lowered = {k.lower(): v for k, v in headers.items()}
     if token:
         lowered["authorization"] = f"Bearer {token}"
+    connection = KnownConnection(scheme=scheme)
     try:
-        answer, outcome = pipeline.check(request_view(method, host, path, lowered, context))
+        view = request_view(method, host, path, lowered, context, connection=connection)
+        answer, outcome = pipeline.check(view)
     except RequestError as exc:
         answer, outcome = pipeline.reject(Reason.REQUEST_INVALID, str(exc))
     decision = outcome.decision
@@ -69,9 +73,8 @@ def explain(
         out["upstream_headers"] = dict(answer.headers)
         out["removed_headers"] = list(answer.remove)
     else:
-        out["www_authenticate"] = challenge(
-            decision.reason, pipeline.responder.realm, decision.required_scopes
-        )
+        # The answer's own challenge: under a policy that reads DPoP it names that scheme.
+        out["www_authenticate"] = dict(answer.headers).get("www-authenticate")
         if decision.required_scopes:
             out["required_scopes"] = list(decision.required_scopes)
     if problems:

@@ -24,10 +24,11 @@ from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.pipeline import Outcome
 from authz.request.respond import Answer
-from authz.request.view import request_view
+from authz.request.view import Connection, KnownConnection, request_view
 from tests.support.tokens import NOW, claims, mint, signing_key
 
 ORIGIN = "memory"
+HTTPS = KnownConnection(scheme="https")  # what the proxy reports by default in these tests
 
 
 @dataclass
@@ -107,6 +108,7 @@ def check(
     cache: TokenCache | None = None,
     now: float = NOW,
     may_wait: bool = True,
+    connection: Connection = HTTPS,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
     """Decide one request at `now` (the fixed test time NOW unless given); `options` as
@@ -117,5 +119,5 @@ def check(
     checker = pipeline(
         served, cache if cache is not None else TokenCache(0), clock=lambda: now, **options
     )
-    view = request_view(method, host, path, lowered, context or {})
+    view = request_view(method, host, path, lowered, context or {}, connection=connection)
     return checker.check(view, may_wait=may_wait)
