@@ -90,6 +90,7 @@ class Debug:
             token=token,
             problems=_problems(self._store),
             connection=_connection(doc),
+            scheme=_text(doc, "scheme", "https"),
         )
 
 

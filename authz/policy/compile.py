@@ -49,6 +49,15 @@ from authz.policy.matchers import (
     path_matcher,
 )
 from authz.policy.patterns import LinearPattern, PatternError, PatternSet
+from authz.policy.possession import (
+    DPOP_ALGORITHMS,
+    DPOP_DEFAULTS,
+    INTERNAL_TOKEN_HEADER,
+    INTERNAL_TOKEN_LIFETIME,
+    ClientCertificateSettings,
+    DPoPSettings,
+    InternalTokenSpec,
+)
 from authz.policy.revocation import SKEW_MARGIN, RevocationList, RevokedEntry
 from authz.policy.snapshot import (
     DEFAULT_HEADERS,
@@ -100,6 +109,7 @@ def compile_issuer(
         "max_lifetime": spec.get("maxLifetimeSeconds"),
         "require_exp": spec.get("requireExp", True),
         "require_typ": spec.get("requireTyp"),
+        "require_dpop": spec.get("requireDPoP", False),
         "token_sources": tuple(_token_source(s) for s in spec.get("tokenSources", ())) or (BEARER,),
         "scope_claims": tuple(claim_path(p) for p in claims.get("scopes", ("scope", "scp"))),
         "role_claims": tuple(claim_path(p) for p in claims.get("roles", ())),
@@ -542,6 +552,7 @@ def _compile_rule(spec: Mapping[str, Any], index: int, context: RuleContext) -> 
         claims=tuple(
             claim_condition(c, f"{where}.claims[{j}]") for j, c in enumerate(spec.get("claims", ()))
         ),
+        require_dpop=spec.get("requireDPoP", False),
         conditions=conditions,
         issuers=frozenset(issuer_key(r, context.namespace) for r in issuers) if issuers else None,
         audiences=frozenset(spec["audiences"]) if spec.get("audiences") else None,
@@ -629,6 +640,13 @@ def compile_policy(
             problems.append(f"spec.issuers[{i}]: {key} has the same iss as {clash.id}; ignored")
         else:
             by_iss.update(dict.fromkeys(issuer.accepted_iss, issuer))
+    if "dpop" not in spec:
+        problems += [
+            f"{issuer.id} requires DPoP and this policy has no dpop block: "
+            "its tokens are always refused (dpop_required)"
+            for issuer in dict.fromkeys(by_iss.values())
+            if issuer.require_dpop
+        ]
     problems += host_problems(targets.get("hosts", ()), "spec.targets.hosts")
     problems += policy_warnings(spec)
     for i, rule_spec in enumerate(spec["rules"]):
@@ -677,6 +695,7 @@ def compile_policy(
         patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
         deny_with=deny_with(spec.get("denyWith")),
         introspection=route,
+        **possession(spec),
     )
     return PolicyResult(policy, tuple(problems), tuple(unresolved))
 
@@ -704,3 +723,27 @@ def _introspection_route(
         if by_iss.get(iss) is issuer
     }
     return IntrospectionRoute(first, jwt_routes), problems
+
+
+def possession(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy's proof-of-possession and internal-token blocks, compiled."""
+    out: dict[str, Any] = {}
+    if "dpop" in spec:
+        dpop = spec["dpop"]
+        out["dpop"] = DPoPSettings(
+            algorithms=tuple(dpop.get("algorithms", DPOP_ALGORITHMS)),
+            max_age=dpop.get("proofMaxAgeSeconds", DPOP_DEFAULTS["proofMaxAgeSeconds"]),
+            skew=dpop.get("clockSkewSeconds", DPOP_DEFAULTS["clockSkewSeconds"]),
+            require_nonce=dpop.get("requireNonce", False),
+        )
+    if "clientCertificate" in spec:
+        trust = spec["clientCertificate"].get("trustForwardedClientCert", False)
+        out["client_certificate"] = ClientCertificateSettings(trust_forwarded=trust)
+    if "internalToken" in spec:
+        internal = spec["internalToken"]
+        out["internal_token"] = InternalTokenSpec(
+            audience=internal["audience"],
+            lifetime=internal.get("lifetimeSeconds", INTERNAL_TOKEN_LIFETIME),
+            header=internal.get("header", INTERNAL_TOKEN_HEADER).lower(),
+        )
+    return out

@@ -50,6 +50,7 @@ class CompiledIssuer:
     max_lifetime: int | None = None
     require_exp: bool = True
     require_typ: str | None = None
+    require_dpop: bool = False  # tokens only with a DPoP proof (RFC 9449)
     token_sources: tuple[TokenSource, ...] = (BEARER,)
     scope_claims: tuple[ClaimPath, ...] = (("scope",), ("scp",))
     role_claims: tuple[ClaimPath, ...] = ()

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz.policy.possession import (
+    DPOP_ALGORITHMS,
+    DPOP_DEFAULTS,
+    INTERNAL_TOKEN_HEADER,
+    INTERNAL_TOKEN_LIFETIME,
+    INTERNAL_TOKEN_MAX_LIFETIME,
+)
+
 GROUP = "authz.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -567,6 +575,13 @@ ISSUER_SPEC: JSON = _obj(
             "(case-insensitive, `application/` prefix optional).",
             minLength=1,
         ),
+        "requireDPoP": {
+            "type": "boolean",
+            "default": False,
+            "description": "Every token of this issuer must be DPoP-bound (`cnf.jkt`) and sent "
+            "as `Authorization: DPoP` with a proof (RFC 9449); a policy trusting it needs a "
+            "`dpop` block. A DPoP-bound token sent as a bearer token is refused whatever this says.",
+        },
         "tokenSources": _list(
             _TOKEN_SOURCE,
             "Where this issuer's tokens are looked for. Default: `Authorization: Bearer`.",
@@ -815,6 +830,12 @@ _RULE = _obj(
         "requireScopes": _REQUIREMENT,
         "requireRoles": _REQUIREMENT,
         "claims": _list(_CLAIM_CONDITION, "Claim conditions; all must hold.", maxItems=64),
+        "requireDPoP": {
+            "type": "boolean",
+            "default": False,
+            "description": "The token must be DPoP-bound and sent with a valid proof (RFC 9449); "
+            "a bearer token gets 401 `dpop_required`. Needs the policy's `dpop` block.",
+        },
         "issuers": _list(
             _ISSUER_REF,
             "Narrows the policy's issuers for this rule: a valid token from another of them "
@@ -840,6 +861,82 @@ _HEADER_FROM_CLAIM = _obj(
         "claim": _str("Claim path, or `$scopes` / `$roles` for the normalised lists.", minLength=1),
     },
     required=["name", "claim"],
+)
+
+_DPOP = _obj(
+    "Accept DPoP-bound tokens (RFC 9449): `Authorization: DPoP <token>` with a `DPoP` proof "
+    "header, checked against the request as the proxy received it (method, scheme, host, "
+    "path). A proof is accepted once (its `jti` is remembered while it could be accepted).",
+    {
+        "algorithms": _list(
+            {"type": "string", "enum": list(DPOP_ALGORITHMS)},
+            "Proof algorithms accepted (asymmetric only), sent in challenges as `algs`. "
+            "Default: all of them.",
+            minItems=1,
+            maxItems=len(DPOP_ALGORITHMS),
+        ),
+        "proofMaxAgeSeconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 600,
+            "default": DPOP_DEFAULTS["proofMaxAgeSeconds"],
+            "description": "How long after its `iat` a proof is accepted; its `jti` is "
+            "remembered that long. RFC 9449 advises seconds to a few minutes.",
+        },
+        "clockSkewSeconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 60,
+            "default": DPOP_DEFAULTS["clockSkewSeconds"],
+            "description": "How far in the future a proof's `iat` may be (client clocks ahead).",
+        },
+        "requireNonce": {
+            "type": "boolean",
+            "default": False,
+            "description": "Proofs must carry a recent server nonce: a proof without one gets "
+            "401 `use_dpop_nonce` with a `DPoP-Nonce` header to retry with (RFC 9449 section 9).",
+        },
+    },
+)
+
+_CLIENT_CERTIFICATE = _obj(
+    "Where the client certificate of a certificate-bound token (RFC 8705, `cnf.x5t#S256`) "
+    "is read. By default only from the connection: Envoy's ext_authz filter sends it with "
+    "`include_peer_certificate: true`.",
+    {
+        "trustForwardedClientCert": {
+            "type": "boolean",
+            "default": False,
+            "description": "Also read the `x-forwarded-client-cert` header (its first element: "
+            "the client of the edge proxy), as an Istio gateway or sidecar sets it. Only when "
+            "every proxy in front sanitises that header: otherwise a client can write its own.",
+        },
+    },
+)
+
+_INTERNAL_TOKEN = _obj(
+    "Replace the external credential with a short-lived JWT that authz signs (its keys: "
+    "`authz serve --internal-token-keys`), carrying the normalised identity (`sub`, `scope`, "
+    "`roles`, `original_iss`, `act`) for one upstream audience. The upstream verifies it "
+    "with the JWKS on authz's ops port.",
+    {
+        "audience": _str("The `aud` of the internal token: the upstream.", minLength=1),
+        "lifetimeSeconds": {
+            "type": "integer",
+            "minimum": 10,
+            "maximum": INTERNAL_TOKEN_MAX_LIFETIME,
+            "default": INTERNAL_TOKEN_LIFETIME,
+            "description": "Lifetime of an internal token; never beyond the external one's.",
+        },
+        "header": _str(
+            "Header that carries it: `authorization` (as `Bearer <token>`) or another "
+            "header (the bare token). A client-sent header of that name never reaches the "
+            "upstream.",
+            pattern="^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$",
+            default=INTERNAL_TOKEN_HEADER,
+        ),
+    },
+    required=["audience"],
 )
 
 POLICY_SPEC: JSON = _obj(
@@ -915,6 +1012,9 @@ POLICY_SPEC: JSON = _obj(
         },
         "denyWith": _DENY_WITH,
         "rules": _list(_RULE, "Rules in order; the first match decides.", minItems=1, maxItems=256),
+        "dpop": _DPOP,
+        "clientCertificate": _CLIENT_CERTIFICATE,
+        "internalToken": _INTERNAL_TOKEN,
         "response": _obj(
             "What an allowed request carries to the upstream.",
             {
@@ -1258,6 +1358,12 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
             "spec.rules[].denyWith.unauthenticated",
             "spec.rules[].denyWith.unauthorized",
         )
+    ),
+    (
+        "policy",
+        "spec",
+        "has(self.dpop) || !self.rules.exists(r, has(r.requireDPoP) && r.requireDPoP)",
+        "rules with requireDPoP need the policy's dpop block",
     ),
     (
         "issuer",

@@ -18,6 +18,12 @@ from authz.policy.conditions import Condition, Request
 from authz.policy.deny import DenyWith
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternSet
+from authz.policy.possession import (
+    CONNECTION_ONLY,
+    ClientCertificateSettings,
+    DPoPSettings,
+    InternalTokenSpec,
+)
 from authz.policy.revocation import NO_REVOCATIONS, Revocations
 from authz.policy.schema import NAMESPACE_CONTEXT_KEY
 
@@ -82,6 +88,7 @@ class CompiledRule:
     scopes: Requirement = Requirement()
     roles: Requirement = Requirement()
     claims: tuple[ClaimCondition, ...] = ()
+    require_dpop: bool = False
     # Request conditions beyond method, path and host (headers, addresses, the mTLS peer,
     # ports, negative matches): all must hold; empty for most rules, so they cost nothing.
     conditions: tuple[Condition, ...] = ()
@@ -144,6 +151,9 @@ class CompiledPolicy:
     patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
     deny_with: DenyWith | None = None  # custom deny answers; a rule's own ones come first
     introspection: IntrospectionRoute | None = None  # None: no issuer of it introspects
+    dpop: DPoPSettings | None = None  # None: `Authorization: DPoP` is not read
+    client_certificate: ClientCertificateSettings = CONNECTION_ONLY
+    internal_token: InternalTokenSpec | None = None
 
     def rule_for(self, request: Request) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
@@ -295,6 +305,12 @@ class Snapshot:
                     [
                         *(h.name for h in DEFAULT_HEADERS),
                         *(h.name for p in policies for h in p.response.headers),
+                        *(
+                            p.internal_token.header
+                            for p in policies
+                            if p.internal_token is not None
+                            and p.internal_token.header != "authorization"
+                        ),
                     ]
                 )
             ),

@@ -204,6 +204,9 @@ _CHECKS: dict[str, _Check] = {
         if "redirect" in d
         else ("status" not in d or d["status"] >= 400)
     ),
+    "rules with requireDPoP need the policy's dpop block": lambda s: (
+        "dpop" in s or not any(_on(r, "requireDPoP") for r in s["rules"])
+    ),
     "introspection.endpoint must use https unless introspection.allowInsecureHttp is true": (
         lambda i: i["endpoint"].startswith("https://") or _on(i, "allowInsecureHttp")
     ),

@@ -8,6 +8,7 @@ token, only what was learnt from it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from authz.introspection.introspector import IntrospectionState
@@ -16,8 +17,8 @@ from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.jose import TokenError, parse
 from authz.request.pipeline import Outcome, Pipeline
-from authz.request.respond import challenge, http_status
-from authz.request.view import NO_CONNECTION, Connection, RequestError, request_view
+from authz.request.respond import http_status
+from authz.request.view import KnownConnection, RequestError, request_view
 
 
 def explain(
@@ -30,13 +31,17 @@ def explain(
     context: Mapping[str, str],
     token: str | None,
     problems: list[str],
-    connection: Connection = NO_CONNECTION,
+    scheme: str = "https",
+    connection: KnownConnection | None = None,
 ) -> dict[str, Any]:
-    """Decide the request a user describes (a token goes in `Authorization: Bearer`) and
-    describe the decision and everything behind it, with the rules tried on the way."""
+    """Decide the request a user describes (a token goes in `Authorization: Bearer`; the
+    proxy is taken to report `scheme`, which a DPoP proof's `htu` names, and `connection`:
+    its addresses and mTLS peer) and describe the decision and everything behind it, with
+    the rules tried on the way."""
     lowered = {k.lower(): v for k, v in headers.items()}
     if token:
         lowered["authorization"] = f"Bearer {token}"
+    connection = replace(connection or KnownConnection(), scheme=scheme)
     try:
         view = request_view(method, host, path, lowered, context, connection=connection)
         answer, outcome = pipeline.check(view)
@@ -82,9 +87,8 @@ def explain(
         out["upstream_headers"] = dict(answer.headers)
         out["removed_headers"] = list(answer.remove)
     else:
-        out["www_authenticate"] = dict(answer.headers).get("www-authenticate") or challenge(
-            decision.reason, pipeline.responder.realm, decision.required_scopes
-        )
+        # The answer's own challenge: under a policy that reads DPoP it names that scheme.
+        out["www_authenticate"] = dict(answer.headers).get("www-authenticate")
         if answer.status != http_status(decision):  # a policy's denyWith answer
             out["status"] = answer.status
             out["custom_answer"] = {"headers": dict(answer.headers), "body": answer.body}

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from authz.keys.signing import NoSigningKey
 from authz.policy.deny import DenyResponse
 from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
 from authz.request.authorize import authorize, rule_refuses
 from authz.request.credentials import Authentication
 from authz.request.decision import Decision, Reason
+from authz.request.internal_token import InternalTokens
+from authz.request.nonces import Nonces
 from authz.request.respond import Answer, Responder, http_status
 from authz.request.verify import VerifiedToken, WouldWait
 
@@ -36,6 +39,8 @@ class Outcome:
     snapshot_version: int = 0
     would_deny: Decision | None = None  # dry-run: the denial that was not enforced
     rule: CompiledRule | None = None  # the rule that matched (None: the default action)
+    # allow: the internal token that replaces the credential upstream (never logged)
+    internal_token: str | None = field(default=None, repr=False)
 
     @property
     def verified(self) -> VerifiedToken | None:
@@ -58,12 +63,15 @@ class Pipeline:
         *,
         realm: str = "authz",
         default_allow: bool = False,
+        nonces: Nonces | None = None,
+        internal_tokens: InternalTokens | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._serving = serving
         self._authenticator = authenticator
-        self.responder = Responder(realm)
+        self.responder = Responder(realm, nonces)
         self.default_allow = default_allow
+        self.internal_tokens = internal_tokens
         self._clock = clock
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
@@ -80,17 +88,29 @@ class Pipeline:
         if not decision.allowed:
             custom = _deny_with(outcome)
             if custom is None:
-                return self.responder.deny(decision), outcome
+                answer = self.responder.deny(decision, outcome.policy, outcome.authentication)
+                return answer, outcome
             assert outcome.policy is not None  # custom answers come from a policy
             secret = tuple(s.name for s in outcome.policy.token_sources if s.kind == "query")
-            answer = self.responder.deny(decision, outcome.request, custom, secret)
+            answer = self.responder.deny(
+                decision,
+                outcome.policy,
+                outcome.authentication,
+                request=outcome.request,
+                custom=custom,
+                secret_params=secret,
+            )
             return answer, outcome
         if outcome.policy is None:  # allowed by default: strip every identity header
             headers = self._serving.snapshot.identity_headers
             return self.responder.allow_unlisted(decision, headers), outcome
         assert outcome.request is not None  # only a rejected request has none, and is denied
         answer = self.responder.allow(
-            decision, outcome.policy, outcome.request, outcome.authentication
+            decision,
+            outcome.policy,
+            outcome.request,
+            outcome.authentication,
+            outcome.internal_token,
         )
         return answer, outcome
 
@@ -126,7 +146,34 @@ class Pipeline:
                 rule=rule,
                 snapshot=snapshot,
             )
-        return Outcome(decision, request, policy, authentication, version, rule=rule)
+        return self._internal_token(
+            Outcome(decision, request, policy, authentication, version, rule=rule)
+        )
+
+    def _internal_token(self, outcome: Outcome) -> Outcome:
+        """An allowed request of a policy with `internalToken` carries one upstream; none can
+        be signed (no key loaded): the request is refused (503), never sent on without it.
+        A pipeline without a minter (an explanation) says what is decided and mints nothing."""
+        policy, auth, minter = outcome.policy, outcome.authentication, self.internal_tokens
+        spec = policy.internal_token if policy is not None else None
+        if spec is None or auth is None or auth.identity is None or minter is None:
+            return outcome
+        if not outcome.decision.allowed:
+            return outcome
+        assert policy is not None
+        try:
+            token = minter.mint(auth, policy.id, spec)
+        except NoSigningKey as exc:
+            denied = Decision(
+                False,
+                Reason.INTERNAL_TOKEN_UNAVAILABLE,
+                str(exc)[:200],
+                policy.id,
+                outcome.decision.rule,
+                auth.identity,
+            )
+            return replace(outcome, decision=denied)
+        return replace(outcome, internal_token=token)
 
     def _dry_run(
         self,
@@ -151,7 +198,13 @@ class Pipeline:
         decision = Decision(
             True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who
         )
-        return Outcome(decision, request, policy, authentication, version, denied, rule)
+        outcome = Outcome(
+            decision, request, policy, authentication, version, would_deny=denied, rule=rule
+        )
+        if who is None or authentication is None or authentication.identity is not who:
+            return outcome
+        minted = self._internal_token(outcome)
+        return outcome if not minted.decision.allowed else minted
 
 
 def _deny_with(outcome: Outcome) -> DenyResponse | None:
@@ -187,6 +240,9 @@ def _authorize(
         refused = rule_refuses(rule, authentication)
         if refused is not None:
             return Decision(False, refused.reason, refused.detail, policy.id, rule_name)
+    if rule is not None and rule.require_dpop and authentication.binding != "dpop":
+        detail = "the rule requires a DPoP-bound token with a proof"
+        return Decision(False, Reason.DPOP_REQUIRED, detail, policy.id, rule_name, who)
     if rule is None or action == "allowAnonymous":
         reason = Reason.ALLOWED if action == "requireToken" else Reason.ALLOWED_ANONYMOUS
         return Decision(True, reason, "", policy.id, rule_name, who)

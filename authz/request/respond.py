@@ -20,8 +20,11 @@ from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.claims import claim, scalar_text
 from authz.request.credentials import Authentication
+from authz.request.credentials.dpop import PROOF_HEADER
+from authz.request.credentials.dpop import SOURCE as DPOP_SOURCE
 from authz.request.decision import Decision, Identity, Reason
 from authz.request.extract import unverified_carriers, without_cookie
+from authz.request.nonces import Nonces
 from authz.request.view import RequestView
 
 # reason -> (HTTP status, RFC 6750 error code or None, what the client is told)
@@ -61,6 +64,50 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
         "temporarily_unavailable",
         "the token could not be checked; try again",
     ),
+    Reason.DPOP_PROOF_MISSING: (401, "invalid_dpop_proof", "a DPoP proof is required"),
+    Reason.DPOP_PROOF_MALFORMED: (401, "invalid_dpop_proof", "the DPoP proof is malformed"),
+    Reason.DPOP_ALGORITHM_NOT_ALLOWED: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof algorithm is not accepted",
+    ),
+    Reason.DPOP_KEY_INVALID: (401, "invalid_dpop_proof", "the DPoP proof key is not acceptable"),
+    Reason.DPOP_SIGNATURE_INVALID: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof signature is invalid",
+    ),
+    Reason.DPOP_METHOD_MISMATCH: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof is for another method",
+    ),
+    Reason.DPOP_URI_MISMATCH: (401, "invalid_dpop_proof", "the DPoP proof is for another URI"),
+    Reason.DPOP_PROOF_EXPIRED: (401, "invalid_dpop_proof", "the DPoP proof is not fresh"),
+    Reason.DPOP_TOKEN_HASH_MISMATCH: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof is for another token",
+    ),
+    Reason.DPOP_PROOF_REPLAYED: (401, "invalid_dpop_proof", "the DPoP proof was used before"),
+    Reason.DPOP_NONCE_REQUIRED: (401, "use_dpop_nonce", "the DPoP proof needs the server nonce"),
+    Reason.DPOP_KEY_MISMATCH: (401, "invalid_token", "the token is not bound to the proof key"),
+    Reason.DPOP_REQUIRED: (401, "invalid_token", "a DPoP-bound token with a proof is required"),
+    Reason.DPOP_BOUND_AS_BEARER: (
+        401,
+        "invalid_token",
+        "a DPoP-bound token must be sent with the DPoP scheme and a proof",
+    ),
+    Reason.CERTIFICATE_MISSING: (
+        401,
+        "invalid_token",
+        "the token is bound to a client certificate that was not presented",
+    ),
+    Reason.CERTIFICATE_MISMATCH: (
+        401,
+        "invalid_token",
+        "the token is bound to another client certificate",
+    ),
     Reason.INSUFFICIENT_SCOPE: (403, "insufficient_scope", "the token lacks a required scope"),
     Reason.INSUFFICIENT_ROLE: (403, "insufficient_scope", "the token lacks a required role"),
     Reason.CLAIM_MISMATCH: (403, "insufficient_scope", "the token does not meet the policy"),
@@ -74,7 +121,26 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     ),
     Reason.INTERNAL_ERROR: (403, "access_denied", "the request could not be authorized"),
     Reason.OVERLOADED: (503, "temporarily_unavailable", "authz is overloaded; retry later"),
+    Reason.DPOP_REPLAY_UNAVAILABLE: (
+        503,
+        "temporarily_unavailable",
+        "the DPoP replay check is unavailable; retry later",
+    ),
+    Reason.INTERNAL_TOKEN_UNAVAILABLE: (
+        503,
+        "temporarily_unavailable",
+        "the internal token cannot be issued; retry later",
+    ),
 }
+# Denials about the proof itself: their challenge is a DPoP one (RFC 9449 section 7.1).
+DPOP_REASONS = frozenset(
+    {
+        reason
+        for reason, (_, error, _) in OUTCOMES.items()
+        if error in ("invalid_dpop_proof", "use_dpop_nonce")
+    }
+    | {Reason.DPOP_KEY_MISMATCH, Reason.DPOP_REQUIRED, Reason.DPOP_BOUND_AS_BEARER}
+)
 
 
 Metadata = tuple[tuple[str, str | tuple[str, ...]], ...]
@@ -109,20 +175,33 @@ def http_status(decision: Decision) -> int:
     return 200 if decision.allowed else OUTCOMES[decision.reason][0]
 
 
-def challenge(reason: Reason, realm: str, scopes: tuple[str, ...] = ()) -> str | None:
-    """The WWW-Authenticate value for a denial, or None for non-Bearer denials (403 by rule,
-    503 overloaded or an introspection endpoint that cannot answer: neither is about the
-    credential)."""
+def challenge(
+    reason: Reason,
+    realm: str,
+    scopes: tuple[str, ...] = (),
+    *,
+    dpop_algs: str | None = None,
+    dpop_presented: bool = False,
+) -> str | None:
+    """The WWW-Authenticate value for a denial, or None when the denial is not about the
+    credential (403 by rule, 503: overloaded, an introspection endpoint, a DPoP replay check
+    or an internal token that cannot be had). `dpop_algs` (a policy that reads DPoP): a failure of a DPoP-presented
+    credential or of a proof gets a DPoP challenge with `algs`; any other gets the Bearer
+    challenge followed by a bare DPoP one, offering both (RFC 9449 7.1)."""
     status, error, description = OUTCOMES[reason]
     if error == "access_denied" or status >= 500:
         return None
-    parts = [f'Bearer realm="{realm}"']
+    params = [f'realm="{realm}"']
     if error is not None:
-        parts.append(f'error="{error}"')
-        parts.append(f'error_description="{description}"')
+        params.append(f'error="{error}"')
+        params.append(f'error_description="{description}"')
     if scopes and status == 403:
-        parts.append(f'scope="{" ".join(scopes)}"')
-    return ", ".join(parts)
+        params.append(f'scope="{" ".join(scopes)}"')
+    if dpop_algs is None:
+        return "Bearer " + ", ".join(params)
+    if dpop_presented or reason in DPOP_REASONS:
+        return "DPoP " + ", ".join([*params, f'algs="{dpop_algs}"'])
+    return f'Bearer {", ".join(params)}, DPoP realm="{realm}", algs="{dpop_algs}"'
 
 
 # Bounds on the memos below: denials vary only by policy-defined scope sets; allow answers
@@ -130,6 +209,8 @@ def challenge(reason: Reason, realm: str, scopes: tuple[str, ...] = ()) -> str |
 _MAX_DENIALS = 4096
 _MAX_ALLOWED = 4096
 _AllowKey = tuple[int, str, str | None, str | None, TokenSource | None, tuple[str, ...]]
+_DenyKey = tuple[Reason, tuple[str, ...], str | None, bool]
+NONCE_HEADER = "dpop-nonce"
 
 
 class Responder:
@@ -138,35 +219,48 @@ class Responder:
     cache-hit Check reuse the answer (and the transport its rendering) instead of
     rebuilding identity headers from claims every time."""
 
-    def __init__(self, realm: str) -> None:
+    def __init__(self, realm: str, nonces: Nonces | None = None) -> None:
         self.realm = realm
-        self._denials: dict[tuple[Reason, tuple[str, ...]], Answer] = {}
-        self._custom: dict[tuple[int, Reason, tuple[str, ...]], tuple[DenyResponse, Answer]] = {}
+        self.nonces = nonces
+        self._denials: dict[_DenyKey, Answer] = {}
+        self._custom: dict[tuple[int, _DenyKey], tuple[DenyResponse, Answer]] = {}
         self._allowed: dict[_AllowKey, tuple[Identity, CompiledPolicy, Answer]] = {}
         self._unlisted: Answer | None = None
 
     def deny(
         self,
         decision: Decision,
+        policy: CompiledPolicy | None = None,
+        auth: Authentication | None = None,
+        *,
         request: RequestView | None = None,
         custom: DenyResponse | None = None,
         secret_params: tuple[str, ...] = (),
     ) -> Answer:
-        """authz's own denial, or the policy's `custom` one (denyWith). A custom answer that
-        redirects with the original URL depends on the request; others are reused."""
+        """A denial; under a policy that reads DPoP its challenge says so, and a missing
+        server nonce comes with a fresh one (`DPoP-Nonce`), which is why those are not kept.
+        A policy's `custom` answer (denyWith) replaces it: one that redirects with the
+        original URL depends on the request, others are kept like authz's own."""
+        algs = policy.dpop.algs if policy is not None and policy.dpop is not None else None
+        presented = auth is not None and auth.source == DPOP_SOURCE
+        key = (decision.reason, decision.required_scopes, algs, presented)
+        nonce_needed = decision.reason == Reason.DPOP_NONCE_REQUIRED and self.nonces is not None
         if custom is not None:
-            if custom.original is not None and request is not None:
-                return self._custom_denial(decision, custom, request, secret_params)
-            custom_key = (id(custom), decision.reason, decision.required_scopes)
-            memo = self._custom.get(custom_key)
+            if nonce_needed or (custom.original is not None and request is not None):
+                return self._custom_denial(key, custom, request, secret_params)
+            memo = self._custom.get((id(custom), key))
             if memo is not None and memo[0] is custom:
                 return memo[1]
-            made = self._custom_denial(decision, custom, None, ())
+            made = self._custom_denial(key, custom, None, ())
             if len(self._custom) >= _MAX_DENIALS:
                 self._custom.clear()
-            self._custom[custom_key] = (custom, made)
+            self._custom[(id(custom), key)] = (custom, made)
             return made
-        key = (decision.reason, decision.required_scopes)
+        if nonce_needed:
+            assert self.nonces is not None
+            denial = self._denial(*key)
+            nonce = (NONCE_HEADER, self.nonces.current())
+            return Answer(denial.status, denial.reason, (*denial.headers, nonce), body=denial.body)
         answer = self._denials.get(key)
         if answer is None:
             answer = self._denial(*key)
@@ -176,19 +270,22 @@ class Responder:
 
     def _custom_denial(
         self,
-        decision: Decision,
+        key: _DenyKey,
         custom: DenyResponse,
         request: RequestView | None,
         secret_params: tuple[str, ...],
     ) -> Answer:
-        """A denyWith answer: its status, headers and body; the RFC 6750 challenge stays
-        unless the policy sets `www-authenticate` itself. The reason code is authz's own."""
-        reason, scopes = decision.reason, decision.required_scopes
+        """A denyWith answer: its status, headers and body; authz's own challenge (and a
+        DPoP nonce) stays unless the policy sets `www-authenticate` itself. The reason code
+        is authz's own."""
+        default = self._denial(*key)
         headers = list(custom.headers)
         named = {name for name, _ in headers}
-        value = challenge(reason, self.realm, scopes)
-        if value is not None and not custom.overrides_challenge:
-            headers.append(("www-authenticate", value))
+        for name, value in default.headers:
+            if name == "www-authenticate" and not custom.overrides_challenge:
+                headers.append((name, value))
+        if key[0] == Reason.DPOP_NONCE_REQUIRED and self.nonces is not None:
+            headers.append((NONCE_HEADER, self.nonces.current()))
         if custom.redirect is not None and "location" not in named:
             location = custom.redirect
             if custom.original is not None and request is not None:
@@ -204,17 +301,19 @@ class Responder:
         elif custom.redirect is not None:
             body = ""
         else:
-            default = self._denial(reason, scopes)
             body = default.body
             if "content-type" not in named:
                 headers.append(("content-type", "application/json"))
-        status = custom.status or OUTCOMES[reason][0]
-        return Answer(status, reason.value, tuple(headers), body=body, shared=request is None)
+        status = custom.status or default.status
+        shared = request is None and key[0] != Reason.DPOP_NONCE_REQUIRED
+        return Answer(status, default.reason, tuple(headers), body=body, shared=shared)
 
-    def _denial(self, reason: Reason, scopes: tuple[str, ...]) -> Answer:
+    def _denial(
+        self, reason: Reason, scopes: tuple[str, ...], algs: str | None, presented: bool
+    ) -> Answer:
         status, error, description = OUTCOMES[reason]
         headers = [("content-type", "application/json")]
-        value = challenge(reason, self.realm, scopes)
+        value = challenge(reason, self.realm, scopes, dpop_algs=algs, dpop_presented=presented)
         if value is not None:
             headers.append(("www-authenticate", value))
         body = {"error": error or "unauthorized", "error_description": description}
@@ -232,21 +331,27 @@ class Responder:
         policy: CompiledPolicy,
         request: RequestView,
         auth: Authentication | None,
+        internal_token: str | None = None,
     ) -> Answer:
         """Allow with identity headers. A cached identity's answer is kept for the next
         request (a fresh identity's is not: keeping it would only load the GC), unless it
-        depends on the request beyond the credential (a stripped cookie)."""
+        depends on the request beyond the credential (a stripped cookie, an internal token
+        that expires)."""
         who = decision.identity
         source = auth.source if auth is not None else None
         unverified = unverified_carriers(request, policy.token_sources, source)
         cookie = source is not None and source.kind == "cookie"
+        strip = policy.response.strip_authorization or policy.internal_token is not None
         if (
             who is None
             or auth is None
             or not auth.reused
-            or (cookie and policy.response.strip_authorization)
+            or (cookie and strip)
+            or policy.internal_token is not None
         ):
-            return self._allow(decision, policy, request, source, unverified)
+            return self._allow(
+                decision, policy, request, source, unverified, internal_token=internal_token
+            )
         # The memo holds `who`, so its id cannot be reused while the entry lives.
         key = (id(who), decision.reason.value, decision.policy, decision.rule, source, unverified)
         memo = self._allowed.get(key)
@@ -276,10 +381,13 @@ class Responder:
         unverified: tuple[str, ...],
         *,
         shared: bool = False,
+        internal_token: str | None = None,
     ) -> Answer:
         """Every configured identity header is either set or removed, so a client cannot
         smuggle its own `x-auth-subject` to the upstream; a credential authz did not verify
-        (`unverified`) never reaches the upstream as if it had been (issue 11, item 6)."""
+        (`unverified`) never reaches the upstream as if it had been (issue 11, item 6).
+        An internal token replaces the credential: the credential (and a DPoP proof) is
+        removed, and the internal token's header is set, or removed when there is none."""
         headers: list[tuple[str, str]] = []
         remove: list[str] = list(unverified)
         remove_query: tuple[str, ...] = ()
@@ -292,9 +400,19 @@ class Responder:
                 remove.append(spec.name)
             else:
                 headers.append((spec.name, value))
-        if policy.response.strip_authorization and source is not None:
+        internal = policy.internal_token
+        if internal is not None:
+            if internal_token is not None:
+                headers.append((internal.header, internal.value_prefix + internal_token))
+            else:
+                remove.append(internal.header)
+        strip = policy.response.strip_authorization or internal is not None
+        if strip and source == DPOP_SOURCE:
+            remove.append(PROOF_HEADER)
+        if strip and source is not None:
             if source.kind == "header":
-                remove.append(source.name)
+                if internal is None or internal_token is None or source.name != internal.header:
+                    remove.append(source.name)
             elif source.kind == "query":
                 remove_query = (source.name,)
             else:

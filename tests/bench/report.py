@@ -261,6 +261,26 @@ def targets(results: Mapping[str, Result], micro: Sequence[MicroResult]) -> list
         else "memory_100k not run",
         fmt="{:.0f} MB",
     )
+    by_name = {m.name: m for m in micro}
+    dpop, miss, hit = (
+        by_name.get(n)
+        for n in (
+            "check() DPoP, token cached",
+            "check() JWT miss, DPoP policy",
+            "check() JWT hit, DPoP policy",
+        )
+    )
+    added = verification = None
+    if dpop is not None and miss is not None and hit is not None:
+        added, verification = dpop.us - hit.us, miss.us - hit.us
+    add(
+        7,
+        "DPoP: added to a cache-hit check vs one token verification",
+        _ratio(added, verification),
+        "<= 1.0x",
+        lambda v: v <= 1.0,
+        "the DPoP microbenchmarks did not run",
+    )
     return out
 
 

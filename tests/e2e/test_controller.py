@@ -22,6 +22,7 @@ from authz.policy import crd, schema
 from authz.policy.kube import KubeSource, _Gone
 from authz.policy.store import PolicyStore
 from tests.e2e.conftest import AuthzFactory, AuthzServer
+from tests.support.dpop import DPoPClient
 from tests.support.kube import ControlPlane, KubeError
 from tests.support.kube_fixtures import control_plane, control_plane_users  # noqa: F401
 from tests.support.procs import http_request
@@ -361,6 +362,11 @@ CEL_CASES = [
     ),
     ("no rules", lambda ns: policy(ns, rules=[]), "should have at least 1 items"),
     (
+        "requireDPoP without a dpop block",
+        lambda ns: policy(ns, rules=[{"name": "pay", "requireDPoP": True}]),
+        "rules with requireDPoP need the policy's dpop block",
+    ),
+    (
         "two CA bundles",
         lambda ns: _drop(
             issuer(
@@ -570,6 +576,32 @@ def test_what_cel_cannot_see_authz_reports(
     eventually(lambda: conditions(crds, bad).get("Ready", {}).get("reason") == "ServingLastGood")
     assert schema.CLAIM_OPERATOR_MESSAGE in conditions(crds, bad)["Ready"]["message"]
     assert check.status(token()) == 200
+
+
+def test_dpop_blocks_come_through_the_api_server(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    """The dpop, clientCertificate and internalToken blocks and requireDPoP pass the CRDs'
+    schema and CEL rules, and a replica in cluster mode decides DPoP requests with them."""
+    server = start(authz_server, crds, namespace, tmp_path)
+    dpop = policy(
+        namespace,
+        dpop={"algorithms": ["ES256"], "proofMaxAgeSeconds": 30, "requireNonce": False},
+        clientCertificate={"trustForwardedClientCert": False},
+        rules=[{"name": "pay", "requireDPoP": True}],
+    )
+    crds.apply([issuer(namespace, requireDPoP=False), dpop])
+    checker = Checker(server)
+    checker.wait_for(401, token(), within=5)  # a bearer token: dpop_required
+    client = DPoPClient()
+    bound = token(cnf={"jkt": client.jkt})
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path, http.scheme = "GET", "api.test", "/x", "https"
+    http.headers.update(client.headers(bound, htu="https://api.test/x", iat=time.time()))
+    assert checker.stub.Check(request, timeout=5).status.code == 0
+    assert checker.stub.Check(request, timeout=5).status.message == "dpop_proof_replayed"
+    eventually(lambda: conditions(crds, dpop).get("Ready", {}).get("status") == "True")
 
 
 def test_one_of_two_replicas_writes_status(

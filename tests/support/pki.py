@@ -1,4 +1,4 @@
-"""Throwaway X.509 for tests: a CA and serving certificates signed by it (EC P-256)."""
+"""Throwaway X.509 for tests: a CA and serving and client certificates signed by it (EC P-256)."""
 
 from __future__ import annotations
 

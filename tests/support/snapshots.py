@@ -24,10 +24,11 @@ from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.pipeline import Outcome
 from authz.request.respond import Answer
-from authz.request.view import NO_CONNECTION, Connection, request_view
+from authz.request.view import Connection, KnownConnection, request_view
 from tests.support.tokens import NOW, claims, mint, signing_key
 
 ORIGIN = "memory"
+HTTPS = KnownConnection(scheme="https")  # what the proxy reports by default in these tests
 
 
 @dataclass
@@ -105,9 +106,9 @@ def check(
     context: Mapping[str, str] | None = None,
     token: str | None = None,
     cache: TokenCache | None = None,
-    connection: Connection = NO_CONNECTION,
     now: float = NOW,
     may_wait: bool = True,
+    connection: Connection = HTTPS,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
     """Decide one request at `now` (the fixed test time NOW unless given); `connection` as

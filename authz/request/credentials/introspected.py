@@ -9,7 +9,9 @@ never claimed twice.
 The answer comes from the issuer's introspector (its cache, or a bounded call made off the
 request path); an active answer becomes the same Identity a JWT gives (`scope`, `aud`,
 `exp`, `sub`, `client_id` and any other member are claims), checked the same way: token
-source, audience, times. What it derives from an answer is kept with the cached answer.
+source, audience, times. A `cnf` member binds the token as a JWT's does (RFC 8705
+section 3.2, RFC 9449 section 6.2): a certificate-bound one needs that client certificate,
+a DPoP-bound one is refused as a bearer token (this kind takes no DPoP proofs). What it derives from an answer is kept with the cached answer.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from authz.policy.issuer import CompiledIssuer
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.credentials import Authentication, Presented
 from authz.request.credentials.bearer_jwt import check_audience
+from authz.request.credentials.binding import check_bearer
 from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.extract import extract_token
@@ -44,7 +47,7 @@ class IntrospectedToken:
         found = extract_token(request, policy.token_sources)
         if found is None or introspecting_issuer(found[0], policy) is None:
             return None
-        return Presented(self, found[0], found[1])
+        return Presented(self, found[0], found[1], request)
 
     def verify(
         self, presented: Presented, policy: CompiledPolicy, *, may_wait: bool = True
@@ -80,9 +83,10 @@ class IntrospectedToken:
             check_audience(derived, policy)
             if issuer.required_claims or issuer.tenant_claim is not None:
                 check_token_kind(derived, now)  # requiredClaims hold for every token
+            binding = check_bearer(derived, presented.request, policy)
         except TokenError as exc:
             return Authentication(None, exc, derived, source)
-        return Authentication(derived.identity, None, derived, source, reused)
+        return Authentication(derived.identity, None, derived, source, reused, binding=binding)
 
 
 def _derived(

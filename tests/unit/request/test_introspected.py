@@ -7,13 +7,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 
 from authz.introspection.manager import IntrospectionManager
+from authz.keys.thumbprint import b64url
 from authz.request.pipeline import WouldWait
+from authz.request.view import KnownConnection
 from tests.support.docs import issuer, jwks_of, policy, rule
 from tests.support.introspection_server import ClientCheck, IntrospectionServer
+from tests.support.pki import CA, pem_cert
 from tests.support.snapshots import Served, bearer_token, check, serve
 from tests.support.tokens import AUDIENCE, ISSUER, NOW
 
@@ -274,3 +279,28 @@ def test_an_introspection_denial_is_explained_by_the_endpoints_state(
         },
     }
     assert OPAQUE not in json.dumps(out)
+
+
+def test_a_key_bound_answer_binds_the_opaque_token_as_a_jwt_would(
+    endpoint: IntrospectionServer, manager: IntrospectionManager, secret: str
+) -> None:
+    """RFC 8705 3.2 and RFC 9449 6.2: the answer's `cnf` binds the token. A DPoP-bound one
+    sent as a bearer token is refused (section 7.2); a certificate-bound one needs the
+    connection to present that certificate."""
+    ca = CA.create("clients")
+    _, alice = ca.client("alice")
+    alice_pem = pem_cert(alice).decode()
+    x5t = b64url(alice.fingerprint(hashes.SHA256()))
+    endpoint.answer(
+        "ory_at_dpop.y", active(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+    )
+    endpoint.answer("ory_at_cert.y", active(cnf={"x5t#S256": x5t}))
+    snapshot = served(manager, introspecting(endpoint.url, secret))
+    answer, _ = check(snapshot, path="/orders", token="ory_at_dpop.y")
+    assert (answer.status, answer.reason) == (401, "dpop_bound_as_bearer")
+    answer, _ = check(snapshot, path="/orders", token="ory_at_cert.y")
+    assert (answer.status, answer.reason) == (401, "certificate_missing")
+    on_alice = KnownConnection(scheme="https", peer_certificate=quote(alice_pem, safe=""))
+    answer, outcome = check(snapshot, path="/orders", token="ory_at_cert.y", connection=on_alice)
+    assert (answer.status, answer.reason) == (200, "allowed")
+    assert outcome.authentication is not None and outcome.authentication.binding == "x5t#S256"
