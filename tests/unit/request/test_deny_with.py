@@ -154,3 +154,16 @@ def test_the_http_transport_renders_any_custom_status() -> None:
     assert b"\r\nlocation: https://login.example/start?app=shop&rd=" in rendered
     answer, _ = checker.check(request_view("GET", "shop.example", "/off", {}, {}))
     assert render(answer, Dialect.FORWARD).data.startswith(b"HTTP/1.1 599 \r\n")
+
+
+def test_a_custom_answer_keeps_the_dpop_challenge() -> None:
+    """Under a policy that reads DPoP, authz's challenge offers both schemes (RFC 9449
+    7.1); a denyWith answer keeps it, as it keeps the Bearer one."""
+    s = serve(
+        issuer(),
+        policy(dpop={}, denyWith={"unauthenticated": {"status": 401, "body": "sign in"}}),
+    )
+    answer, _ = check(s)
+    headers = dict(answer.headers)
+    assert (answer.status, answer.body) == (401, "sign in")
+    assert headers["www-authenticate"].startswith('Bearer realm="authz", DPoP realm="authz"')
