@@ -222,6 +222,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")
     check.add_argument("--context", action="append", default=[], help="context extension key=value")
+    check.add_argument(
+        "--source-address", default="", help="the connection's source address (ipBlocks rules)"
+    )
+    check.add_argument(
+        "--destination-port", type=int, default=0, help="the destination port (ports rules)"
+    )
+    check.add_argument(
+        "--peer-principal",
+        default="",
+        help="the mTLS peer's principal, e.g. spiffe://cluster.local/ns/a/sa/b (principals rules)",
+    )
+    check.add_argument(
+        "--peer-certificate",
+        type=Path,
+        metavar="PEM_FILE",
+        help="the mTLS client certificate (clientCertificate rules)",
+    )
     check.add_argument("--workload-labels", type=_labels, default={})
     check.add_argument("--realm", default="authz")
     check.add_argument(
@@ -243,6 +260,35 @@ def _parser() -> argparse.ArgumentParser:
         prefix_chars="\0",
     )
     proxy_config.add_argument("args", nargs="*")
+
+    convert = sub.add_parser(
+        "convert", help="translate other authorization configuration into authz objects"
+    ).add_subparsers(dest="convert_command", required=True)
+    istio = convert.add_parser(
+        "istio",
+        help="RequestAuthentication and AuthorizationPolicy YAML -> JWTIssuer and AuthzPolicy "
+        "YAML (stdout), with a report of what is not translated exactly (stderr)",
+    )
+    istio.add_argument("files", nargs="+", metavar="FILE", help="YAML files, or - for stdin")
+    istio.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="target these hosts instead of the Istio workload selectors (a gateway)",
+    )
+    istio.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="dryRun: true on every policy, to run next to Istio before switching",
+    )
+    istio.add_argument(
+        "--xff-num-trusted-hops",
+        type=int,
+        metavar="N",
+        help="Istio's numTrustedProxies: needed to translate remoteIpBlocks and remote.ip",
+    )
+    istio.add_argument("-o", "--output", help="write the YAML here instead of stdout")
+    istio.add_argument("--report", help="write the report here instead of stderr")
 
     lint = sub.add_parser("lint", help="validate a policy directory")
     lint.add_argument("policy_dir", type=Path)
@@ -361,10 +407,27 @@ def _load(policy_dir: Path, labels: dict[str, str], *, fetch_keys: bool) -> tupl
     return store, result
 
 
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The connection `authz check` describes, as KnownConnection's fields."""
+    certificate = ""
+    if args.peer_certificate is not None:
+        from urllib.parse import quote
+
+        # as Envoy sends it: URL-encoded PEM
+        certificate = quote(args.peer_certificate.read_text(encoding="ascii"), safe="")
+    return {
+        "source_address": args.source_address,
+        "destination_port": args.destination_port,
+        "peer_principal": args.peer_principal,
+        "peer_certificate": certificate,
+    }
+
+
 def _check(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("AUTHZ_TOKEN")
     headers = _pairs(args.header, ":", "header")
     context = _pairs(args.context, "=", "context")
+    connection = _connection(args)
     if args.grpc:
         from authz.client import call, check_request
 
@@ -375,6 +438,7 @@ def _check(args: argparse.Namespace) -> int:
             headers=headers,
             context=context,
             token=token,
+            **connection,
         )
         try:
             out = call(args.grpc, request, timeout=args.timeout)
@@ -383,6 +447,13 @@ def _check(args: argparse.Namespace) -> int:
             return 2
     elif args.http:
         from authz.client import call_http
+
+        if any(connection.values()):
+            raise SystemExit(
+                "authz check: an HTTP check carries no connection attributes: --source-address, "
+                "--destination-port, --peer-principal and --peer-certificate need --grpc, "
+                "--server or --policy-dir"
+            )
 
         try:
             out = call_http(
@@ -409,6 +480,7 @@ def _check(args: argparse.Namespace) -> int:
                 headers=headers,
                 context=context,
                 token=token,
+                connection=connection,
             )
         except OSError as exc:
             print(f"authz check: {args.server}: {exc}", file=sys.stderr)
@@ -417,6 +489,7 @@ def _check(args: argparse.Namespace) -> int:
         from authz.request.assembly import pipeline
         from authz.request.cache import TokenCache
         from authz.request.explain import explain
+        from authz.request.view import KnownConnection
 
         store, result = _load(args.policy_dir, args.workload_labels, fetch_keys=True)
         problems = [*result.file_errors] + [
@@ -431,6 +504,7 @@ def _check(args: argparse.Namespace) -> int:
             context=context,
             token=token,
             problems=problems,
+            connection=KnownConnection(**connection),
             scheme=args.scheme,
         )
     print(json.dumps(out, indent=2))
@@ -511,6 +585,10 @@ def main(argv: list[str] | None = None) -> int:
         from authz.proxyconfig.cli import main as proxy_config
 
         return proxy_config(args.args)
+    if args.command == "convert":
+        from authz.convert.cli import istio
+
+        return istio(args)
     if args.command == "keys":
         return _keys_generate(args)
     return _token_mint(args)

@@ -25,9 +25,21 @@ def check_request(
     headers: Mapping[str, str],
     context: Mapping[str, str],
     token: str | None,
+    source_address: str = "",
+    destination_port: int = 0,
+    peer_principal: str = "",
+    peer_certificate: str = "",
 ) -> CheckRequest:
-    """The CheckRequest Envoy would send; a token goes in `Authorization: Bearer`."""
+    """The CheckRequest Envoy would send; a token goes in `Authorization: Bearer`; the
+    connection attributes where given (the peer certificate URL-encoded, as Envoy sends it)."""
     request = CheckRequest()
+    attrs = request.attributes
+    if source_address:
+        attrs.source.address.socket_address.address = source_address
+    if destination_port:
+        attrs.destination.address.socket_address.port_value = destination_port
+    attrs.source.principal = peer_principal
+    attrs.source.certificate = peer_certificate
     http = request.attributes.request.http
     http.method, http.host, http.path = method.upper(), host, path
     http.headers.update({k.lower(): v for k, v in headers.items()})

@@ -20,6 +20,7 @@ from authz.policy.snapshot import CompiledPolicy
 from authz.policy.store import PolicyStore
 from authz.request.explain import explain
 from authz.request.pipeline import Pipeline
+from authz.request.view import KnownConnection
 
 
 class DebugError(ValueError):
@@ -88,8 +89,26 @@ class Debug:
             context=_strings(doc, "context"),
             token=token,
             problems=_problems(self._store),
+            connection=_connection(doc),
             scheme=_text(doc, "scheme", "https"),
         )
+
+
+def _connection(doc: Mapping[str, Any]) -> KnownConnection:
+    """The connection an explain request describes (`connection`: source_address,
+    destination_port, peer_principal, peer_certificate as URL-encoded PEM)."""
+    given = doc.get("connection", {})
+    if not isinstance(given, dict):
+        raise DebugError("connection must be an object")
+    port = given.get("destination_port", 0)
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise DebugError("connection.destination_port must be a port number")
+    return KnownConnection(
+        source_address=_text(given, "source_address", ""),
+        destination_port=port,
+        peer_principal=_text(given, "peer_principal", ""),
+        peer_certificate=_text(given, "peer_certificate", ""),
+    )
 
 
 def _text(doc: Mapping[str, Any], name: str, default: str) -> str:
@@ -123,7 +142,11 @@ def _policy(policy: CompiledPolicy) -> dict[str, Any]:
         "context": dict(policy.context),
         "issuers": sorted({i.id for i in policy.issuers_by_iss.values()}),
         "audiences": sorted(policy.audiences) if policy.audiences is not None else None,
-        "rules": [{"name": r.name, "action": r.action} for r in policy.rules],
+        "rules": [
+            {"name": r.name, "action": r.action}
+            | ({"conditions": [c.text for c in r.conditions]} if r.conditions else {})
+            for r in policy.rules
+        ],
         "defaultAction": policy.default_action,
         "dryRun": policy.dry_run,
     }
@@ -142,9 +165,18 @@ def remote_explain(
     headers: Mapping[str, str],
     context: Mapping[str, str],
     token: str | None,
+    connection: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`authz check --server`: the explanation from a running server's /debug/explain."""
-    body = {"method": method, "host": host, "path": path, "headers": headers, "context": context}
+    body: dict[str, Any] = {
+        "method": method,
+        "host": host,
+        "path": path,
+        "headers": headers,
+        "context": context,
+    }
+    if connection:
+        body["connection"] = dict(connection)
     if token:
         body["token"] = token
     url = server.rstrip("/") + "/debug/explain"

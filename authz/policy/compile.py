@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -38,7 +37,17 @@ from authz.keys.sources import (
     url_problem,
 )
 from authz.policy import schema, tenancy
+from authz.policy.advice import policy_warnings
+from authz.policy.claims import ClaimCondition, typed_key
+from authz.policy.deny import DenyResponse, DenyWith
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
+from authz.policy.matchers import (
+    MatchError,
+    compile_conditions,
+    host_matcher,
+    host_problems,
+    path_matcher,
+)
 from authz.policy.patterns import LinearPattern, PatternError, PatternSet
 from authz.policy.possession import (
     DPOP_ALGORITHMS,
@@ -52,13 +61,10 @@ from authz.policy.possession import (
 from authz.policy.revocation import SKEW_MARGIN, RevocationList, RevokedEntry
 from authz.policy.snapshot import (
     DEFAULT_HEADERS,
-    ClaimCondition,
     CompiledPolicy,
     CompiledRule,
     HeaderFromClaim,
-    HostMatcher,
     IntrospectionRoute,
-    PathMatcher,
     Requirement,
     ResponseSpec,
 )
@@ -93,7 +99,9 @@ def compile_issuer(
     spec = obj.spec
     algorithms = frozenset(spec.get("algorithms", schema.ASYMMETRIC_ALGORITHMS))
     claims = spec.get("claims", {})
-    names = tuple(spec["issuer"].replace("{tenant}", t) for t in spec.get("tenants", ()))
+    tenant_of = {spec["issuer"].replace("{tenant}", t): t for t in spec.get("tenants", ())}
+    names = tuple(tenant_of)
+    required = spec.get("requiredClaims", ())
     fields: dict[str, Any] = {
         "audiences": tuple(spec.get("audiences", ())),
         "audience_claim": spec.get("audienceClaim", "aud"),
@@ -105,7 +113,12 @@ def compile_issuer(
         "token_sources": tuple(_token_source(s) for s in spec.get("tokenSources", ())) or (BEARER,),
         "scope_claims": tuple(claim_path(p) for p in claims.get("scopes", ("scope", "scp"))),
         "role_claims": tuple(claim_path(p) for p in claims.get("roles", ())),
-        "iss_values": tuple(dict.fromkeys(names)),
+        "iss_values": names,
+        "required_claims": tuple(
+            claim_condition(c, f"spec.requiredClaims[{i}]") for i, c in enumerate(required)
+        ),
+        "tenant_claim": claim_path(spec["tenantClaim"]) if "tenantClaim" in spec else None,
+        "tenant_of": tenant_of if "tenantClaim" in spec else {},
     }
     introspect = spec.get("introspection")
     introspector = None
@@ -129,8 +142,8 @@ def compile_issuer(
 
 
 _KEY_SOURCE_FIELDS = (
-    "jwks", "jwksFile", "jwksUri", "publicKeys", "x509CertificatesUri", "hmacSecretFile",
-    "hmacSecretRef",
+    "jwks", "jwksFile", "jwksUri", "discoveryUrl", "publicKeys", "x509CertificatesUri",
+    "hmacSecretFile", "hmacSecretRef",
 )  # fmt: skip
 
 
@@ -337,6 +350,9 @@ def _remote_source(spec: Mapping[str, Any], algorithms: frozenset[str]) -> Remot
     if spec.get("discovery") is True:
         source = RemoteSource("discovery", discovery_url(issuer), issuer, algorithms)
         where = "spec.issuer"
+    elif "discoveryUrl" in spec:
+        source = RemoteSource("discovery", spec["discoveryUrl"], issuer, algorithms)
+        where = "spec.discoveryUrl"
     elif "jwksUri" in spec:
         source = RemoteSource("jwksUri", spec["jwksUri"], issuer, algorithms)
         where = "spec.jwksUri"
@@ -417,130 +433,83 @@ def _token_source(spec: Mapping[str, Any]) -> TokenSource:
     return TokenSource("query", spec["query"]["name"])
 
 
-def host_matcher(hosts: Sequence[str]) -> HostMatcher | None:
-    """Hosts compare as Envoy's virtual hosts do: case-insensitively, port and trailing dot
-    included (see host_problems for why a policy host should have neither)."""
-    if not hosts:
-        return None
-    names = [h.lower() for h in hosts]
-    return HostMatcher(
-        exact=frozenset(h for h in names if not h.startswith("*")),
-        suffixes=tuple(sorted({h[1:] for h in names if h.startswith("*.")}, key=len, reverse=True)),
-        any="*" in names,
-    )
-
-
-_PORT = re.compile(r":[0-9]*$")
-
-
-def host_problems(hosts: Sequence[str], where: str) -> list[str]:
-    """Hosts that can only match a proxy which keeps ports or trailing dots in the Host it
-    routes on. The shipped proxy configurations strip both (strip_any_host_port,
-    strip_trailing_host_dot) before ext_authz runs, so such a host never matches there."""
-    problems = []
-    for i, host in enumerate(hosts):
-        bracket = host.rfind("]")
-        if _PORT.search(host[bracket + 1 :]):
-            problems.append(
-                f"{where}[{i}]: {host!r} has a port; it matches only where the proxy keeps "
-                "ports in the Host (the shipped configurations strip them): write the host alone"
-            )
-        elif host.endswith("."):
-            problems.append(
-                f"{where}[{i}]: {host!r} ends with a dot; it matches only where the proxy keeps "
-                "it (the shipped configurations strip it): write the host without it"
-            )
-    return problems
-
-
-_SEGMENT = "[^/]*"
-_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(=\*\*|=\*)?\}")
-
-
-def _glob_regex(path: str) -> str:
-    """`*` one segment (or part of it), `**` any run of segments, `{x}` one segment, `{x=**}` rest."""
-    out = []
-    i = 0
-    while i < len(path):
-        template = _TEMPLATE.match(path, i)
-        if template:
-            out.append(".*" if template.group(2) == "=**" else "[^/]+")
-            i = template.end()
-        elif path.startswith("/**", i) and (i + 3 == len(path) or path[i + 3] == "/"):
-            out.append("(?:/.*)?")  # "/a/**" matches "/a" and everything below it
-            i += 3
-        elif path.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif path[i] == "*":
-            out.append(_SEGMENT)
-            i += 1
-        elif path[i] in "{}":
-            raise CompileError(f"path {path!r}: '{{' and '}}' only in templates like {{id}}")
-        else:
-            out.append(re.escape(path[i]))
-            i += 1
-    return "".join(out)
-
-
-def path_matcher(paths: Sequence[str], prefixes: Sequence[str]) -> PathMatcher | None:
-    if not paths and not prefixes:
-        return None
-    exact = frozenset(p for p in paths if not any(c in p for c in "*{}"))
-    patterns = [_glob_regex(p) for p in paths if p not in exact]
-    return PathMatcher(
-        exact=exact,
-        prefixes=tuple(prefixes),
-        pattern=LinearPattern("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
-    )
-
-
 def _requirement(spec: Mapping[str, Any] | None) -> Requirement:
     spec = spec or {}
     return Requirement(frozenset(spec.get("allOf", ())), frozenset(spec.get("anyOf", ())))
 
 
-def _condition(spec: Mapping[str, Any], where: str) -> ClaimCondition:
+def claim_condition(spec: Mapping[str, Any], where: str) -> ClaimCondition:
+    """A claim condition with typed values (see policy.claims)."""
     path = claim_path(spec["path"])
+    name = spec["path"]
     if "equals" in spec:
+        value = spec["equals"]
         return ClaimCondition(
-            path,
-            "equals",
-            frozenset([spec["equals"]]),
-            text=f"{spec['path']} == {spec['equals']!r}",
+            path, "equals", frozenset([typed_key(value)]), text=f"{name} == {_json(value)}"
         )
     if "in" in spec:
+        values = frozenset(typed_key(v) for v in spec["in"])
+        shown = ", ".join(_json(v) for v in spec["in"])
+        return ClaimCondition(path, "in", values, text=f"{name} in [{shown}]")
+    if "contains" in spec:
+        value = spec["contains"]
         return ClaimCondition(
-            path, "in", frozenset(spec["in"]), text=f"{spec['path']} in {sorted(spec['in'])}"
+            path, "contains", frozenset([typed_key(value)]), text=f"{name} contains {_json(value)}"
         )
     if "present" in spec:
         word = "present" if spec["present"] else "absent"
+        return ClaimCondition(path, "present", present=spec["present"], text=f"{name} {word}")
+    if "maxAgeSeconds" in spec:
+        age = spec["maxAgeSeconds"]
+        return ClaimCondition(path, "maxAge", max_age=age, text=f"{name} at most {age}s ago")
+    if "atLeast" in spec or "atMost" in spec:
+        low, high = spec.get("atLeast"), spec.get("atMost")
+        bounds = [f">= {_json(low)}"] if low is not None else []
+        bounds += [f"<= {_json(high)}"] if high is not None else []
         return ClaimCondition(
-            path, "present", present=spec["present"], text=f"{spec['path']} {word}"
+            path, "range", at_least=low, at_most=high, text=f"{name} {' and '.join(bounds)}"
         )
     try:
         pattern = LinearPattern(spec["regex"])
     except PatternError as exc:
         raise CompileError(f"{where}.regex: invalid regular expression: {exc}") from exc
-    return ClaimCondition(
-        path, "regex", pattern=pattern, text=f"{spec['path']} ~ {spec['regex']!r}"
-    )
+    return ClaimCondition(path, "regex", pattern=pattern, text=f"{name} ~ {spec['regex']!r}")
 
 
-def _rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """What a rule's meaning takes from its policy: the namespace its issuer references
+    resolve in, and how X-Forwarded-For is read. Part of the shared-rule key."""
+
+    namespace: str | None = None
+    trusted_hops: int | None = None
+
+
+def _rule(spec: Mapping[str, Any], index: int, context: RuleContext) -> CompiledRule:
     """Compiled rules are immutable, so identical rules (policies stamped from one template
     share most of theirs) are compiled once and shared: memory scales with distinct rules."""
-    key = (json.dumps(spec, sort_keys=True), index)
+    key = (json.dumps(spec, sort_keys=True), index, context)
     rule = _RULES.get(key)
     if rule is None:
-        rule = _compile_rule(spec, index)
+        rule = _compile_rule(spec, index, context)
         if len(_RULES) >= _RULES_MAX:
             _RULES.clear()
         _RULES[key] = rule
     return rule
 
 
-_RULES: dict[tuple[str, int], CompiledRule] = {}
+def _rule_context(spec: Mapping[str, Any], namespace: str | None, hops: int | None) -> RuleContext:
+    """Only what the rule uses, so rules stamped from one template still share one object."""
+    match = spec.get("match", {})
+    remote = "remoteIpBlocks" in match or "notRemoteIpBlocks" in match
+    return RuleContext(namespace if "issuers" in spec else None, hops if remote else None)
+
+
+_RULES: dict[tuple[str, int, RuleContext], CompiledRule] = {}
 _PATTERN_SETS: dict[tuple[LinearPattern, ...], PatternSet] = {}
 
 
@@ -561,21 +530,62 @@ def _pattern_set(patterns: list[LinearPattern]) -> PatternSet | None:
 _RULES_MAX = 20_000
 
 
-def _compile_rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
+def _compile_rule(spec: Mapping[str, Any], index: int, context: RuleContext) -> CompiledRule:
     match = spec.get("match", {})
     where = f"spec.rules[{index}]"
+    try:
+        paths = path_matcher(match.get("paths", ()), match.get("pathPrefixes", ()))
+        conditions = compile_conditions(match, context.trusted_hops)
+    except MatchError as exc:
+        raise CompileError(f"{where}.match: {exc}") from exc
+    except PatternError as exc:
+        raise CompileError(f"{where}.match: invalid regular expression: {exc}") from exc
+    issuers = spec.get("issuers")
     return CompiledRule(
         name=spec.get("name", f"rule-{index}"),
         action=spec.get("action", "requireToken"),
         methods=frozenset(match["methods"]) if match.get("methods") else None,
-        paths=path_matcher(match.get("paths", ()), match.get("pathPrefixes", ())),
+        paths=paths,
         hosts=host_matcher(match.get("hosts", ())),
         scopes=_requirement(spec.get("requireScopes")),
         roles=_requirement(spec.get("requireRoles")),
         claims=tuple(
-            _condition(c, f"{where}.claims[{j}]") for j, c in enumerate(spec.get("claims", ()))
+            claim_condition(c, f"{where}.claims[{j}]") for j, c in enumerate(spec.get("claims", ()))
         ),
         require_dpop=spec.get("requireDPoP", False),
+        conditions=conditions,
+        issuers=frozenset(issuer_key(r, context.namespace) for r in issuers) if issuers else None,
+        audiences=frozenset(spec["audiences"]) if spec.get("audiences") else None,
+        deny_with=deny_with(spec.get("denyWith")),
+    )
+
+
+def issuer_key(ref: Mapping[str, Any], namespace: str | None) -> str:
+    """An issuer reference -> the id of the object it names (`JWTIssuer/ns/name`)."""
+    kind = ref.get("kind", "JWTIssuer")
+    if kind in schema.CLUSTER_SCOPED:
+        return f"{kind}/{ref['name']}"
+    return f"{kind}/{namespace}/{ref['name']}"
+
+
+def deny_with(spec: Mapping[str, Any] | None) -> DenyWith | None:
+    if not spec:
+        return None
+    return DenyWith(
+        _deny_response(spec.get("unauthenticated")), _deny_response(spec.get("unauthorized"))
+    )
+
+
+def _deny_response(spec: Mapping[str, Any] | None) -> DenyResponse | None:
+    if spec is None:
+        return None
+    redirect = spec.get("redirect", {})
+    return DenyResponse(
+        status=spec.get("status", 302 if redirect else None),
+        body=spec.get("body"),
+        headers=tuple((h["name"].lower(), h["value"]) for h in spec.get("headers", ())),
+        redirect=redirect.get("url"),
+        original=redirect.get("originalUrlParameter"),
     )
 
 
@@ -592,14 +602,7 @@ class PolicyResult:
 
 def issuer_keys(policy: PolicyObject) -> list[str]:
     """The keys of the issuers a policy names, in order (`JWTIssuer` in its namespace)."""
-    keys = []
-    for ref in policy.spec.get("issuers", ()):
-        kind = ref.get("kind", "JWTIssuer")
-        namespaced = kind not in schema.CLUSTER_SCOPED
-        keys.append(
-            f"{kind}/{policy.namespace}/{ref['name']}" if namespaced else f"{kind}/{ref['name']}"
-        )
-    return keys
+    return [issuer_key(ref, policy.namespace) for ref in policy.spec.get("issuers", ())]
 
 
 def compile_policy(
@@ -645,10 +648,18 @@ def compile_policy(
             if issuer.require_dpop
         ]
     problems += host_problems(targets.get("hosts", ()), "spec.targets.hosts")
+    problems += policy_warnings(spec)
     for i, rule_spec in enumerate(spec["rules"]):
         hosts = rule_spec.get("match", {}).get("hosts", ())
         problems += host_problems(hosts, f"spec.rules[{i}].match.hosts")
-    rules = tuple(_rule(r, i) for i, r in enumerate(spec["rules"]))
+    hops = spec.get("xffNumTrustedHops")
+    rules = tuple(
+        _rule(r, i, _rule_context(r, obj.namespace, hops)) for i, r in enumerate(spec["rules"])
+    )
+    named = set(issuer_keys(obj))
+    for i, rule in enumerate(rules):
+        for key in sorted((rule.issuers or frozenset()) - named):
+            raise CompileError(f"spec.rules[{i}].issuers: {key} is not one of the policy's issuers")
     default_action = spec.get("defaultAction", "deny")
     if not spec.get("issuers") and any(
         a == "requireToken" for a in [*(r.action for r in rules), default_action]
@@ -682,6 +693,7 @@ def compile_policy(
         context=tuple(sorted(context.items())),
         dry_run=spec.get("dryRun", False),
         patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
+        deny_with=deny_with(spec.get("denyWith")),
         introspection=route,
         **possession(spec),
     )

@@ -6,7 +6,7 @@ renders them into the chart and `manifests/`, and a test fails when they are sta
 
 from __future__ import annotations
 
-import copy
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,10 +99,12 @@ def _node(root: dict[str, Any], path: str) -> dict[str, Any]:
 
 def spec_schema(kind: str) -> dict[str, Any]:
     """The kind's spec schema with the cross-field rules attached as CEL validations."""
-    spec = copy.deepcopy(schema.SPECS[kind])
+    # A JSON round trip, not deepcopy: sub-schemas shared in schema.py (a header condition
+    # in `headers` and `notHeaders`) must become separate nodes, each with its own rules.
+    spec: dict[str, Any] = json.loads(json.dumps(schema.SPECS[kind]))
     families = schema.rule_families(kind, cluster=True)
     for rule_family, path, rule, message in schema.RULES:
-        if rule_family in families:
+        if rule_family in families and rule:  # a rule without CEL is authz's own check
             _node(spec, path).setdefault("x-kubernetes-validations", []).append(
                 {"rule": rule, "message": message}
             )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from authz.introspection.introspector import Introspector
 from authz.keys.provider import KeyProvider
+from authz.policy.claims import ClaimCondition, ClaimPath
 
-ClaimPath = tuple[str, ...]
+__all__ = ["BEARER", "ClaimPath", "CompiledIssuer", "TokenSource"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,14 @@ class CompiledIssuer:
     scope_claims: tuple[ClaimPath, ...] = (("scope",), ("scp",))
     role_claims: tuple[ClaimPath, ...] = ()
     iss_values: tuple[str, ...] = ()
+    # Claim values every token must carry to be this issuer's kind of token (Cognito
+    # `token_use: access`, Keycloak `typ: Bearer`): a token without them is not a credential.
+    required_claims: tuple[ClaimCondition, ...] = ()
+    # Multi-tenant templates: the claim that must name the tenant of the token's `iss`
+    # (Entra ID `tid`), and each accepted `iss` -> its tenant (derived from `iss_values`, so
+    # left out of comparisons: a dict cannot be hashed).
+    tenant_claim: ClaimPath | None = None
+    tenant_of: Mapping[str, str] = field(default_factory=dict, compare=False)
     introspection: Introspector | None = None
     introspect_jwts: bool = False
     has_keys: bool = True

@@ -73,6 +73,8 @@ class PatternSet:
         compiled.Compile()
         self._set = compiled._set
 
-    def matching(self, value: str) -> frozenset[LinearPattern]:
+    def matching(self, value: str) -> frozenset[str]:
+        """The texts of the patterns that fully match `value` (strings: their hash is
+        cached, so looking a rule's pattern up costs no Python call)."""
         data = value.encode("utf-8", "surrogatepass")
-        return frozenset(self._patterns[i] for i in self._set.Match(data))
+        return frozenset(self._patterns[i].text for i in self._set.Match(data))

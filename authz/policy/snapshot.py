@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from authz.policy.claims import ClaimCondition
+from authz.policy.conditions import Condition, Request
+from authz.policy.deny import DenyWith
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternSet
 from authz.policy.possession import (
@@ -23,6 +26,8 @@ from authz.policy.possession import (
 )
 from authz.policy.revocation import NO_REVOCATIONS, Revocations
 from authz.policy.schema import NAMESPACE_CONTEXT_KEY
+
+__all__ = ["ClaimCondition"]  # re-exported: rules' claim conditions live in policy.claims
 
 Action = Literal["requireToken", "allowAnonymous", "deny"]
 
@@ -74,18 +79,6 @@ class Requirement:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimCondition:
-    """One claim check; values compare in their string form (see the schema)."""
-
-    path: ClaimPath
-    op: Literal["equals", "in", "present", "regex"]
-    values: frozenset[str] = frozenset()
-    present: bool = True
-    pattern: LinearPattern | None = None
-    text: str = ""  # the condition as written, for decisions and logs
-
-
-@dataclass(frozen=True, slots=True)
 class CompiledRule:
     name: str
     action: Action
@@ -96,6 +89,23 @@ class CompiledRule:
     roles: Requirement = Requirement()
     claims: tuple[ClaimCondition, ...] = ()
     require_dpop: bool = False
+    # Request conditions beyond method, path and host (headers, addresses, the mTLS peer,
+    # ports, negative matches): all must hold; empty for most rules, so they cost nothing.
+    conditions: tuple[Condition, ...] = ()
+    # The issuers (object ids) and audiences this rule accepts, narrowing the policy's.
+    issuers: frozenset[str] | None = None
+    audiences: frozenset[str] | None = None
+    deny_with: DenyWith | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    """One rule tried for a request: whether it matched, and if not, every part of its
+    match that failed (`authz check` and /debug/explain show these)."""
+
+    rule: str
+    matched: bool
+    failed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +149,18 @@ class CompiledPolicy:
     context: tuple[tuple[str, str], ...]
     dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
     patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
+    deny_with: DenyWith | None = None  # custom deny answers; a rule's own ones come first
     introspection: IntrospectionRoute | None = None  # None: no issuer of it introspects
     dpop: DPoPSettings | None = None  # None: `Authorization: DPoP` is not read
     client_certificate: ClientCertificateSettings = CONNECTION_ONLY
     internal_token: InternalTokenSpec | None = None
 
-    def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
+    def rule_for(self, request: Request) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
-        rules, and only if a rule gets that far."""
-        globbed: frozenset[LinearPattern] | None = None
+        rules, and only if a rule gets that far; other conditions only after method, path
+        and host matched."""
+        method, host, path = request.method, request.host, request.path
+        globbed: frozenset[str] | None = None
         for rule in self.rules:
             if rule.methods is not None and method not in rule.methods:
                 continue
@@ -157,12 +170,37 @@ class CompiledPolicy:
                     continue
                 if globbed is None:
                     globbed = self.patterns.matching(path) if self.patterns else frozenset()
-                if paths.pattern not in globbed:
+                if paths.pattern.text not in globbed:
                     continue
             if rule.hosts is not None and not rule.hosts.matches(host):
                 continue
+            if rule.conditions:
+                for condition in rule.conditions:
+                    if not condition.holds(request):
+                        break
+                else:
+                    return rule
+                continue
             return rule
         return None
+
+    def trace(self, request: Request) -> tuple[RuleTrace, ...]:
+        """Every rule tried for `request`, in order, up to the one that matched: what
+        `rule_for` decides, explained (slower: every part of every match is evaluated)."""
+        out = []
+        for rule in self.rules:
+            failed = []
+            if rule.methods is not None and request.method not in rule.methods:
+                failed.append(f"method {request.method} not in {sorted(rule.methods)}")
+            if rule.paths is not None and not rule.paths.matches(request.path):
+                failed.append(f"path {request.path[:200]!r} matches none of its paths")
+            if rule.hosts is not None and not rule.hosts.matches(request.host):
+                failed.append(f"host {request.host[:200]!r} matches none of its hosts")
+            failed.extend(f"not: {c.text}" for c in rule.conditions if not c.holds(request))
+            out.append(RuleTrace(rule.name, not failed, tuple(failed)))
+            if not failed:
+                break
+        return tuple(out)
 
     def targets(self, host: str, context: Mapping[str, str]) -> bool:
         return all(context.get(k) == v for k, v in self.context) and (

@@ -105,17 +105,17 @@ def _on(obj: Mapping[str, Any], name: str) -> bool:
 def _https_or_allowed(spec: Mapping[str, Any]) -> bool:
     if spec.get("fetch", {}).get("allowInsecureHttp") is True:
         return True
-    urls = [spec[k] for k in ("jwksUri", "x509CertificatesUri") if k in spec]
+    urls = [spec[k] for k in ("jwksUri", "x509CertificatesUri", "discoveryUrl") if k in spec]
     if _on(spec, "discovery"):
         urls.append(spec["issuer"])
     return all(u.startswith("https://") for u in urls)
 
 
 _KEY_SOURCES = (
-    "jwks", "jwksFile", "jwksUri", "publicKeys", "x509CertificatesUri", "hmacSecretFile",
-    "hmacSecretRef",
+    "jwks", "jwksFile", "jwksUri", "discoveryUrl", "publicKeys", "x509CertificatesUri",
+    "hmacSecretFile", "hmacSecretRef",
 )  # fmt: skip
-_REMOTE = ("jwksUri", "x509CertificatesUri")
+_REMOTE = ("jwksUri", "x509CertificatesUri", "discoveryUrl")
 _CLIENT_SECRETS = ("clientSecretFile", "clientSecretRef")
 _PRIVATE_KEYS = ("privateKeyFile", "privateKeyRef")
 _D = schema.FETCH_DEFAULTS
@@ -129,9 +129,11 @@ def _no(name: str) -> _Check:
 
 # The Python twin of every rule in schema.RULES, keyed by its message; an import-time
 # check fails if a rule has no twin or a twin no rule, so the two cannot drift apart.
+# (A rule without CEL has only this twin: the API server cannot check it.)
 _CHECKS: dict[str, _Check] = {
-    "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-    "x509CertificatesUri, hmacSecretFile or hmacSecretRef (none: introspection only)": lambda s: (
+    "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, discoveryUrl, "
+    "publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef (none: introspection "
+    "only)": lambda s: (
         (n := _count(s, _KEY_SOURCES) + _on(s, "discovery")) == 1
         or (n == 0 and "introspection" in s)
     ),
@@ -142,14 +144,16 @@ _CHECKS: dict[str, _Check] = {
     "tenants and a {tenant} placeholder in issuer go together": lambda s: (
         ("tenants" in s) == ("{tenant}" in s["issuer"])
     ),
-    "discovery needs a fixed issuer; for an issuer template set jwksUri": lambda s: (
-        not (_on(s, "discovery") and "tenants" in s)
+    "discovery and discoveryUrl need a fixed issuer; for an issuer template set jwksUri": (
+        lambda s: not ((_on(s, "discovery") or "discoveryUrl" in s) and "tenants" in s)
     ),
-    "key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use https "
-    "unless fetch.allowInsecureHttp is true": _https_or_allowed,
-    "fetch applies only to remote key sources: jwksUri, discovery or x509CertificatesUri": (
+    "key URLs (jwksUri, x509CertificatesUri, discoveryUrl, the discovery issuer) must use "
+    "https unless fetch.allowInsecureHttp is true": _https_or_allowed,
+    "fetch applies only to remote key sources: jwksUri, discovery, discoveryUrl or "
+    "x509CertificatesUri": (
         lambda s: "fetch" not in s or _count(s, _REMOTE) > 0 or _on(s, "discovery")
     ),
+    "tenantClaim needs tenants": lambda s: "tenantClaim" not in s or "tenants" in s,
     "set at most one of fetch.caFile, fetch.caBundleRef": lambda f: (
         "caFile" not in f or "caBundleRef" not in f
     ),
@@ -174,11 +178,34 @@ _CHECKS: dict[str, _Check] = {
         r.get("action", "requireToken") == "requireToken"
         or _count(r, ("requireScopes", "requireRoles", "claims")) == 0
     ),
+    schema.CLAIM_TYPED_MESSAGE: lambda c: (
+        _count(c, ("present", "regex", "maxAgeSeconds")) + ("atLeast" in c or "atMost" in c) <= 1
+    ),
+    schema.CLAIM_OPERATOR_MESSAGE: lambda c: (
+        _count(c, ("equals", "in", "present", "regex", "contains", "maxAgeSeconds"))
+        + ("atLeast" in c or "atMost" in c)
+        == 1
+    ),
+    schema.HEADER_OPERATOR_MESSAGE: lambda h: (
+        _count(h, ("present", "equals", "in", "prefix", "regex")) == 1
+    ),
+    "remoteIpBlocks and notRemoteIpBlocks need xffNumTrustedHops": lambda s: (
+        "xffNumTrustedHops" in s
+        or not any(
+            _count(r.get("match", {}), ("remoteIpBlocks", "notRemoteIpBlocks")) for r in s["rules"]
+        )
+    ),
+    "issuers and audiences do not apply to deny rules": lambda r: (
+        r.get("action") != "deny" or _count(r, ("issuers", "audiences")) == 0
+    ),
+    schema.FRAMING_MESSAGE: lambda h: h["name"].lower() not in schema.FRAMING_HEADERS,
+    schema.DENY_STATUS_MESSAGE: lambda d: (
+        ("status" not in d or 300 <= d["status"] < 400)
+        if "redirect" in d
+        else ("status" not in d or d["status"] >= 400)
+    ),
     "rules with requireDPoP need the policy's dpop block": lambda s: (
         "dpop" in s or not any(_on(r, "requireDPoP") for r in s["rules"])
-    ),
-    "exactly one of equals, in, present, regex must be set": lambda c: (
-        _count(c, ("equals", "in", "present", "regex")) == 1
     ),
     "introspection.endpoint must use https unless introspection.allowInsecureHttp is true": (
         lambda i: i["endpoint"].startswith("https://") or _on(i, "allowInsecureHttp")

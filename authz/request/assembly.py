@@ -42,4 +42,5 @@ def pipeline(
         default_allow=default_allow,
         nonces=nonces,
         internal_tokens=internal_tokens,
+        clock=clock,
     )

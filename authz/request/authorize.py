@@ -1,36 +1,33 @@
-"""A verified identity + the matched rule -> allow, or what is missing (403)."""
+"""A verified identity + the matched rule -> allow, or what is missing (403); and whether
+the credential is one the rule accepts at all (its issuers and audiences: 401 if not)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from authz.policy.snapshot import ClaimCondition, CompiledPolicy, CompiledRule
-from authz.request.claims import MISSING, claim, scalar_text
+from authz.policy.snapshot import CompiledPolicy, CompiledRule
+from authz.request.credentials import Authentication
 from authz.request.decision import Decision, Identity, Reason
+from authz.request.jose import TokenError
 
 
-def _condition_holds(cond: ClaimCondition, claims: Mapping[str, Any]) -> bool:
-    value = claim(claims, cond.path)
-    if cond.op == "present":
-        return (value is not MISSING) == cond.present
-    if value is MISSING:
-        return False
-    items = value if isinstance(value, list) else [value]
-    for item in items:
-        text = scalar_text(item)
-        if text is None:
-            continue
-        if cond.op == "regex":
-            assert cond.pattern is not None
-            if cond.pattern.fullmatch(text):
-                return True
-        elif text in cond.values:
-            return True
-    return False
+def rule_refuses(rule: CompiledRule, authentication: Authentication) -> TokenError | None:
+    """Why a valid credential is not one for this rule: a rule that narrows the policy's
+    issuers or audiences treats a token from elsewhere as an untrusted issuer's (401
+    invalid_token), not as a missing permission. A credential that is not a verified token
+    cannot show either, so it is refused."""
+    verified = authentication.verified
+    if verified is None:
+        return TokenError(Reason.ISSUER_NOT_TRUSTED, "this rule accepts only listed issuers")
+    if rule.issuers is not None and verified.issuer.id not in rule.issuers:
+        return TokenError(Reason.ISSUER_NOT_TRUSTED, "issuer is not accepted by this rule")
+    if rule.audiences is not None:
+        value = verified.claims.get(verified.issuer.audience_claim)
+        names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        if rule.audiences.isdisjoint(n for n in names if isinstance(n, str)):
+            return TokenError(Reason.AUDIENCE_MISMATCH, "token audience not accepted by this rule")
+    return None
 
 
-def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity) -> Decision:
+def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity, now: float) -> Decision:
     """Requirements of a requireToken rule against a verified identity."""
     if rule.scopes and not rule.scopes.satisfied_by(frozenset(who.scopes)):
         return Decision(
@@ -52,7 +49,7 @@ def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity) -> Deci
             who,
         )
     for cond in rule.claims:
-        if not _condition_holds(cond, who.claims):
+        if not cond.holds(who.claims, now):
             return Decision(
                 False,
                 Reason.CLAIM_MISMATCH,

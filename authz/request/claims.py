@@ -10,21 +10,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from authz.policy.issuer import ClaimPath
+from authz.policy.claims import MISSING, ClaimPath, claim
 
-MISSING: Any = object()
-
-
-def claim(claims: Mapping[str, Any], path: ClaimPath) -> Any:
-    """The value at a claim path, or MISSING."""
-    value: Any = claims
-    for name in path:
-        if not isinstance(value, dict):
-            return MISSING
-        value = value.get(name, MISSING)
-        if value is MISSING:
-            return MISSING
-    return value
+__all__ = ["MISSING", "claim", "collect", "scalar_text"]
 
 
 def _values(value: Any) -> Iterable[str]:
@@ -49,7 +37,7 @@ def collect(claims: Mapping[str, Any], paths: tuple[ClaimPath, ...]) -> tuple[st
 
 
 def scalar_text(value: Any) -> str | None:
-    """Claim values compare as strings: JSON form for booleans and numbers."""
+    """A claim value as header text: JSON form for booleans and numbers."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool | int | float):

@@ -44,6 +44,10 @@ class Reason(StrEnum):
     TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
     LIFETIME_EXCEEDED = "lifetime_exceeded"
     AUDIENCE_MISMATCH = "audience_mismatch"
+    # The token is not the kind its issuer's `requiredClaims` describe (an ID token at an API).
+    REQUIRED_CLAIM_MISMATCH = "required_claim_mismatch"
+    # A multi-tenant token whose tenant claim names another tenant than its `iss`.
+    TENANT_MISMATCH = "tenant_mismatch"
     # The issuer's introspection endpoint says the token is not active (revoked, expired,
     # unknown to it): RFC 7662 2.2.
     TOKEN_INACTIVE = "token_inactive"

@@ -8,6 +8,7 @@ token, only what was learnt from it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from authz.introspection.introspector import IntrospectionState
@@ -31,14 +32,16 @@ def explain(
     token: str | None,
     problems: list[str],
     scheme: str = "https",
+    connection: KnownConnection | None = None,
 ) -> dict[str, Any]:
     """Decide the request a user describes (a token goes in `Authorization: Bearer`; the
-    proxy is taken to report `scheme`, which a DPoP proof's `htu` names) and describe the
-    decision and everything behind it."""
+    proxy is taken to report `scheme`, which a DPoP proof's `htu` names, and `connection`:
+    its addresses and mTLS peer) and describe the decision and everything behind it, with
+    the rules tried on the way."""
     lowered = {k.lower(): v for k, v in headers.items()}
     if token:
         lowered["authorization"] = f"Bearer {token}"
-    connection = KnownConnection(scheme=scheme)
+    connection = replace(connection or KnownConnection(), scheme=scheme)
     try:
         view = request_view(method, host, path, lowered, context, connection=connection)
         answer, outcome = pipeline.check(view)
@@ -54,6 +57,17 @@ def explain(
         "rule": decision.rule,
         "snapshot": outcome.snapshot_version,
     }
+    if outcome.policy is not None and outcome.request is not None:
+        out["rules"] = [
+            {
+                "rule": t.rule,
+                "matched": t.matched,
+                **({"failed": list(t.failed)} if t.failed else {}),
+            }
+            for t in outcome.policy.trace(outcome.request)
+        ]
+        if outcome.rule is None:
+            out["rules"].append({"rule": "(default)", "action": outcome.policy.default_action})
     if outcome.would_deny is not None:
         out["dry_run"] = True
         out["would_deny"] = outcome.would_deny.reason.value
@@ -75,6 +89,9 @@ def explain(
     else:
         # The answer's own challenge: under a policy that reads DPoP it names that scheme.
         out["www_authenticate"] = dict(answer.headers).get("www-authenticate")
+        if answer.status != http_status(decision):  # a policy's denyWith answer
+            out["status"] = answer.status
+            out["custom_answer"] = {"headers": dict(answer.headers), "body": answer.body}
         if decision.required_scopes:
             out["required_scopes"] = list(decision.required_scopes)
     if problems:

@@ -7,18 +7,21 @@ it a `RequestView` and render the `Answer`; `authz check` and `/debug/explain` u
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from authz.keys.signing import NoSigningKey
+from authz.policy.deny import DenyResponse
 from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
-from authz.request.authorize import authorize
+from authz.request.authorize import authorize, rule_refuses
 from authz.request.credentials import Authentication
 from authz.request.decision import Decision, Reason
 from authz.request.internal_token import InternalTokens
 from authz.request.nonces import Nonces
-from authz.request.respond import Answer, Responder
+from authz.request.respond import Answer, Responder, http_status
 from authz.request.verify import VerifiedToken, WouldWait
 
 __all__ = ["Outcome", "Pipeline", "Serving", "WouldWait"]
@@ -35,6 +38,7 @@ class Outcome:
     authentication: Authentication | None = None
     snapshot_version: int = 0
     would_deny: Decision | None = None  # dry-run: the denial that was not enforced
+    rule: CompiledRule | None = None  # the rule that matched (None: the default action)
     # allow: the internal token that replaces the credential upstream (never logged)
     internal_token: str | None = field(default=None, repr=False)
 
@@ -61,12 +65,14 @@ class Pipeline:
         default_allow: bool = False,
         nonces: Nonces | None = None,
         internal_tokens: InternalTokens | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._serving = serving
         self._authenticator = authenticator
         self.responder = Responder(realm, nonces)
         self.default_allow = default_allow
         self.internal_tokens = internal_tokens
+        self._clock = clock
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
         """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
@@ -80,7 +86,21 @@ class Pipeline:
     def respond(self, outcome: Outcome) -> tuple[Answer, Outcome]:
         decision = outcome.decision
         if not decision.allowed:
-            return self.responder.deny(decision, outcome.policy, outcome.authentication), outcome
+            custom = _deny_with(outcome)
+            if custom is None:
+                answer = self.responder.deny(decision, outcome.policy, outcome.authentication)
+                return answer, outcome
+            assert outcome.policy is not None  # custom answers come from a policy
+            secret = tuple(s.name for s in outcome.policy.token_sources if s.kind == "query")
+            answer = self.responder.deny(
+                decision,
+                outcome.policy,
+                outcome.authentication,
+                request=outcome.request,
+                custom=custom,
+                secret_params=secret,
+            )
+            return answer, outcome
         if outcome.policy is None:  # allowed by default: strip every identity header
             headers = self._serving.snapshot.identity_headers
             return self.responder.allow_unlisted(decision, headers), outcome
@@ -101,7 +121,7 @@ class Pipeline:
         if policy is None:
             reason = Reason.ALLOWED_BY_DEFAULT if self.default_allow else Reason.NO_POLICY
             return Outcome(Decision(self.default_allow, reason), request, None, None, version)
-        rule = policy.rule_for(request.method, request.host, request.path)
+        rule = policy.rule_for(request)
         action = rule.action if rule is not None else policy.default_action
         rule_name = rule.name if rule is not None else "(default)"
         authentication = None
@@ -112,7 +132,9 @@ class Pipeline:
             authentication = self._authenticator.authenticate(
                 request, policy, may_wait=may_wait, revocations=snapshot.revocations
             )
-            decision = _authorize(action, rule, rule_name, policy, authentication)
+            decision = _authorize(
+                action, rule, rule_name, policy, authentication, clock=self._clock
+            )
         if not decision.allowed and policy.dry_run:
             return self._dry_run(
                 decision,
@@ -121,9 +143,12 @@ class Pipeline:
                 authentication=authentication,
                 version=version,
                 may_wait=may_wait,
+                rule=rule,
                 snapshot=snapshot,
             )
-        return self._internal_token(Outcome(decision, request, policy, authentication, version))
+        return self._internal_token(
+            Outcome(decision, request, policy, authentication, version, rule=rule)
+        )
 
     def _internal_token(self, outcome: Outcome) -> Outcome:
         """An allowed request of a policy with `internalToken` carries one upstream; none can
@@ -159,6 +184,7 @@ class Pipeline:
         authentication: Authentication | None,
         version: int,
         may_wait: bool,
+        rule: CompiledRule | None,
         snapshot: Snapshot,
     ) -> Outcome:
         """Allow what a dry-run policy would deny. Identity headers come from the credential
@@ -172,11 +198,24 @@ class Pipeline:
         decision = Decision(
             True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who
         )
-        outcome = Outcome(decision, request, policy, authentication, version, would_deny=denied)
+        outcome = Outcome(
+            decision, request, policy, authentication, version, would_deny=denied, rule=rule
+        )
         if who is None or authentication is None or authentication.identity is not who:
             return outcome
         minted = self._internal_token(outcome)
         return outcome if not minted.decision.allowed else minted
+
+
+def _deny_with(outcome: Outcome) -> DenyResponse | None:
+    """The custom answer for a denial: the matched rule's, else its policy's (denyWith)."""
+    status = http_status(outcome.decision)
+    for owner in (outcome.rule, outcome.policy):
+        if owner is not None and owner.deny_with is not None:
+            custom = owner.deny_with.for_status(status)
+            if custom is not None:
+                return custom
+    return None
 
 
 def _authorize(
@@ -185,6 +224,8 @@ def _authorize(
     rule_name: str,
     policy: CompiledPolicy,
     authentication: Authentication | None,
+    *,
+    clock: Callable[[], float],
 ) -> Decision:
     if authentication is None:
         if action == "allowAnonymous":
@@ -195,10 +236,14 @@ def _authorize(
         failure = authentication.failure
         assert failure is not None
         return Decision(False, failure.reason, failure.detail, policy.id, rule_name)
+    if rule is not None and (rule.issuers is not None or rule.audiences is not None):
+        refused = rule_refuses(rule, authentication)
+        if refused is not None:
+            return Decision(False, refused.reason, refused.detail, policy.id, rule_name)
     if rule is not None and rule.require_dpop and authentication.binding != "dpop":
         detail = "the rule requires a DPoP-bound token with a proof"
         return Decision(False, Reason.DPOP_REQUIRED, detail, policy.id, rule_name, who)
     if rule is None or action == "allowAnonymous":
         reason = Reason.ALLOWED if action == "requireToken" else Reason.ALLOWED_ANONYMOUS
         return Decision(True, reason, "", policy.id, rule_name, who)
-    return authorize(rule, policy, who)
+    return authorize(rule, policy, who, clock())

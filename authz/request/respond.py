@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from authz.policy.deny import DenyResponse
 from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.claims import claim, scalar_text
@@ -51,6 +53,8 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.TOKEN_ISSUED_IN_FUTURE: (401, "invalid_token", "the token is issued in the future"),
     Reason.LIFETIME_EXCEEDED: (401, "invalid_token", "the token lifetime is too long"),
     Reason.AUDIENCE_MISMATCH: (401, "invalid_token", "the token audience is not accepted"),
+    Reason.REQUIRED_CLAIM_MISMATCH: (401, "invalid_token", "the token is not of the accepted kind"),
+    Reason.TENANT_MISMATCH: (401, "invalid_token", "the token tenant does not match its issuer"),
     Reason.TOKEN_INACTIVE: (401, "invalid_token", "the token is not active"),
     Reason.TOKEN_REVOKED: (401, "invalid_token", "the token has been revoked"),
     # RFC 6749 4.1.2.1's code for a server that cannot answer now; no challenge: the
@@ -219,6 +223,7 @@ class Responder:
         self.realm = realm
         self.nonces = nonces
         self._denials: dict[_DenyKey, Answer] = {}
+        self._custom: dict[tuple[int, _DenyKey], tuple[DenyResponse, Answer]] = {}
         self._allowed: dict[_AllowKey, tuple[Identity, CompiledPolicy, Answer]] = {}
         self._unlisted: Answer | None = None
 
@@ -227,13 +232,32 @@ class Responder:
         decision: Decision,
         policy: CompiledPolicy | None = None,
         auth: Authentication | None = None,
+        *,
+        request: RequestView | None = None,
+        custom: DenyResponse | None = None,
+        secret_params: tuple[str, ...] = (),
     ) -> Answer:
         """A denial; under a policy that reads DPoP its challenge says so, and a missing
-        server nonce comes with a fresh one (`DPoP-Nonce`), which is why those are not kept."""
+        server nonce comes with a fresh one (`DPoP-Nonce`), which is why those are not kept.
+        A policy's `custom` answer (denyWith) replaces it: one that redirects with the
+        original URL depends on the request, others are kept like authz's own."""
         algs = policy.dpop.algs if policy is not None and policy.dpop is not None else None
         presented = auth is not None and auth.source == DPOP_SOURCE
         key = (decision.reason, decision.required_scopes, algs, presented)
-        if decision.reason == Reason.DPOP_NONCE_REQUIRED and self.nonces is not None:
+        nonce_needed = decision.reason == Reason.DPOP_NONCE_REQUIRED and self.nonces is not None
+        if custom is not None:
+            if nonce_needed or (custom.original is not None and request is not None):
+                return self._custom_denial(key, custom, request, secret_params)
+            memo = self._custom.get((id(custom), key))
+            if memo is not None and memo[0] is custom:
+                return memo[1]
+            made = self._custom_denial(key, custom, None, ())
+            if len(self._custom) >= _MAX_DENIALS:
+                self._custom.clear()
+            self._custom[(id(custom), key)] = (custom, made)
+            return made
+        if nonce_needed:
+            assert self.nonces is not None
             denial = self._denial(*key)
             nonce = (NONCE_HEADER, self.nonces.current())
             return Answer(denial.status, denial.reason, (*denial.headers, nonce), body=denial.body)
@@ -243,6 +267,46 @@ class Responder:
             if len(self._denials) < _MAX_DENIALS:
                 self._denials[key] = answer
         return answer
+
+    def _custom_denial(
+        self,
+        key: _DenyKey,
+        custom: DenyResponse,
+        request: RequestView | None,
+        secret_params: tuple[str, ...],
+    ) -> Answer:
+        """A denyWith answer: its status, headers and body; authz's own challenge (and a
+        DPoP nonce) stays unless the policy sets `www-authenticate` itself. The reason code
+        is authz's own."""
+        default = self._denial(*key)
+        headers = list(custom.headers)
+        named = {name for name, _ in headers}
+        for name, value in default.headers:
+            if name == "www-authenticate" and not custom.overrides_challenge:
+                headers.append((name, value))
+        if key[0] == Reason.DPOP_NONCE_REQUIRED and self.nonces is not None:
+            headers.append((NONCE_HEADER, self.nonces.current()))
+        if custom.redirect is not None and "location" not in named:
+            location = custom.redirect
+            if custom.original is not None and request is not None:
+                query = urllib.parse.urlencode(
+                    {custom.original: original_url(request, secret_params)}
+                )
+                location += ("&" if "?" in location else "?") + query
+            headers.append(("location", location))
+        if custom.body is not None:
+            body = custom.body
+            if "content-type" not in named:
+                headers.append(("content-type", "text/plain; charset=utf-8"))
+        elif custom.redirect is not None:
+            body = ""
+        else:
+            body = default.body
+            if "content-type" not in named:
+                headers.append(("content-type", "application/json"))
+        status = custom.status or default.status
+        shared = request is None and key[0] != Reason.DPOP_NONCE_REQUIRED
+        return Answer(status, default.reason, tuple(headers), body=body, shared=shared)
 
     def _denial(
         self, reason: Reason, scopes: tuple[str, ...], algs: str | None, presented: bool
@@ -375,6 +439,22 @@ class Responder:
             remove_query=remove_query,
             shared=shared,
         )
+
+
+def original_url(request: RequestView, secret_params: tuple[str, ...] = ()) -> str:
+    """The URL the client asked for, for a redirect to come back to: scheme, host and the
+    path with its query, less the query parameters that carry tokens (`secret_params`)."""
+    scheme = request.connection.scheme or request.headers.get("x-forwarded-proto") or "https"
+    target = request.raw_path
+    if secret_params and "?" in target:
+        path, _, query = target.partition("?")
+        kept = [
+            (k, v)
+            for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)
+            if k not in secret_params
+        ]
+        target = path + ("?" + urllib.parse.urlencode(kept) if kept else "")
+    return f"{scheme}://{request.host}{target}"
 
 
 def _header_value(

@@ -15,7 +15,7 @@ from typing import Any
 
 from authz.keys.jwk import KeySet, verify_signature
 from authz.policy.issuer import CompiledIssuer
-from authz.request.claims import collect
+from authz.request.claims import claim, collect
 from authz.request.decision import Identity, Reason
 from authz.request.jose import TokenError, parse
 
@@ -106,6 +106,27 @@ def verify(
                 issuer, claims, kid, expires_at, keys, identity_of(issuer, claims, kid)
             )
     raise TokenError(Reason.SIGNATURE_INVALID, "signature does not verify")
+
+
+def check_token_kind(token: VerifiedToken, now: float) -> None:
+    """The issuer's checks that make a valid token the right kind of credential, on every
+    use (cheap, and `maxAgeSeconds` depends on the time): its `requiredClaims` (an ID token
+    is not an access token: RFC 8725 3.11, RFC 9068) and, for a multi-tenant template with
+    `tenantClaim`, that the claim names the tenant of the token's `iss`. Raises TokenError."""
+    issuer, claims = token.issuer, token.claims
+    for condition in issuer.required_claims:
+        if not condition.holds(claims, now):
+            raise TokenError(
+                Reason.REQUIRED_CLAIM_MISMATCH,
+                f"issuer requires {condition.text[:200]}",
+            )
+    if issuer.tenant_claim is not None:
+        tenant = issuer.tenant_of.get(claims["iss"])
+        if tenant is None or claim(claims, issuer.tenant_claim) != tenant:
+            raise TokenError(
+                Reason.TENANT_MISMATCH,
+                f"{'.'.join(issuer.tenant_claim)} does not name the tenant of 'iss'",
+            )
 
 
 def identity_of(issuer: CompiledIssuer, claims: Mapping[str, Any], kid: str | None) -> Identity:

@@ -191,7 +191,12 @@ class Rendered:
 
 
 def _status_line(status: int) -> bytes:
-    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+    # A policy's denyWith may choose any 3xx-5xx status; the reason phrase may be empty.
+    phrase = HTTPStatus(status).phrase if status in _KNOWN_STATUSES else ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
+
+
+_KNOWN_STATUSES = frozenset(s.value for s in HTTPStatus)
 
 
 def _header(name: str, value: str) -> bytes:

@@ -75,12 +75,15 @@ def request_view_of(check_request: Any) -> RequestView:
 
 class _Connection:
     """The CheckRequest's connection attributes, read when asked (most Checks never do:
-    nested protobuf reads cost more than the rest of a cache-hit request view)."""
+    nested protobuf reads cost more than the rest of a cache-hit request view), and kept
+    once read: several rules may ask for the same one."""
 
-    __slots__ = ("_attrs",)
+    __slots__ = ("_attrs", "_principal", "_source")
 
     def __init__(self, attrs: Any) -> None:
         self._attrs = attrs
+        self._source: str | None = None
+        self._principal: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -88,7 +91,9 @@ class _Connection:
 
     @property
     def source_address(self) -> str:
-        return str(self._attrs.source.address.socket_address.address)
+        if self._source is None:
+            self._source = str(self._attrs.source.address.socket_address.address)
+        return self._source
 
     @property
     def source_port(self) -> int:
@@ -100,7 +105,9 @@ class _Connection:
 
     @property
     def peer_principal(self) -> str:
-        return str(self._attrs.source.principal)
+        if self._principal is None:
+            self._principal = str(self._attrs.source.principal)
+        return self._principal
 
     @property
     def peer_certificate(self) -> str:
@@ -166,7 +173,8 @@ def _allow(answer: Answer) -> CheckResponse:
 
 def _deny(answer: Answer) -> CheckResponse:
     response = CheckResponse()
-    response.status.code = _GRPC_CODE[answer.status]
+    # A policy's custom answer (denyWith) may have another status: still a denial.
+    response.status.code = _GRPC_CODE.get(answer.status, code_pb2.PERMISSION_DENIED)
     response.status.message = answer.reason
     denied = response.denied_response
     denied.status.code = answer.status

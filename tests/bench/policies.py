@@ -69,6 +69,46 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+#: The request-condition variant (issue 12): five rules before `orders-read` that match the
+#: allowed request's method and path but fail on a condition (the source address, a header,
+#: the mTLS peer, the client certificate, a regex), so every allowed request evaluates them,
+#: and conditions on `orders-read` itself that hold (the bench's CheckRequests come from
+#: 127.0.0.1 without mTLS, as through Envoy on loopback).
+CONDITIONS_BEFORE_ORDERS: tuple[dict[str, Any], ...] = (
+    {"name": "orders-office", "match": {"ipBlocks": ["10.0.0.0/8", "172.16.0.0/12"]}},
+    {"name": "orders-canary", "match": {"headers": [{"name": "x-canary", "present": True}]}},
+    {"name": "orders-mesh", "match": {"principals": ["spiffe://cluster.local/ns/shop/sa/*"]}},
+    {
+        "name": "orders-partner",
+        "match": {"clientCertificate": {"dnsSans": ["*.partners.example"]}},
+    },
+    {
+        "name": "orders-beta",
+        "match": {"headers": [{"name": "x-beta", "regex": "[a-f0-9]{8}"}]},
+    },
+)
+ORDERS_CONDITIONS: dict[str, Any] = {
+    "notPaths": ["/orders/internal/**"],
+    "headers": [{"name": "authorization", "prefix": "Bearer "}],
+    "ipBlocks": ["127.0.0.0/8", "::1/128"],
+    "notIpBlocks": ["192.0.2.0/24"],
+    "notPrincipals": ["spiffe://cluster.local/ns/shop/sa/batch"],
+}
+
+
+def _with_conditions(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for rule in rules:
+        if rule["name"] != "orders-read":
+            out.append(rule)
+            continue
+        for extra in CONDITIONS_BEFORE_ORDERS:
+            match = {**rule["match"], **extra["match"]}
+            out.append({**rule, "name": extra["name"], "match": match})
+        out.append({**rule, "match": {**rule["match"], **ORDERS_CONDITIONS}})
+    return out
+
+
 # -- authz YAML ----------------------------------------------------------------------------
 
 
@@ -105,7 +145,10 @@ def _rule_doc(rule: Rule) -> dict[str, Any]:
     return doc
 
 
-def _policy_doc(name: str, host: str, issuers: Sequence[Issuer]) -> dict[str, Any]:
+def _policy_doc(
+    name: str, host: str, issuers: Sequence[Issuer], *, conditions: bool = False
+) -> dict[str, Any]:
+    rules = [_rule_doc(r) for r in RULES]
     return {
         "apiVersion": "authz.io/v1alpha1",
         "kind": "AuthzPolicy",
@@ -114,7 +157,7 @@ def _policy_doc(name: str, host: str, issuers: Sequence[Issuer]) -> dict[str, An
             "targets": {"hosts": [host]},
             "issuers": [{"name": i.name} for i in issuers],
             "audiences": [AUDIENCE],
-            "rules": [_rule_doc(r) for r in RULES],
+            "rules": _with_conditions(rules) if conditions else rules,
             "defaultAction": "deny",
             "response": {
                 "headers": [
@@ -150,20 +193,29 @@ def policy_issuers(index: int, issuers: Sequence[Issuer]) -> list[Issuer]:
     return [issuers[(index + k) % len(issuers)] for k in range(width)]
 
 
-def write_realistic(root: Path, issuers: Sequence[Issuer]) -> PolicyDir:
-    """One policy, 20 rules, trusting every issuer given (the realistic case: five)."""
+def write_realistic(
+    root: Path, issuers: Sequence[Issuer], *, conditions: bool = False
+) -> PolicyDir:
+    """One policy, 20 rules (25 with `conditions`), trusting every issuer given (the
+    realistic case: five)."""
     root.mkdir(parents=True, exist_ok=True)
     _write_docs(root / "issuers.yaml", [_issuer_doc(i) for i in issuers])
-    _write_docs(root / "policies.yaml", [_policy_doc("shop", REALISTIC_HOST, issuers)])
+    doc = _policy_doc("shop", REALISTIC_HOST, issuers, conditions=conditions)
+    _write_docs(root / "policies.yaml", [doc])
     return PolicyDir(root, REALISTIC_HOST, issuers[0], 1, len(issuers))
 
 
-def write_scale(root: Path, issuers: Sequence[Issuer], policies: int) -> PolicyDir:
-    """`policies` copies of the realistic policy on hosts svc-<i>.bench.local."""
+def write_scale(
+    root: Path, issuers: Sequence[Issuer], policies: int, *, conditions: bool = False
+) -> PolicyDir:
+    """`policies` copies of the realistic policy on hosts svc-<i>.bench.local (with
+    `conditions`: the request-condition variant of its rules)."""
     root.mkdir(parents=True, exist_ok=True)
     _write_docs(root / "issuers.yaml", [_issuer_doc(i) for i in issuers])
     docs = [
-        _policy_doc(f"svc-{i}", f"svc-{i}.bench.local", policy_issuers(i, issuers))
+        _policy_doc(
+            f"svc-{i}", f"svc-{i}.bench.local", policy_issuers(i, issuers), conditions=conditions
+        )
         for i in range(policies)
     ]
     _write_docs(root / "policies.yaml", docs)

@@ -194,14 +194,18 @@ def targets(results: Mapping[str, Result], micro: Sequence[MicroResult]) -> list
         lambda v: v >= 0.9,
         "authz_hit or trivial_envoy not run",
     )
-    for variant in ("scale_p1000_i1", "scale_p1000_i100"):
+    for variant, base in (
+        ("scale_p1000_i1", "scale_p1_i1"),
+        ("scale_p1000_i100", "scale_p1_i1"),
+        ("scale_cond_p1000", "scale_cond_p1"),  # with request conditions (issue 12)
+    ):
         add(
             4,
-            f"CPU/req {variant} vs scale_p1_i1",
-            _ratio(server_us(variant), server_us("scale_p1_i1")),
+            f"CPU/req {variant} vs {base}",
+            _ratio(server_us(variant), server_us(base)),
             "<= 1.1x",
             lambda v: v <= 1.1,
-            f"{variant} or scale_p1_i1 not run",
+            f"{variant} or {base} not run",
         )
     workers = results.get("workers_2")
     add(

@@ -14,6 +14,7 @@ stacks never compete for the cores. Scenario names (for --scenarios):
   trivial_http_envoy[_open]  the always-allow HTTP server via Envoy http_service (HTTP floor)
   opa_envoy[_open], opa_grpc           OPA-Envoy with the equivalent Rego
   scale_p{1,100,1000}_i{1,100}         policy/issuer count, direct gRPC, cache hit
+  scale_cond_p{1,1000}      the same with request conditions in every policy (issue 12)
   workers_{1,2}             `authz serve --workers N`, direct gRPC
   workers_http_{1,2}        the same serving HTTP checks (one shared socket), wrk direct
   memory_100k               RSS with 100k cached tokens and 1000 policies
@@ -63,6 +64,8 @@ MISS_TOKENS = {"RS256": 30_000, "ES256": 30_000, "EdDSA": 30_000}
 MISS_WARMUP_TOKENS = 1_500
 MEMORY_TOKENS = 100_000
 SCALE_VARIANTS = ((1, 1), (100, 1), (1000, 1), (1, 100), (1000, 100))
+#: Policy counts of the request-condition variant (one issuer).
+CONDITION_VARIANTS = (1, 1000)
 
 
 @dataclass
@@ -311,6 +314,27 @@ def scale_phase(b: Bench, m: Material) -> None:
                 memory_fill(b, m, stack, server, pdir)
 
 
+def conditions_phase(b: Bench, m: Material) -> None:
+    """1 and 1000 policies whose rules carry request conditions (headers, addresses, the
+    mTLS peer, the client certificate, negations): the cache-hit Check walks five failing
+    conditioned rules and one whose conditions hold before it allows."""
+    for policies in CONDITION_VARIANTS:
+        name = f"scale_cond_p{policies}"
+        if not b.settings.selected(name):
+            continue
+        b.log(f"  ({name}: writing and loading {policies} policies with conditions)")
+        pdir = write_scale(m.workdir / f"policy-{name}", m.issuers5[:1], policies, conditions=True)
+        token = material.mint(pdir.issuer)
+        with Stack(b.layout) as stack:
+            server = stack.authz(pdir.path)
+            b.grpc_closed(
+                name,
+                server,
+                check_request(pdir.host, ALLOW_PATH, token),
+                note=f"{policies} policies x 25 rules with conditions",
+            )
+
+
 def memory_fill(b: Bench, m: Material, stack: Stack, server: Server, pdir: PolicyDir) -> None:
     """Send MEMORY_TOKENS never-seen tokens through Envoy, then read authz's RSS."""
     trusted = policy_issuers(pdir.policies // 2, m.issuers100)
@@ -421,6 +445,7 @@ PHASES: tuple[tuple[Phase, tuple[str, ...]], ...] = (
     (trivial_http_phase, TRIVIAL_HTTP_SCENARIOS),
     (opa_phase, OPA_SCENARIOS),
     (scale_phase, (*(f"scale_p{p}_i{i}" for p, i in SCALE_VARIANTS), "memory_100k")),
+    (conditions_phase, tuple(f"scale_cond_p{p}" for p in CONDITION_VARIANTS)),
     (workers_phase, WORKER_SCENARIOS),
 )
 
@@ -449,5 +474,6 @@ ALL_SCENARIOS = (
     "trivial_envoy", "trivial_envoy_open", "trivial_grpc", *TRIVIAL_HTTP_SCENARIOS,
     "opa_envoy", "opa_envoy_open", "opa_grpc",
     *(f"scale_p{p}_i{i}" for p, i in SCALE_VARIANTS),
+    *(f"scale_cond_p{p}" for p in CONDITION_VARIANTS),
     "memory_100k", *WORKER_SCENARIOS,
 )  # fmt: skip

@@ -128,9 +128,14 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, str, str], tuple[int, str]]] =
     ),
     (
         "keycloak",
-        {"iss": "https://sso.example.com/realms/shop", "aud": "orders-api", "typ": "ID"},
+        {
+            "iss": "https://sso.example.com/realms/shop",
+            "aud": "orders-api",
+            "typ": "ID",
+            "scope": "openid orders.read",
+        },
         ("GET", "orders.example.com", "/orders/1"),
-        (403, "insufficient_scope"),
+        (401, "required_claim_mismatch"),  # an ID token is not a credential
     ),
     (
         "okta",
@@ -190,6 +195,17 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, str, str], tuple[int, str]]] =
         (401, "issuer_unknown"),
     ),
     (
+        "entra-v2",
+        {
+            "iss": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+            "aud": "00000000-0000-0000-0000-0000000c0ffe",
+            "scp": "Orders.Read",
+            "tid": "00000000-1111-2222-3333-444444444444",
+        },
+        ("GET", "orders.example.com", "/orders/1"),
+        (401, "tenant_mismatch"),
+    ),
+    (
         "entra-v1",
         {"iss": f"https://sts.windows.net/{TENANT}/", "aud": "api://orders", "scp": "Orders.Read"},
         ("GET", "legacy-orders.example.com", "/orders/1"),
@@ -217,7 +233,7 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, str, str], tuple[int, str]]] =
             "scope": "orders/read",
         },
         ("GET", "orders.example.com", "/orders/1"),
-        (403, "claim_mismatch"),
+        (401, "required_claim_mismatch"),
     ),
     (
         "google",
@@ -243,6 +259,26 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, str, str], tuple[int, str]]] =
         },
         ("GET", "api.example.com", "/v1/me"),
         (200, "allowed"),
+    ),
+    (
+        "firebase",
+        {
+            "iss": "https://securetoken.google.com/my-project",
+            "aud": "my-project",
+            "admin": True,
+        },
+        ("GET", "api.example.com", "/admin/users"),
+        (200, "allowed"),
+    ),
+    (
+        "firebase",  # a custom claim set as the string "true" is not the boolean true
+        {
+            "iss": "https://securetoken.google.com/my-project",
+            "aud": "my-project",
+            "admin": "true",
+        },
+        ("GET", "api.example.com", "/admin/users"),
+        (403, "claim_mismatch"),
     ),
     (
         "github-actions",

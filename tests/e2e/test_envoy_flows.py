@@ -181,3 +181,11 @@ def test_authz_down_fails_closed(tmp_path: Path, envoy_stack: EnvoyStackFactory,
     response = live.get("/orders/1", token=token(keys, scope="orders.read"))
     assert response.status == 503  # status_on_error: never forwarded to the upstream
     assert "headers" not in response.body.decode()
+
+
+def test_a_rule_on_the_source_address(stack: EnvoyStack) -> None:
+    """The example's ops rule: Envoy reports the connection's address (loopback here) and
+    no token is needed, whatever X-Forwarded-For the client sends."""
+    response = stack.get("/ops/status", x_forwarded_for="203.0.113.1")
+    assert response.status == 200
+    assert "x-auth-subject" not in response.json()["headers"]

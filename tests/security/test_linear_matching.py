@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from authz.request.view import KnownConnection
 from tests.support.docs import issuer, policy, rule
 from tests.support.snapshots import bearer_token, check, serve
 
@@ -51,3 +52,40 @@ def test_patterns_that_need_backtracking_are_refused(pattern: str) -> None:
     served = serve(issuer(), policy(rules=[rule("r", claims=[{"path": "x", "regex": pattern}])]))
     status = served.statuses["AuthzPolicy/default/api"]
     assert not status.accepted and "regex" in status.problems[0], status.problems
+
+
+def test_request_conditions_on_large_attacker_input() -> None:
+    """Header regexes and principal globs run in RE2 too, and an X-Forwarded-For of
+    thousands of entries costs one split: a client cannot make a rule slow."""
+    served = serve(
+        issuer(),
+        policy(
+            rules=[
+                rule(
+                    "header",
+                    action="allowAnonymous",
+                    match={"headers": [{"name": "x-h", "regex": "(a+)+b"}]},
+                ),
+                rule(
+                    "principal",
+                    action="allowAnonymous",
+                    match={"principals": ["spiffe://**/a/**/a/**/a/**/b"]},
+                ),
+                rule(
+                    "forwarded",
+                    action="allowAnonymous",
+                    match={"remoteIpBlocks": ["203.0.113.0/24"]},
+                ),
+            ],
+            xffNumTrustedHops=2,
+        ),
+    )
+    started = time.perf_counter()
+    _, outcome = check(
+        served,
+        headers={"x-h": "a" * 30000 + "!", "x-forwarded-for": ", ".join(["10.0.0.1"] * 3000)},
+        connection=KnownConnection(peer_principal="spiffe://t/" + "a/" * 4000 + "c"),
+    )
+    seconds = time.perf_counter() - started
+    assert outcome.decision.reason.value == "no_rule"
+    assert seconds < 0.05, seconds

@@ -55,6 +55,8 @@ BANNER = (
 
 
 def _type(node: Mapping[str, Any]) -> str:
+    if "type" not in node and node.get("x-kubernetes-preserve-unknown-fields"):
+        return "any JSON value"
     kind = node.get("type", "object")
     if kind == "array":
         return f"list of {_type(node.get('items', {}))}"
@@ -126,9 +128,10 @@ def _anchor(path: str) -> str:
 
 def _rules(group: str) -> str:
     rows = ["| on | rule |", "|---|---|"]
-    for rule_group, field, _cel, message in schema.RULES:
+    for rule_group, field, cel, message in schema.RULES:
         if rule_group == group:
-            rows.append(f"| `{field}` | {_cell(message)} |")
+            where = "" if cel else " (checked by authz, not the API server: see below)"
+            rows.append(f"| `{field}` | {_cell(message)}{where} |")
     return "\n".join(rows) + "\n"
 
 
@@ -152,7 +155,11 @@ def policy_reference() -> str:
         *_object_sections("spec", schema.ISSUER_SPEC),
         "### Cross-field rules {#issuer-rules}\n",
         "Checked by `authz lint`, by the file loader and, as CEL rules in the CRDs, by the "
-        "API server on `kubectl apply`:\n",
+        "API server on `kubectl apply`. A field that holds any JSON value (a claim "
+        "condition's `equals`, `in`, `contains`) has no type in the CRD, and the API server's "
+        "CEL cannot see such a field: the rules marked so are checked by authz when it reads "
+        "the object, which then reports it not Ready (`kubectl get azpol`) and keeps "
+        "serving its last good version.\n",
         _rules("issuer"),
         "A `JWTIssuer` in the cluster is written by a namespace's users, so it gets less "
         "(see the security model's *Tenancy*):\n",
@@ -273,7 +280,8 @@ ADVICE: dict[Reason, str] = {
     "(`login.microsoftonline.com/.../v2.0`) tokens.",
     Reason.ISSUER_NOT_TRUSTED: "The issuer exists but this policy does not list it in "
     "`spec.issuers`, or the reference does not resolve (`ResolvedRefs=False` on the "
-    "policy).",
+    "policy), or the matching rule narrows the issuers (`rules[].issuers`) and the token "
+    "comes from another one: `authz check` names the rule.",
     Reason.SOURCE_NOT_ALLOWED: "The token came in a place its issuer does not use (for "
     "example a cookie when the issuer's `tokenSources` name only the header).",
     Reason.ALGORITHM_NOT_ALLOWED: "The token's `alg` is not in the issuer's `algorithms` "
@@ -304,10 +312,20 @@ ADVICE: dict[Reason, str] = {
     "IdP's or this node's clock is off.",
     Reason.LIFETIME_EXCEEDED: "The token lives longer than the issuer's `maxLifetimeSeconds`.",
     Reason.AUDIENCE_MISMATCH: "The token's audience (`aud`, or the issuer's "
-    "`audienceClaim`) matches none of the policy's `audiences` (else the issuer's). A token "
+    "`audienceClaim`) matches none of the policy's `audiences` (else the issuer's), or none "
+    "of the matching rule's own `audiences`. A token "
     "with an audience is also refused when none is configured. Keycloak puts `account` "
     "there unless an audience mapper adds the API; Cognito access tokens carry the client "
     "id in `client_id` (`audienceClaim: client_id`).",
+    Reason.REQUIRED_CLAIM_MISMATCH: "The token lacks a claim value its issuer's "
+    "`requiredClaims` demand of every token: typically an ID token (Cognito `token_use: id`, "
+    "Keycloak `typ: ID`) sent to an API that takes access tokens. An ID token is not a "
+    "credential for an API (RFC 8725 3.11): the client must send its access token. The "
+    "audit `detail` names the condition.",
+    Reason.TENANT_MISMATCH: "A multi-tenant issuer with `tenantClaim` (Entra ID: `tid`) got a "
+    "token whose `iss` names one of its `tenants` and whose tenant claim names another, or "
+    "none. Such a token is refused whatever its signature: check the client signs in "
+    "against the tenant its `iss` says.",
     Reason.TOKEN_INACTIVE: "The issuer's introspection endpoint answered `active: false`: the "
     "token was revoked there (RFC 7009), expired, or is unknown to that provider (a token of "
     "another provider sent to this policy). Inactive answers are cached for the issuer's "
@@ -386,14 +404,18 @@ ADVICE: dict[Reason, str] = {
     "the issuer's `claims.roles` paths (`realm_access.roles`, `groups`, `roles`, "
     "`cognito:groups`).",
     Reason.CLAIM_MISMATCH: "A `claims` condition of the rule is not met; the audit `detail` "
-    'names the claim. Values compare as strings (`"true"`, numbers in JSON form).',
+    "names the claim. Values compare with their JSON type: `equals: true` is not met by "
+    'the string `"true"`, nor `equals: 1` by `"1"`; `atLeast`/`atMost` need a number.',
     Reason.RULE_DENIED: "The first matching rule has `action: deny`.",
     Reason.NO_POLICY: "No policy covers the request's host, context extensions or workload. "
     "Check the policy's `targets` (ports are ignored in hosts; a wildcard `*.example.com` "
     "does not cover `example.com`) and that the policy is Ready.",
-    Reason.NO_RULE: "The policy covers the request but no rule matches its method and path, "
-    "and `defaultAction` is `deny`. Paths match after normalisation and without the query "
-    "string; `/orders/**` also matches `/orders`.",
+    Reason.NO_RULE: "The policy covers the request but no rule matches it (method, path, "
+    "host and the other `match` conditions: headers, addresses, the mTLS peer, ports), and "
+    "`defaultAction` is `deny`. Paths match after normalisation and without the query "
+    "string; `/orders/**` also matches `/orders`. `authz check` lists every rule tried and "
+    "why it did not match (pass `--source-address`, `--peer-principal` ... for the "
+    "connection conditions).",
     Reason.PROXY_NOT_TRUSTED: "HTTP transport only: authz runs with `--http-proxy-secret-file` "
     "and the check request did not carry the secret in `x-authz-proxy-secret` (or carried "
     "another one). Either something other than your proxy reached the check port, or the "

@@ -80,10 +80,15 @@ class CA:
         return key, cert
 
     def client(
-        self, common_name: str, uris: Sequence[str] = (), days: int = 1
+        self,
+        common_name: str,
+        *,
+        uris: Sequence[str] = (),
+        dns: Sequence[str] = (),
+        days: int = 1,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        """A client certificate (clientAuth) for mTLS, signed by this CA; `uris` become URI
-        SANs (a SPIFFE ID)."""
+        """A client certificate (mTLS) with these URI SANs (a SPIFFE ID, say) and DNS SANs,
+        signed by this CA."""
         now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
@@ -100,7 +105,8 @@ class CA:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
             )
         )
-        if uris:
-            names = [x509.UniformResourceIdentifier(u) for u in uris]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+        sans += [x509.DNSName(n) for n in dns]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return key, builder.sign(self.key, hashes.SHA256())

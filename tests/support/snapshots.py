@@ -111,7 +111,8 @@ def check(
     connection: Connection = HTTPS,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
-    """Decide one request at `now` (the fixed test time NOW unless given); `options` as
+    """Decide one request at `now` (the fixed test time NOW unless given); `connection` as
+    the proxy describes it (authz.request.view.KnownConnection); `options` as
     `assembly.pipeline` takes."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     if token is not None:

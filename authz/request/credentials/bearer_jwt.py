@@ -4,8 +4,9 @@ Verification goes through the verified-token cache: a cached token counts only i
 policy trusts the very issuer object that verified it (two namespaces may declare the same
 `iss`) and that issuer still serves the very key set it verified against (keys rotate).
 Then the checks that depend on the policy: the token came where its issuer sends tokens,
-and it names an audience the policy accepts. A key-bound token (its `cnf` claim) is checked
-against the request: see `credentials.binding`.
+and it names an audience the policy accepts; and those that depend on the time: the
+issuer's required claims (`maxAgeSeconds`) and tenant binding. A key-bound token (its `cnf`
+claim) is checked against the request: see `credentials.binding`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.extract import extract_token
 from authz.request.jose import TokenError
-from authz.request.verify import VerifiedToken, verify
+from authz.request.verify import VerifiedToken, check_token_kind, verify
 from authz.request.view import RequestView
 
 
@@ -60,6 +61,9 @@ class BearerJwt:
                     Reason.SOURCE_NOT_ALLOWED, f"{source.label} is not a source of this issuer"
                 )
             check_audience(verified, policy)
+            issuer = verified.issuer
+            if issuer.required_claims or issuer.tenant_claim is not None:
+                check_token_kind(verified, self._clock())
             binding = check_bearer(verified, presented.request, policy)
         except TokenError as exc:
             return Authentication(None, exc, verified, source)

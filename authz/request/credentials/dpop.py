@@ -26,7 +26,7 @@ from authz.request.jose import TokenError
 from authz.request.nonces import Nonces
 from authz.request.proof import Proof, ProofKeys, verify_proof
 from authz.request.replay import ReplayCache, ReplayUnavailable, replay_key
-from authz.request.verify import WouldWait
+from authz.request.verify import WouldWait, check_token_kind
 from authz.request.view import RequestView
 
 SCHEME = "DPoP "
@@ -77,6 +77,8 @@ class DPoPBound:
         try:
             check_audience(verified, policy)
             now = self._clock()
+            if verified.issuer.required_claims or verified.issuer.tenant_claim is not None:
+                check_token_kind(verified, now)  # requiredClaims hold for every token
             # ath is the token's SHA-256, which the verified-token cache keys it by already.
             proof = self._proof(request, b64url(digest), now, settings)
             binding = check_dpop(verified, proof.jkt, request, policy)

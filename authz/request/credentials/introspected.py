@@ -30,7 +30,7 @@ from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.extract import extract_token
 from authz.request.jose import TokenError
-from authz.request.verify import VerifiedToken, WouldWait, identity_of
+from authz.request.verify import VerifiedToken, WouldWait, check_token_kind, identity_of
 from authz.request.view import RequestView
 
 
@@ -81,6 +81,8 @@ class IntrospectedToken:
                     Reason.SOURCE_NOT_ALLOWED, f"{source.label} is not a source of this issuer"
                 )
             check_audience(derived, policy)
+            if issuer.required_claims or issuer.tenant_claim is not None:
+                check_token_kind(derived, now)  # requiredClaims hold for every token
             binding = check_bearer(derived, presented.request, policy)
         except TokenError as exc:
             return Authentication(None, exc, derived, source)

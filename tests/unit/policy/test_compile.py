@@ -257,6 +257,35 @@ def test_hosts_the_shipped_proxies_never_route_are_flagged() -> None:
     assert "has a port" in problems[0] and "ends with a dot" in problems[1]
 
 
+def test_lint_warns_about_strings_that_look_typed_and_unreachable_rules() -> None:
+    from tests.support.docs import issuer, policy, rule
+    from tests.support.snapshots import serve
+
+    served = serve(
+        issuer(),
+        policy(
+            rules=[
+                rule(
+                    "verified", paths=["/a"], claims=[{"path": "email_verified", "equals": "true"}]
+                ),
+                rule("level", paths=["/b"], claims=[{"path": "acr", "in": ["2", 3]}]),
+                rule("all"),
+                rule("late", paths=["/c"]),
+            ]
+        ),
+    )
+    status = served.statuses["AuthzPolicy/default/api"]
+    assert status.accepted  # warnings: the policy still serves
+    assert status.problems == (
+        "spec.rules[3]: never reached: spec.rules[2] matches every request",
+        "spec.rules[0].claims[0]: 'true' is a string and matches only the string \"true\"; "
+        "claims compare with their JSON type: write true without quotes for a boolean or "
+        "number claim",
+        "spec.rules[1].claims[0]: '2' is a string and matches only the string \"2\"; claims "
+        "compare with their JSON type: write 2 without quotes for a boolean or number claim",
+    )
+
+
 def test_namespaced_cluster_issuers_fetch_from_public_addresses_only(tmp_path: Path) -> None:
     """Their writers must not probe the authorizer's host or the metadata service; policy
     files and ClusterJWTIssuers keep reaching in-cluster IdPs on any address."""

@@ -37,19 +37,21 @@ def test_field_paths_in_errors() -> None:
 def test_unknown_fields_are_rejected_like_kubectl_strict() -> None:
     doc = policy_doc(rules=[{"match": {"path": ["/a"]}}])
     [message] = problems(doc)
-    assert message.startswith("spec.rules[0].match: unknown field(s) path; allowed: hosts,")
+    assert message.startswith("spec.rules[0].match: unknown field(s) path; allowed: ")
+    assert "headers, hosts, ipBlocks, methods," in message
 
 
 def test_exactly_one_key_source(es256_jwks: dict[str, Any]) -> None:
     one = (
         "spec: exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, "
-        "publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef "
+        "discoveryUrl, publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef "
         "(none: introspection only)"
     )
     assert problems(issuer_doc()) == [one]
     assert problems(issuer_doc(jwks=es256_jwks, jwksFile="k.json")) == [one]
     assert problems(issuer_doc(discovery=False)) == [one]
     assert problems(issuer_doc(discovery=True, jwksUri="https://idp.example/jwks")) == [one]
+    assert problems(issuer_doc(discovery=True, discoveryUrl="https://idp.example/d")) == [one]
 
 
 def test_algorithm_none_is_not_a_choice(es256_jwks: dict[str, Any]) -> None:
@@ -83,8 +85,12 @@ def test_requirements_need_require_token() -> None:
 def test_claim_condition_needs_one_operator() -> None:
     doc = policy_doc(rules=[{"claims": [{"path": "tenant", "equals": "a", "regex": "a.*"}]}])
     assert problems(doc) == [
-        "spec.rules[0].claims[0]: exactly one of equals, in, present, regex must be set"
+        "spec.rules[0].claims[0]: exactly one of equals, in, present, regex, contains, "
+        "maxAgeSeconds, or atLeast and/or atMost must be set"
     ]
+    # atLeast and atMost together are one operator: a range
+    ranged = policy_doc(rules=[{"claims": [{"path": "acr", "atLeast": 1, "atMost": 3}]}])
+    assert validate_document(ranged, "policies/x.yaml").spec["rules"][0]["claims"][0]["atMost"] == 3
 
 
 def test_envelope_errors() -> None:
@@ -114,6 +120,10 @@ HTTPS_JWKS = "https://idp.example/jwks"
     [
         {"jwksUri": HTTPS_JWKS},
         {"discovery": True},
+        {
+            "discoveryUrl": "https://idp.example/tfp/b2c_1_signin/v2.0/.well-known/openid-configuration"
+        },
+        {"discoveryUrl": "https://idp.example/d", "fetch": {"refreshSeconds": 60}},
         {"x509CertificatesUri": "https://www.googleapis.com/robot/v1/metadata/x509/x"},
         {"publicKeys": [{"kid": "a", "pem": "PEM"}, {"file": "b.pem"}]},
         {"hmacSecretFile": "secret", "algorithms": ["HS256", "HS512"]},
@@ -152,21 +162,41 @@ def test_key_sources_that_validate(spec: dict[str, Any]) -> None:
         ),
         (
             {"issuer": "https://idp/{tenant}", "tenants": ["a"], "discovery": True},
-            "spec: discovery needs a fixed issuer; for an issuer template set jwksUri",
+            "spec: discovery and discoveryUrl need a fixed issuer; for an issuer template set "
+            "jwksUri",
+        ),
+        (
+            {"issuer": "https://idp/{tenant}", "tenants": ["a"], "discoveryUrl": "https://d/x"},
+            "spec: discovery and discoveryUrl need a fixed issuer; for an issuer template set "
+            "jwksUri",
+        ),
+        (
+            {"jwksUri": HTTPS_JWKS, "tenantClaim": "tid"},
+            "spec: tenantClaim needs tenants",
+        ),
+        (
+            {"jwksUri": HTTPS_JWKS, "requiredClaims": [{"path": "token_use"}]},
+            "spec.requiredClaims[0]: exactly one of equals, in, present, regex, contains, "
+            "maxAgeSeconds, or atLeast and/or atMost must be set",
+        ),
+        (
+            {"discoveryUrl": "http://idp.example/.well-known/openid-configuration"},
+            "spec: key URLs (jwksUri, x509CertificatesUri, discoveryUrl, the discovery issuer) "
+            "must use https unless fetch.allowInsecureHttp is true",
         ),
         (
             {"jwksUri": "http://idp.example/jwks"},
-            "spec: key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use "
-            "https unless fetch.allowInsecureHttp is true",
+            "spec: key URLs (jwksUri, x509CertificatesUri, discoveryUrl, the discovery issuer) "
+            "must use https unless fetch.allowInsecureHttp is true",
         ),
         (
             {"issuer": "http://idp.example", "discovery": True},
-            "spec: key URLs (jwksUri, x509CertificatesUri, the discovery issuer) must use "
-            "https unless fetch.allowInsecureHttp is true",
+            "spec: key URLs (jwksUri, x509CertificatesUri, discoveryUrl, the discovery issuer) "
+            "must use https unless fetch.allowInsecureHttp is true",
         ),
         (
             {"jwks": {"keys": [{}]}, "fetch": {"refreshSeconds": 60}},
-            "spec: fetch applies only to remote key sources: jwksUri, discovery or "
+            "spec: fetch applies only to remote key sources: jwksUri, discovery, discoveryUrl or "
             "x509CertificatesUri",
         ),
         (
@@ -190,3 +220,66 @@ def test_fetch_bounds_are_typed() -> None:
         "spec.fetch.timeoutSeconds: 0 is less than the minimum of 1",
         "spec.fetch.unknownKidWaitMillis: 9000 is greater than the maximum of 5000",
     ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        (
+            {"rules": [{"match": {"headers": [{"name": "x", "equals": "a", "prefix": "b"}]}}]},
+            "spec.rules[0].match.headers[0]: exactly one of present, equals, in, prefix, regex "
+            "must be set",
+        ),
+        (
+            {"rules": [{"match": {"notHeaders": [{"name": "x"}]}}]},
+            "spec.rules[0].match.notHeaders[0]: exactly one of present, equals, in, prefix, "
+            "regex must be set",
+        ),
+        (
+            {"rules": [{"match": {"remoteIpBlocks": ["10.0.0.0/8"]}}]},
+            "spec: remoteIpBlocks and notRemoteIpBlocks need xffNumTrustedHops",
+        ),
+        (
+            {"rules": [{"action": "deny", "audiences": ["a"]}]},
+            "spec.rules[0]: issuers and audiences do not apply to deny rules",
+        ),
+        (
+            {"denyWith": {"unauthenticated": {"status": 401, "redirect": {"url": "https://x"}}}},
+            "spec.denyWith.unauthenticated: a redirect goes with a 3xx status, and a 3xx status "
+            "with a redirect",
+        ),
+        (
+            {"rules": [{"denyWith": {"unauthorized": {"status": 307}}}]},
+            "spec.rules[0].denyWith.unauthorized: a redirect goes with a 3xx status, and a 3xx "
+            "status with a redirect",
+        ),
+    ],
+)
+def test_request_condition_rules(spec: dict[str, Any], problem: str) -> None:
+    assert problems(policy_doc(**spec)) == [problem]
+
+
+def test_any_json_value_in_claim_conditions() -> None:
+    values = [True, 1, 2.5, "x", ["a"], {"k": "v"}]
+    doc = policy_doc(
+        rules=[
+            {"claims": [{"path": "c", "equals": v} for v in values] + [{"path": "c", "in": values}]}
+        ]
+    )
+    conditions = validate_document(doc, "f.yaml").spec["rules"][0]["claims"]
+    assert [c["equals"] for c in conditions[:-1]] == values
+
+
+def test_deny_headers_cannot_frame_the_response() -> None:
+    deny = {"unauthorized": {"headers": [{"name": "Content-Length", "value": "0"}]}}
+    [message] = problems(policy_doc(rules=[{"denyWith": deny}]))
+    assert message.startswith(
+        "spec.rules[0].denyWith.unauthorized.headers[0]: denyWith headers cannot set "
+        "content-length, transfer-encoding"
+    )
+
+
+def test_header_values_cannot_split_a_response() -> None:
+    deny = {"unauthorized": {"headers": [{"name": "x-a", "value": "a\r\nset-cookie: b"}]}}
+    [message] = problems(policy_doc(denyWith=deny))
+    assert message.startswith("spec.denyWith.unauthorized.headers[0].value: ")

@@ -86,7 +86,7 @@ def _docs(jwks_rs: dict[str, Any], jwks_es: dict[str, Any]) -> list[dict[str, An
                         "match": {"paths": ["/tenants/acme/**"]},
                         "claims": [
                             {"path": "tenant", "equals": "acme"},
-                            {"path": "email_verified", "equals": "true"},
+                            {"path": "email_verified", "equals": True},
                         ],
                     },
                 ],
