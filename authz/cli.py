@@ -51,6 +51,33 @@ def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
     return out
 
 
+def _tls_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        help=f"PEM certificate chain: TLS on {what} (reloaded when the file changes)",
+    )
+    parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
+    parser.add_argument(
+        "--tls-client-ca-file",
+        type=Path,
+        help="PEM CA bundle: require client certificates signed by it (mTLS)",
+    )
+
+
+def _tls_files(args: argparse.Namespace, command: str) -> Any:
+    """TLSFiles from the --tls-* flags, or None; a half-given pair is a usage error."""
+    from authz.tls import TLSFiles
+
+    if args.tls_cert_file is None and args.tls_key_file is None:
+        if args.tls_client_ca_file is not None:
+            raise SystemExit(f"authz {command}: --tls-client-ca-file needs --tls-cert-file")
+        return None
+    if args.tls_cert_file is None or args.tls_key_file is None:
+        raise SystemExit(f"authz {command}: give both --tls-cert-file and --tls-key-file")
+    return TLSFiles(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authz", description=__doc__)
     parser.add_argument("--version", action="version", version=f"authz {__version__}")
@@ -73,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-addr", default="127.0.0.1:9002", help="HOST:PORT for /healthz, /readyz, /metrics"
     )
+    _tls_arguments(serve, "the Check listeners")
     serve.add_argument("--realm", default="authz", help="realm in WWW-Authenticate challenges")
     serve.add_argument(
         "--default-action", choices=("deny", "allow"), default="deny", help="when no policy matches"
@@ -208,6 +236,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     logs.configure(args.log_level, json_output=args.log_format == "json")
     if args.policy_dir is None and not args.kubernetes:
         raise SystemExit("authz serve: give --policy-dir, --kubernetes, or both")
+    tls = _tls_files(args, "serve")
     if args.workers > 1:
         if args.grpc_addr.startswith("unix:"):
             raise SystemExit("authz serve: --workers needs a TCP --grpc-addr")
@@ -219,6 +248,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         ServeSettings(
             policy_dir=args.policy_dir,
             grpc_addr=args.grpc_addr,
+            tls=tls,
             http_addr=args.http_addr,
             realm=args.realm,
             default_allow=args.default_action == "allow",

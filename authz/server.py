@@ -28,7 +28,8 @@ from authz.policy.store import PolicyStore
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.settings import ServeSettings
-from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server
+from authz.tls import ServerCertificates, TLSError
+from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server, listen
 
 log = structlog.get_logger("authz.server")
 
@@ -82,6 +83,15 @@ def _identity(worker: workers.Worker | None) -> str:
     return name if worker is None else f"{name}-w{worker.index}"
 
 
+def _tls(settings: ServeSettings) -> ServerCertificates:
+    """The Check listeners' certificates; unusable files stop the start with what is wrong."""
+    assert settings.tls is not None
+    try:
+        return ServerCertificates(settings.tls)
+    except TLSError as exc:
+        raise SystemExit(f"authz serve: --tls-cert-file/--tls-key-file: {exc}") from None
+
+
 def serve(settings: ServeSettings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     if api_implementation.Type() != "upb":
@@ -130,11 +140,17 @@ def serve(settings: ServeSettings) -> int:
 
     checker = GrpcChecker(pipeline(store, cache, **options))
     recorder = Recorder(Audit(metrics), tracer)
+    credentials = _tls(settings).grpc_credentials() if settings.tls else None
     server, health_servicer, _port = grpc_server(
-        checker, settings.grpc_addr, recorder, settings.threads, reuse_port=worker is not None
+        checker,
+        settings.grpc_addr,
+        recorder,
+        settings.threads,
+        reuse_port=worker is not None,
+        credentials=credentials,
     )
     if worker is not None:  # its own port too, for Envoy clusters that list every worker
-        server.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
+        listen(server, workers.own_address(settings.grpc_addr, worker), credentials)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     debug = debug_handler(store, **options) if settings.debug_endpoints else None
     ops = OpsServer(settings.http_addr, state.ready, metrics.exposition, debug)
@@ -145,6 +161,7 @@ def serve(settings: ServeSettings) -> int:
     log.info(
         "serving",
         grpc=settings.grpc_addr,
+        tls=("mtls" if settings.tls.client_ca else "tls") if settings.tls else None,
         http=settings.http_addr,
         policy_dir=str(settings.policy_dir) if settings.policy_dir else None,
         kubernetes=settings.kubernetes,

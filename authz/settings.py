@@ -6,11 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authz.tls import TLSFiles
+
 
 @dataclass(frozen=True)
 class ServeSettings:
     policy_dir: Path | None
     grpc_addr: str = "127.0.0.1:9001"
+    tls: TLSFiles | None = None  # TLS (mTLS with a client CA) on the Check listeners
     http_addr: str = "127.0.0.1:9002"
     realm: str = "authz"
     default_allow: bool = False

@@ -208,9 +208,11 @@ def grpc_server(
     threads: int = 16,
     *,
     reuse_port: bool = False,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """The Check service with gRPC health and reflection, bound but not started.
-    SO_REUSEPORT only for `--workers`: otherwise a second instance must fail to bind."""
+    SO_REUSEPORT only for `--workers`: otherwise a second instance must fail to bind.
+    With `credentials` (authz.tls) the port speaks TLS only."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check"),
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
@@ -223,7 +225,14 @@ def grpc_server(
     reflection.enable_server_reflection(
         (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(addr)
+    port = listen(server, addr, credentials)
     if port == 0 and not addr.startswith("unix:"):
         raise OSError(f"cannot listen on {addr}")
     return server, health_servicer, port
+
+
+def listen(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind one more port: TLS with `credentials`, else plaintext."""
+    if credentials is None:
+        return server.add_insecure_port(addr)
+    return server.add_secure_port(addr, credentials)

@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -57,10 +58,28 @@ class CA:
         self, common_name: str, dns: Sequence[str], ips: Sequence[str], days: int = 1
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         """A server certificate for these names and addresses, signed by this CA."""
+        return self.leaf(common_name, dns, ips, days, ExtendedKeyUsageOID.SERVER_AUTH)
+
+    def client(
+        self, common_name: str, uris: Sequence[str] = (), days: int = 1
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A client certificate (mTLS), with URI SANs such as a SPIFFE id."""
+        return self.leaf(common_name, (), (), days, ExtendedKeyUsageOID.CLIENT_AUTH, uris)
+
+    def leaf(
+        self,
+        common_name: str,
+        dns: Sequence[str],
+        ips: Sequence[str],
+        days: int,
+        usage: x509.ObjectIdentifier,
+        uris: Sequence[str] = (),
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+        sans += [x509.UniformResourceIdentifier(u) for u in uris]
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -71,10 +90,18 @@ class CA:
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
             )
             .sign(self.key, hashes.SHA256())
         )
         return key, cert
+
+
+def write_pair(
+    key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, cert_path: Path, key_path: Path
+) -> None:
+    """Write a key pair as PEM files, as a Secret volume holds them (tls.crt, tls.key)."""
+    cert_path.write_bytes(pem_cert(cert))
+    key_path.write_bytes(pem_key(key))
