@@ -5,6 +5,8 @@ A whole fetch (connect, headers, body) is bounded by one deadline, the body by
 `MAX_BYTES`, redirects are not followed (a moved JWKS is a configuration change,
 not something to chase), and TLS is verified against the system CAs or the
 configured bundle. Every failure is a FetchError with a stable `result` code.
+`HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` are honoured (authz.keys.proxy): an https URL goes
+through the proxy's CONNECT tunnel, TLS still verified end to end against the key server.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from authz.keys.proxy import Proxy, ProxyConfigError, proxy_for
 
 MAX_BYTES = 1 << 20
 _CHUNK = 64 * 1024
@@ -72,15 +76,13 @@ def get_json(
     if parts.scheme == "http" and not allow_http:
         raise FetchError(FetchResult.INVALID, f"plain http is not allowed: {url}")
     deadline = time.monotonic() + timeout
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=tls)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn, target, headers, via = _connection(parts, timeout, tls)
+    except ProxyConfigError as exc:
+        raise FetchError(FetchResult.INVALID, f"{url}: {exc}") from None
     response: http.client.HTTPResponse | None = None
     try:
-        conn.request("GET", target, headers=_HEADERS)
+        conn.request("GET", target, headers=headers)
         _bound(conn, deadline)
         response = conn.getresponse()
         if 300 <= response.status < 400:
@@ -95,11 +97,15 @@ def get_json(
     except FetchError:
         raise
     except TimeoutError:
-        raise FetchError(FetchResult.TIMEOUT, f"{url}: no answer within {timeout:g}s") from None
+        raise FetchError(
+            FetchResult.TIMEOUT, f"{url}{via}: no answer within {timeout:g}s"
+        ) from None
     except ssl.SSLError as exc:
-        raise FetchError(FetchResult.TLS_ERROR, f"{url}: TLS: {exc}") from None
+        raise FetchError(FetchResult.TLS_ERROR, f"{url}{via}: TLS: {exc}") from None
     except (OSError, http.client.HTTPException) as exc:
-        raise FetchError(FetchResult.CONNECT_ERROR, f"{url}: {exc or type(exc).__name__}") from None
+        raise FetchError(
+            FetchResult.CONNECT_ERROR, f"{url}{via}: {exc or type(exc).__name__}"
+        ) from None
     finally:
         if response is not None:
             response.close()  # else its socket stays open until garbage collection
@@ -109,6 +115,33 @@ def get_json(
     except (UnicodeDecodeError, ValueError) as exc:
         raise FetchError(FetchResult.INVALID, f"{url}: not JSON: {exc}") from None
     return Fetched(document, max_age)
+
+
+def _connection(
+    parts: urllib.parse.SplitResult, timeout: float, tls: ssl.SSLContext
+) -> tuple[http.client.HTTPConnection, str, dict[str, str], str]:
+    """The connection, request target and headers for a URL, direct or through the proxy
+    the environment names; the last item says which proxy, for messages (" via proxy h:p")."""
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy: Proxy | None = proxy_for(parts.scheme, host, port)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection
+    if proxy is None:
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        return conn, target, _HEADERS, ""
+    if parts.scheme == "https":  # CONNECT host:port, then TLS with the key server itself
+        conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=tls)
+        conn.set_tunnel(host, port, headers=proxy.headers())
+        return conn, target, _HEADERS, f" via {proxy.where}"
+    # plain http (allowInsecureHttp): the proxy gets the absolute URL
+    conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+    netloc = f"[{host}]" if ":" in host else host
+    absolute = f"http://{netloc}:{port}{target}"
+    return conn, absolute, {**_HEADERS, **proxy.headers()}, f" via {proxy.where}"
 
 
 def _bound(conn: http.client.HTTPConnection, deadline: float) -> None:
