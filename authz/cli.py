@@ -13,11 +13,18 @@ from typing import Any
 from authz import __version__
 
 
+class UsageError(Exception):
+    """Arguments that cannot work together or name nothing usable: exit 2, as argparse does."""
+
+
 def _labels(text: str) -> dict[str, str]:
     """`app=orders,tier=api` -> dict; the downward API file format (`k="v"` lines) also works."""
     out: dict[str, str] = {}
     if text.startswith("@"):
-        text = ",".join(Path(text[1:]).read_text(encoding="utf-8").splitlines())
+        try:
+            text = ",".join(Path(text[1:]).read_text(encoding="utf-8").splitlines())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc}") from None
     for item in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
@@ -46,7 +53,7 @@ def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
     for item in items:
         key, found, value = item.partition(sep)
         if not found:
-            raise SystemExit(f"authz: {what} {item!r} must look like key{sep}value")
+            raise UsageError(f"authz: {what} {item!r} must look like key{sep}value")
         out[key.strip().lower() if what == "header" else key.strip()] = value.strip()
     return out
 
@@ -71,10 +78,10 @@ def _tls_files(args: argparse.Namespace, command: str) -> Any:
 
     if args.tls_cert_file is None and args.tls_key_file is None:
         if args.tls_client_ca_file is not None:
-            raise SystemExit(f"authz {command}: --tls-client-ca-file needs --tls-cert-file")
+            raise UsageError(f"authz {command}: --tls-client-ca-file needs --tls-cert-file")
         return None
     if args.tls_cert_file is None or args.tls_key_file is None:
-        raise SystemExit(f"authz {command}: give both --tls-cert-file and --tls-key-file")
+        raise UsageError(f"authz {command}: give both --tls-cert-file and --tls-key-file")
     return TLSFiles(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
 
 
@@ -194,8 +201,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     proxy_config.add_argument("args", nargs="*")
 
-    lint = sub.add_parser("lint", help="validate a policy directory")
-    lint.add_argument("policy_dir", type=Path)
+    lint = sub.add_parser(
+        "lint",
+        help="check policy files, stdin or a live cluster: every problem in one pass",
+        description="Check policy objects as the server would build them (schema, regexes, "
+        "references, key material) without fetching keys, and warn about rules that can "
+        "never match. Exit status: 0 no errors, 1 policy invalid (or warnings with "
+        "--strict), 2 usage error, 3 the cluster could not be read.",
+    )
+    lint.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="policy files or directories (every .yaml/.yml below); '-' reads stdin",
+    )
+    lint.add_argument(
+        "--kubernetes", action="store_true", help="check the objects in the live cluster"
+    )
+    lint.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster)")
+    lint.add_argument(
+        "--namespaces", type=_names, default=(), help="ns1,ns2: only these (default: all)"
+    )
+    lint.add_argument("--output", choices=("text", "json"), default="text")
+    lint.add_argument("--strict", action="store_true", help="warnings fail the run too")
 
     keys = sub.add_parser("keys", help="dev helper: signing keys").add_subparsers(
         dest="keys_command", required=True
@@ -235,11 +263,18 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
 
     logs.configure(args.log_level, json_output=args.log_format == "json")
     if args.policy_dir is None and not args.kubernetes:
-        raise SystemExit("authz serve: give --policy-dir, --kubernetes, or both")
+        raise UsageError("authz serve: give --policy-dir, --kubernetes, or both")
     tls = _tls_files(args, "serve")
+    if tls is not None:  # before any worker starts: unusable files are a usage error
+        from authz.tls import ServerCertificates, TLSError
+
+        try:
+            ServerCertificates(tls)
+        except TLSError as exc:
+            raise UsageError(f"authz serve: --tls-cert-file/--tls-key-file: {exc}") from None
     if args.workers > 1:
         if args.grpc_addr.startswith("unix:"):
-            raise SystemExit("authz serve: --workers needs a TCP --grpc-addr")
+            raise UsageError("authz serve: --workers needs a TCP --grpc-addr")
         serve_args = argv[argv.index("serve") + 1 :]
         drain = args.shutdown_delay + args.shutdown_grace
         grpc_port = int(args.grpc_addr.rpartition(":")[2])
@@ -350,20 +385,35 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    store, result = _load(args.policy_dir, {}, fetch_keys=False)
-    failed = bool(result.file_errors)
-    for error in result.file_errors:
-        print(f"ERROR {error}")
-    for status in sorted(store.statuses.values(), key=lambda s: s.key):
-        if status.accepted and not status.problems:
-            print(f"ok    {status.key} ({status.origin})")
-            continue
-        failed = failed or not status.accepted
-        level = "WARN " if status.accepted else "ERROR"
-        for problem in status.problems:
-            print(f"{level} {status.origin}: {status.key}: {problem}")
-    print(f"{len(store.statuses)} object(s), {'errors found' if failed else 'no errors'}")
-    return 1 if failed else 0
+    from authz.lint import report
+    from authz.lint.findings import check
+    from authz.lint.inputs import InputError, Inputs, read_cluster, read_paths
+    from authz.observe import logs
+
+    logs.configure("critical")  # every problem is in the report
+    if not args.paths and not args.kubernetes:
+        raise UsageError("authz lint: give files or directories, '-' for stdin, or --kubernetes")
+    try:
+        inputs = read_paths(args.paths) if args.paths else Inputs()
+    except InputError as exc:
+        raise UsageError(f"authz lint: {exc}") from None
+    if args.kubernetes:
+        try:
+            cluster = read_cluster(args.kubeconfig, args.namespaces)
+        except InputError as exc:
+            print(f"authz lint: {exc}", file=sys.stderr)
+            return report.UNAVAILABLE
+        for obj in cluster.objects:  # files given too: they win, as a pending change would
+            if all(o.key != obj.key for o in inputs.objects) and obj.key not in inputs.failures:
+                inputs.objects.append(obj)
+        for key, failure in cluster.failures.items():
+            if all(o.key != key for o in inputs.objects):
+                inputs.failures.setdefault(key, failure)
+        inputs.notes += cluster.notes
+    checked = check(inputs.objects, inputs.failures, inputs.file_errors, inputs.notes)
+    render = report.as_json if args.output == "json" else report.text
+    print(render(checked, strict=args.strict))
+    return report.exit_code(checked, strict=args.strict)
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
@@ -409,8 +459,38 @@ def _token_mint(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. No traceback reaches the user: a usage problem exits 2 with one
+    line; anything unexpected exits 70 with one line (AUTHZ_DEBUG=1 shows the traceback)."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as exc:  # a file named on the command line, bad JSON in it
+        print(f"authz {args.command}: {_describe(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("AUTHZ_DEBUG"):
+            raise
+        print(
+            f"authz {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with AUTHZ_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "serve":
         return _serve(args, argv)
     if args.command == "check":

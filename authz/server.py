@@ -88,8 +88,8 @@ def _tls(settings: ServeSettings) -> ServerCertificates:
     assert settings.tls is not None
     try:
         return ServerCertificates(settings.tls)
-    except TLSError as exc:
-        raise SystemExit(f"authz serve: --tls-cert-file/--tls-key-file: {exc}") from None
+    except TLSError as exc:  # the CLI prints it as a usage error
+        raise TLSError(f"--tls-cert-file/--tls-key-file: {exc}") from None
 
 
 def serve(settings: ServeSettings) -> int:

@@ -232,7 +232,10 @@ def grpc_server(
 
 
 def listen(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None) -> int:
-    """Bind one more port: TLS with `credentials`, else plaintext."""
-    if credentials is None:
-        return server.add_insecure_port(addr)
-    return server.add_secure_port(addr, credentials)
+    """Bind one more port: TLS with `credentials`, else plaintext; OSError if it cannot."""
+    try:
+        if credentials is None:
+            return server.add_insecure_port(addr)
+        return server.add_secure_port(addr, credentials)
+    except RuntimeError:  # grpcio's "Failed to bind to address ..."
+        raise OSError(f"cannot listen on {addr}") from None
