@@ -225,6 +225,25 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("--output", choices=("text", "json"), default="text")
     lint.add_argument("--strict", action="store_true", help="warnings fail the run too")
 
+    webhook = sub.add_parser(
+        "webhook",
+        help="validating admission webhook: `authz lint`'s checks when objects are applied",
+    )
+    webhook.add_argument("--addr", default="0.0.0.0:9443", help="HOST:PORT for HTTPS")
+    _tls_arguments(webhook, "the webhook (required: the API server calls it over HTTPS)")
+    webhook.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster)")
+    webhook.add_argument(
+        "--watch-namespaces", type=_names, default=(), help="ns1,ns2 (default: all)"
+    )
+    webhook.add_argument(
+        "--read-secrets",
+        action="store_true",
+        help="read Secrets that hmacSecretRef names, as the controller does when allowed to",
+    )
+    webhook.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+
     keys = sub.add_parser("keys", help="dev helper: signing keys").add_subparsers(
         dest="keys_command", required=True
     )
@@ -490,9 +509,43 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _webhook(args: argparse.Namespace) -> int:
+    from authz.admission.run import run_webhook
+    from authz.observe import logs
+    from authz.policy.cluster import api_client
+    from authz.tls import ServerCertificates, TLSError
+
+    tls = _tls_files(args, "webhook")
+    if tls is None:
+        raise UsageError("authz webhook: --tls-cert-file and --tls-key-file are required")
+    try:
+        ServerCertificates(tls)
+    except TLSError as exc:
+        raise UsageError(f"authz webhook: --tls-cert-file/--tls-key-file: {exc}") from None
+    host, _, port = args.addr.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"authz webhook: --addr {args.addr!r} is not HOST:PORT")
+    logs.configure(args.log_level)
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        api = api_client(args.kubeconfig)
+    except ConfigException as exc:
+        raise UsageError(f"authz webhook: kubeconfig: {exc}") from None
+    return run_webhook(
+        api,
+        (host.strip("[]") or "0.0.0.0", int(port)),
+        tls,
+        namespaces=args.watch_namespaces,
+        read_secrets=args.read_secrets,
+    )
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "serve":
         return _serve(args, argv)
+    if args.command == "webhook":
+        return _webhook(args)
     if args.command == "check":
         return _check(args)
     if args.command == "lint":

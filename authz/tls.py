@@ -77,7 +77,7 @@ def _context(files: TLSFiles) -> ssl.SSLContext:
             raise TLSError(f"{path}: no such file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.set_alpn_protocols(["http/1.1"])  # the Python servers speak HTTP/1.1 only
     try:
         context.load_cert_chain(str(files.cert), str(files.key))
     except (ssl.SSLError, OSError) as exc:

@@ -231,6 +231,8 @@ def test_the_live_cluster(control_plane: ControlPlane, tmp_path: Path) -> None:
         (["token", "mint", "--key", "README.md", "--iss", "x"], 2, "authz token:"),
         (["keys", "generate", "--alg", "XX", "--out", "/tmp"], 2, "unsupported algorithm"),
         (["proxy-config", "envoy", "--nope"], 2, "unrecognized arguments: --nope"),
+        (["webhook"], 2, "--tls-cert-file and --tls-key-file are required"),
+        (["webhook", "--tls-cert-file", "/x", "--tls-key-file", "/y"], 2, "/x: no such file"),
         (["nonsense"], 2, "invalid choice"),
     ],
 )
