@@ -148,6 +148,7 @@ def serve(settings: ServeSettings) -> int:
         settings.threads,
         reuse_port=worker is not None,
         credentials=credentials,
+        queue_wait=metrics.queue_seconds.labels("grpc").observe,
     )
     if worker is not None:  # its own port too, for Envoy clusters that list every worker
         listen(server, workers.own_address(settings.grpc_addr, worker), credentials)

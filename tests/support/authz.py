@@ -82,7 +82,12 @@ def check_server(
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder(Audit(metrics), tracer)
     server, _health, port = grpc_server(
-        checker, "127.0.0.1:0", recorder, threads=threads, credentials=credentials
+        checker,
+        "127.0.0.1:0",
+        recorder,
+        threads=threads,
+        credentials=credentials,
+        queue_wait=metrics.queue_seconds.labels("grpc").observe,
     )
     server.start()
     target = f"127.0.0.1:{port}"
