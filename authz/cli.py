@@ -190,6 +190,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the --grpc answer"
     )
+    check.add_argument(
+        "--tls-ca-file", type=Path, help="--grpc over TLS: the CA bundle to verify the server with"
+    )
+    check.add_argument("--tls-cert-file", type=Path, help="--grpc over mTLS: client certificate")
+    check.add_argument("--tls-key-file", type=Path, help="--grpc over mTLS: its private key")
+    check.add_argument(
+        "--tls-server-name", help="--grpc over TLS: the name the server certificate must carry"
+    )
 
     # Arguments pass through untouched (no option parsing here): authz.proxyconfig.cli parses
     # them, imported only for this command so `authz serve` never loads envoy-data-plane.
@@ -347,7 +355,17 @@ def _check(args: argparse.Namespace) -> int:
     headers = _pairs(args.header, ":", "header")
     context = _pairs(args.context, "=", "context")
     if args.grpc:
-        from authz.client import call, check_request
+        from authz.client import ClientTLS, call, check_request
+
+        tls = None
+        if args.tls_ca_file is not None:
+            if (args.tls_cert_file is None) != (args.tls_key_file is None):
+                raise UsageError("authz check: give both --tls-cert-file and --tls-key-file")
+            tls = ClientTLS(
+                args.tls_ca_file, args.tls_cert_file, args.tls_key_file, args.tls_server_name
+            )
+        elif args.tls_cert_file or args.tls_key_file or args.tls_server_name:
+            raise UsageError("authz check: the --tls-* options need --tls-ca-file")
 
         request = check_request(
             method=args.method,
@@ -358,7 +376,7 @@ def _check(args: argparse.Namespace) -> int:
             token=token,
         )
         try:
-            out = call(args.grpc, request, timeout=args.timeout)
+            out = call(args.grpc, request, timeout=args.timeout, tls=tls)
         except OSError as exc:
             print(f"authz check: {exc}", file=sys.stderr)
             return 2

@@ -7,6 +7,8 @@ Service, the ports and a ready replica answer a real Check, not only that a pod 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -42,11 +44,33 @@ def target(addr: str) -> str:
     return f"dns:///{addr}"
 
 
-def call(addr: str, request: CheckRequest, timeout: float = 5.0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS to a server started with --tls-*: the CA to verify it with, the client
+    certificate for mTLS, and the name to expect in its certificate (default: the host)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+    def channel(self, addr: str) -> grpc.Channel:
+        credentials = grpc.ssl_channel_credentials(
+            self.ca.read_bytes(),
+            self.key.read_bytes() if self.key else None,
+            self.cert.read_bytes() if self.cert else None,
+        )
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(target(addr), credentials, options=options)
+
+
+def call(
+    addr: str, request: CheckRequest, timeout: float = 5.0, tls: ClientTLS | None = None
+) -> dict[str, Any]:
     """Send ``request``; describe the answer as `authz check` prints decisions. Raises
-    OSError when no answer arrives (unreachable, timeout, an RPC error)."""
+    OSError when no answer arrives (unreachable, timeout, an RPC error, a TLS failure)."""
     try:
-        with grpc.insecure_channel(target(addr)) as channel:
+        with tls.channel(addr) if tls else grpc.insecure_channel(target(addr)) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
             response: CheckResponse = stub.Check(request, timeout=timeout)
     except grpc.RpcError as exc:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +20,13 @@ import yaml
 
 from authz.client import call, check_request
 from authz.devtools import mint_token
-from tests.e2e.conftest import _stop_and_report, start_authz, start_upstream
+from tests.e2e.conftest import (
+    _stop_and_report,
+    authz_command,
+    child_env,
+    start_authz,
+    start_upstream,
+)
 from tests.support.envoy import EnvoyProcess, envoy_bootstrap
 from tests.support.forward_proxy import ForwardProxy
 from tests.support.keyserver import KeyServer, make_ca
@@ -138,6 +145,17 @@ def test_envoy_over_mtls_while_the_certificate_rotates(tmp_path: Path) -> None:
         )
         with pytest.raises(OSError, match="UNAVAILABLE"):
             call(authz.grpc_addr, request, timeout=2)
+        # `authz check --grpc` over mTLS, as the chart's helm test hook runs it.
+        hook = subprocess.run(
+            [
+                *authz_command(), "check", "--grpc", authz.grpc_addr, "--path", "/orders/1",
+                "--tls-ca-file", str(pki / "server-ca.crt"),
+                "--tls-cert-file", str(pki / "envoy.crt"), "--tls-key-file", str(pki / "envoy.key"),
+                "--tls-server-name", "authz.authz.svc", "--expect-status", "401",
+            ],
+            capture_output=True, text=True, timeout=30, env=child_env(), check=False,
+        )  # fmt: skip
+        assert hook.returncode == 0, hook.stdout + hook.stderr
 
         # cert-manager renews: a new key pair is written over the files.
         new_key, new_cert = server_ca.serving("authz", dns=["authz.authz.svc"], ips=["127.0.0.1"])
