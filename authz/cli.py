@@ -244,11 +244,6 @@ def _parser() -> argparse.ArgumentParser:
         "--watch-namespaces", type=_names, default=(), help="ns1,ns2 (default: all)"
     )
     webhook.add_argument(
-        "--read-secrets",
-        action="store_true",
-        help="read Secrets that hmacSecretRef names, as the controller does when allowed to",
-    )
-    webhook.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
 
@@ -424,7 +419,13 @@ def _check(args: argparse.Namespace) -> int:
 def _lint(args: argparse.Namespace) -> int:
     from authz.lint import report
     from authz.lint.findings import check
-    from authz.lint.inputs import InputError, Inputs, read_cluster, read_paths
+    from authz.lint.inputs import (
+        InputError,
+        Inputs,
+        as_cluster_changes,
+        read_cluster,
+        read_paths,
+    )
     from authz.observe import logs
 
     logs.configure("critical")  # every problem is in the report
@@ -440,14 +441,11 @@ def _lint(args: argparse.Namespace) -> int:
         except InputError as exc:
             print(f"authz lint: {exc}", file=sys.stderr)
             return report.UNAVAILABLE
-        for obj in cluster.objects:  # files given too: they win, as a pending change would
-            if all(o.key != obj.key for o in inputs.objects) and obj.key not in inputs.failures:
-                inputs.objects.append(obj)
-        for key, failure in cluster.failures.items():
-            if all(o.key != key for o in inputs.objects):
-                inputs.failures.setdefault(key, failure)
+        inputs = as_cluster_changes(
+            inputs, cluster.items, cluster.read_secret, cluster.read_configmap
+        )
         inputs.notes += cluster.notes
-    checked = check(inputs.objects, inputs.failures, inputs.file_errors, inputs.notes)
+    checked = check(inputs.objects, inputs.failures, inputs.errors, inputs.notes)
     render = report.as_json if args.output == "json" else report.text
     print(render(checked, strict=args.strict))
     return report.exit_code(checked, strict=args.strict)
@@ -555,7 +553,6 @@ def _webhook(args: argparse.Namespace) -> int:
         (host.strip("[]") or "0.0.0.0", int(port)),
         tls,
         namespaces=args.watch_namespaces,
-        read_secrets=args.read_secrets,
     )
 
 

@@ -25,6 +25,7 @@ from authz.observe.recorder import Recorder
 from authz.ops import DebugHandler, OpsServer
 from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
+from authz.policy.tenancy import own_namespace
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.settings import ServeSettings
@@ -34,10 +35,16 @@ from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server, listen
 log = structlog.get_logger("authz.server")
 
 
-def policy_store(workload_labels: Mapping[str, str], threads: int) -> PolicyStore:
+def policy_store(
+    workload_labels: Mapping[str, str], threads: int, workload_namespace: str | None = None
+) -> PolicyStore:
     """The store with its key manager: a quarter of the handler threads may wait long for a
     key refetch, so a slow key server never holds the threads other requests need."""
-    return PolicyStore(workload_labels, KeyManager(wait_slots=max(1, threads // 4)))
+    return PolicyStore(
+        workload_labels,
+        KeyManager(wait_slots=max(1, threads // 4)),
+        workload_namespace=workload_namespace,
+    )
 
 
 def debug_handler(store: PolicyStore, **options: Any) -> DebugHandler:
@@ -101,9 +108,11 @@ def serve(settings: ServeSettings) -> int:
     worker = workers.current()
     if worker is not None:
         log.info("worker starting", worker=worker.index, of=worker.count, cpu=workers.pin(worker))
-    store = policy_store(settings.workload_labels, settings.threads)
+    # A namespaced cluster policy's workloadSelector selects only a workload in its namespace.
+    store = policy_store(settings.workload_labels, settings.threads, own_namespace())
+    # Not cleared on a policy swap: a cached token counts only while the policy trusts the
+    # very issuer object (and key set) that verified it, and unchanged issuers are reused.
     cache = TokenCache(settings.cache_entries, max_bytes=settings.cache_mib << 20)
-    store.on_swap(lambda _snapshot: cache.clear())
     options: dict[str, Any] = {
         "realm": settings.realm,
         "default_allow": settings.default_allow,

@@ -10,12 +10,12 @@ Problems of other objects are not this request's to answer for.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from authz.lint.findings import check
 from authz.policy import schema
-from authz.policy.kube import SecretReader, validate_objects
+from authz.policy.kube import ConfigMapReader, SecretReader, validate_objects
 
 MAX_WARNINGS = 20  # kubectl prints each; more than this is noise
 
@@ -29,7 +29,10 @@ def object_key(obj: Mapping[str, Any], namespace: str | None) -> str:
 
 
 def review(
-    doc: Any, cluster: Mapping[str, dict[str, Any]], read_secret: SecretReader | None
+    doc: Any,
+    cluster: Mapping[str, dict[str, Any]],
+    read_secret: SecretReader | None,
+    read_configmap: ConfigMapReader | None = None,
 ) -> dict[str, Any]:
     """The AdmissionReview (admission.k8s.io/v1) answering `doc`, checked against
     `cluster` (key -> the objects the cluster holds)."""
@@ -46,7 +49,7 @@ def review(
     key = object_key(obj, request.get("namespace"))
     candidates = dict(cluster)
     candidates[key] = obj
-    objects, failures = validate_objects(candidates.values(), read_secret)
+    objects, failures = validate_objects(candidates.values(), read_secret, read_configmap)
     mine = check(objects, failures).about(key)
     errors = [f.message for f in mine if f.level == "error"]
     warnings = [f"{key}: {f.message}" for f in mine if f.level == "warning"][:MAX_WARNINGS]
@@ -66,17 +69,22 @@ def _answer(
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
-def cached(read: SecretReader, seconds: float = 30.0) -> SecretReader:
-    """A Secret read once per `seconds` per key: a review re-validates every object, and
-    most of them name the same few Secrets."""
-    memo: dict[tuple[str, str, str], tuple[float, bytes | ValueError]] = {}
+_Value = TypeVar("_Value")
 
-    def reader(namespace: str, name: str, key: str) -> bytes:
+
+def cached(
+    read: Callable[[str, str, str], _Value], seconds: float = 30.0
+) -> Callable[[str, str, str], _Value]:
+    """A Secret or ConfigMap key read once per `seconds`: a review re-validates every
+    object, and most of them name the same few."""
+    memo: dict[tuple[str, str, str], tuple[float, _Value | ValueError]] = {}
+
+    def reader(namespace: str, name: str, key: str) -> _Value:
         now = time.monotonic()
         hit = memo.get((namespace, name, key))
         if hit is None or now - hit[0] > seconds:
             try:
-                value: bytes | ValueError = read(namespace, name, key)
+                value: _Value | ValueError = read(namespace, name, key)
             except ValueError as exc:
                 value = exc
             hit = memo[(namespace, name, key)] = (now, value)

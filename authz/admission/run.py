@@ -12,7 +12,7 @@ from kubernetes.client import ApiClient
 from authz.admission.review import cached
 from authz.admission.server import WebhookServer
 from authz.keys.remote import KeyManager
-from authz.policy.kube import KubeSource, secret_reader
+from authz.policy.kube import KubeSource, configmap_reader, secret_reader
 from authz.policy.store import PolicyStore
 from authz.tls import ServerCertificates, TLSFiles
 
@@ -25,15 +25,20 @@ def run_webhook(
     tls: TLSFiles,
     *,
     namespaces: tuple[str, ...],
-    read_secrets: bool,
 ) -> int:
-    """Serve until SIGTERM/SIGINT. Keys are never fetched here (as in `authz lint`)."""
+    """Serve until SIGTERM/SIGINT. Keys are never fetched here (as in `authz lint`);
+    Secrets and ConfigMaps that objects name are read as the controller reads them (what
+    RBAC allows it, the chart grants it too)."""
     certificates = ServerCertificates(tls)
     store = PolicyStore({}, KeyManager(start=False))
     source = KubeSource(api, store, namespaces=namespaces)
-    reader = cached(secret_reader(api)) if read_secrets else None
     server = WebhookServer(
-        address, certificates, lambda: dict(source.objects), lambda: source.ready, reader
+        address,
+        certificates,
+        lambda: dict(source.objects),
+        lambda: source.ready,
+        cached(secret_reader(api)),
+        cached(configmap_reader(api)),
     )
     source.start()
     server.start()

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from authz.admission.review import review
-from authz.policy.kube import SecretReader
+from authz.policy.kube import ConfigMapReader, SecretReader
 from authz.tls import ServerCertificates
 
 log = structlog.get_logger("authz.admission")
@@ -32,13 +32,14 @@ class WebhookServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(
+    def __init__(  # noqa: PLR0917  (one server, built in one place)
         self,
         address: tuple[str, int],
         certificates: ServerCertificates,
         cluster: Callable[[], Mapping[str, dict[str, Any]]],
         ready: Callable[[], bool],
         read_secret: SecretReader | None,
+        read_configmap: ConfigMapReader | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.socket = certificates.ssl_context().wrap_socket(
@@ -47,6 +48,7 @@ class WebhookServer(ThreadingHTTPServer):
         self.cluster = cluster
         self.ready = ready
         self.read_secret = read_secret
+        self.read_configmap = read_configmap
 
     @property
     def port(self) -> int:
@@ -94,7 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, {"error": "the cluster's objects are not listed yet"})
             return
         try:
-            answer = review(doc, self.server.cluster(), self.server.read_secret)
+            server = self.server
+            answer = review(doc, server.cluster(), server.read_secret, server.read_configmap)
         except Exception:
             log.exception("review failed")  # the API server applies failurePolicy
             self._send(500, {"error": "review failed"})

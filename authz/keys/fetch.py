@@ -5,15 +5,22 @@ A whole fetch (connect, headers, body) is bounded by one deadline, the body by
 `MAX_BYTES`, redirects are not followed (a moved JWKS is a configuration change,
 not something to chase), and TLS is verified against the system CAs or the
 configured bundle. Every failure is a FetchError with a stable `result` code.
+With `public_only`, the address a host name resolves to is checked when connecting (so
+a name that resolves differently later cannot slip past): loopback, link-local (the
+cloud metadata service 169.254.169.254 included) and unspecified addresses are refused.
 `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` are honoured (authz.keys.proxy): an https URL goes
 through the proxy's CONNECT tunnel, TLS still verified end to end against the key server.
+Through a proxy, a public-only fetch resolves and checks the name here and has the proxy
+connect to that address, so the proxy cannot be used to reach what a direct fetch may not.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import re
+import socket
 import ssl
 import time
 import urllib.parse
@@ -66,10 +73,68 @@ def tls_context(ca_pem: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
 
 
+def _local(address: str) -> str | None:
+    """What makes an address one a public-only fetch must not reach, or None."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified or ip in _THIS_NETWORK:
+        return "unspecified"
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network" (RFC 1122)
+
+
+def _public_connection(
+    address: tuple[str, int], timeout: float | None = None, source_address: Any = None, **_: Any
+) -> socket.socket:
+    """socket.create_connection for public addresses only: resolve, refuse local addresses,
+    connect to the first address that is allowed and answers."""
+    host, port = address
+    refused: list[str] = []
+    error: OSError | None = None
+    for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        why = _local(str(sockaddr[0]))
+        if why is not None:
+            refused.append(f"{sockaddr[0]} ({why})")
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    if error is not None:
+        raise error
+    raise FetchError(
+        FetchResult.CONNECT_ERROR,
+        f"{host} resolves only to addresses this issuer may not fetch from: {', '.join(refused)}",
+    )
+
+
 def get_json(
-    url: str, *, timeout: float, tls: ssl.SSLContext, allow_http: bool, max_bytes: int = MAX_BYTES
+    url: str,
+    *,
+    timeout: float,
+    tls: ssl.SSLContext,
+    allow_http: bool,
+    max_bytes: int = MAX_BYTES,
+    public_only: bool = False,
 ) -> Fetched:
-    """GET `url` and parse its body as JSON; raises FetchError."""
+    """GET `url` and parse its body as JSON; raises FetchError. `public_only`: refuse to
+    connect to loopback, link-local and unspecified addresses."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise FetchError(FetchResult.INVALID, f"not an http(s) URL: {url}")
@@ -77,9 +142,11 @@ def get_json(
         raise FetchError(FetchResult.INVALID, f"plain http is not allowed: {url}")
     deadline = time.monotonic() + timeout
     try:
-        conn, target, headers, via = _connection(parts, timeout, tls)
+        conn, target, headers, via = _connection(parts, timeout, tls, public_only=public_only)
     except ProxyConfigError as exc:
         raise FetchError(FetchResult.INVALID, f"{url}: {exc}") from None
+    except OSError as exc:  # resolving the name for a public-only fetch through a proxy
+        raise FetchError(FetchResult.CONNECT_ERROR, f"{url}: {exc}") from None
     response: http.client.HTTPResponse | None = None
     try:
         conn.request("GET", target, headers=headers)
@@ -118,7 +185,7 @@ def get_json(
 
 
 def _connection(
-    parts: urllib.parse.SplitResult, timeout: float, tls: ssl.SSLContext
+    parts: urllib.parse.SplitResult, timeout: float, tls: ssl.SSLContext, *, public_only: bool
 ) -> tuple[http.client.HTTPConnection, str, dict[str, str], str]:
     """The connection, request target and headers for a URL, direct or through the proxy
     the environment names; the last item says which proxy, for messages (" via proxy h:p")."""
@@ -132,16 +199,52 @@ def _connection(
             conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        if public_only:  # http.client's own hook for making the connection (HTTPS wraps it)
+            conn._create_connection = _public_connection  # type: ignore[attr-defined]
         return conn, target, _HEADERS, ""
-    if parts.scheme == "https":  # CONNECT host:port, then TLS with the key server itself
-        conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=tls)
-        conn.set_tunnel(host, port, headers=proxy.headers())
-        return conn, target, _HEADERS, f" via {proxy.where}"
+    netloc = f"[{host}]" if ":" in host else host
+    named = {**_HEADERS, "Host": netloc if parts.port is None else f"{netloc}:{port}"}
+    address = _public_address(host, port) if public_only else host
+    where = f" via {proxy.where}"
+    if parts.scheme == "https":  # CONNECT address:port, then TLS with the key server's name
+        conn = _TunnelledHTTPS(proxy, address, port, server_name=host, timeout=timeout, context=tls)
+        return conn, target, named, where
     # plain http (allowInsecureHttp): the proxy gets the absolute URL
     conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
-    netloc = f"[{host}]" if ":" in host else host
-    absolute = f"http://{netloc}:{port}{target}"
-    return conn, absolute, {**_HEADERS, **proxy.headers()}, f" via {proxy.where}"
+    literal = f"[{address}]" if ":" in address else address
+    return conn, f"http://{literal}:{port}{target}", {**named, **proxy.headers()}, where
+
+
+class _TunnelledHTTPS(http.client.HTTPSConnection):
+    """HTTPS through a proxy's CONNECT tunnel to `address`, verifying the key server's
+    certificate for `server_name` (which differs from `address` when it was resolved here)."""
+
+    def __init__(
+        self, proxy: Proxy, address: str, port: int, *, server_name: str, **kwargs: Any
+    ) -> None:
+        super().__init__(proxy.host, proxy.port, **kwargs)
+        self.set_tunnel(address, port, headers=proxy.headers())
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP to the proxy, then CONNECT
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+def _public_address(host: str, port: int) -> str:
+    """The first address `host` resolves to that a public-only fetch may reach."""
+    refused = []
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        address = str(sockaddr[0])
+        why = _local(address)
+        if why is None:
+            return address
+        refused.append(f"{address} ({why})")
+    raise FetchError(
+        FetchResult.CONNECT_ERROR,
+        f"{host} resolves only to addresses this issuer may not fetch from: {', '.join(refused)}",
+    )
 
 
 def _bound(conn: http.client.HTTPConnection, deadline: float) -> None:

@@ -103,7 +103,8 @@ class KeyProvider(Protocol):
 class StaticKeys:
     """Keys fixed at compile time (inline JWKS, files, PEM keys, HMAC secret).
 
-    A changed file comes in as a new snapshot, which also clears the token cache.
+    A changed file comes in as a new snapshot; if its keys changed, the issuer is a new
+    object and tokens cached for the old one no longer count.
     """
 
     def __init__(

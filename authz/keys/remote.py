@@ -313,7 +313,11 @@ class RemoteKeys:
     @staticmethod
     def _get(url: str, settings: FetchSettings, tls: ssl.SSLContext) -> fetch.Fetched:
         return fetch.get_json(
-            url, timeout=settings.timeout, tls=tls, allow_http=settings.allow_http
+            url,
+            timeout=settings.timeout,
+            tls=tls,
+            allow_http=settings.allow_http,
+            public_only=settings.public_only,
         )
 
     def _apply(

@@ -44,6 +44,7 @@ class FetchSettings:
     timeout: int
     ca_pem: str | None = None
     allow_http: bool = False
+    public_only: bool = False  # never connect to loopback, link-local or unspecified addresses
 
     def refresh_after(self, max_age: int | None) -> int:
         """Seconds until the next scheduled refresh: the server's max-age within bounds."""

@@ -7,10 +7,8 @@ policy layer never reads the server's settings.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from kubernetes import client, config
 
@@ -18,8 +16,7 @@ from authz.policy.kube import KubeSource
 from authz.policy.lease import LeaderElector
 from authz.policy.status import StatusWriter
 from authz.policy.store import PolicyStore
-
-_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+from authz.policy.tenancy import own_namespace
 
 
 @dataclass
@@ -41,14 +38,6 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient()
 
 
-def _own_namespace() -> str:
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    if _SA_NAMESPACE.exists():
-        return _SA_NAMESPACE.read_text(encoding="utf-8").strip()
-    return "default"
-
-
 def start_controller(
     store: PolicyStore,
     *,
@@ -67,7 +56,7 @@ def start_controller(
     source.propagation = propagation
     elector = LeaderElector(
         api,
-        namespace=lease_namespace or _own_namespace(),
+        namespace=lease_namespace or own_namespace(),
         name=lease_name,
         identity=identity,
         on_change=lambda leader: writer.poke() if leader else None,
@@ -75,7 +64,8 @@ def start_controller(
     writer = StatusWriter(
         api,
         objects=lambda: source.objects,
-        statuses=lambda: store.statuses,
+        # a cluster object refused because the policy directory has its key: its refusal
+        statuses=lambda: {**store.statuses, **store.shadowed},
         is_leader=lambda: elector.is_leader,
         identity=identity,
         keys_status=lambda key: (

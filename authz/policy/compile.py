@@ -26,7 +26,7 @@ from authz.keys.sources import (
     pem_key_set,
     url_problem,
 )
-from authz.policy import schema
+from authz.policy import schema, tenancy
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternError, PatternSet
 from authz.policy.snapshot import (
@@ -41,6 +41,9 @@ from authz.policy.snapshot import (
     ResponseSpec,
 )
 from authz.policy.validate import PolicyObject
+
+# Where the cluster source puts the PEM text of `spec.fetch.caBundleRef` (PolicyObject.refs).
+CA_BUNDLE_REF = "fetch.caBundleRef"
 
 
 class CompileError(ValueError):
@@ -86,7 +89,7 @@ def _key_provider(obj: PolicyObject, algorithms: frozenset[str], keys: KeyManage
     base = Path(obj.origin).parent
     remote = _remote_source(spec, algorithms)
     if remote is not None:
-        return keys.remote(obj.key, remote, _fetch_settings(spec.get("fetch", {}), base))
+        return keys.remote(obj.key, remote, _fetch_settings(obj))
     if "hmacSecretRef" in spec:  # the cluster source replaces it with the Secret's value
         raise CompileError("spec.hmacSecretRef: Kubernetes Secrets are read in cluster mode only")
     where = next(k for k in ("jwks", "jwksFile", "publicKeys", "hmacSecretFile") if k in spec)
@@ -174,18 +177,16 @@ def _remote_source(spec: Mapping[str, Any], algorithms: frozenset[str]) -> Remot
     return source
 
 
-def _fetch_settings(spec: Mapping[str, Any], base: Path) -> FetchSettings:
+def _fetch_settings(obj: PolicyObject) -> FetchSettings:
+    """How the issuer's keys are fetched. A namespaced cluster issuer's fetches never
+    connect to loopback, link-local or unspecified addresses: its writer must not be able
+    to probe the authorizer's own host or the cloud metadata service."""
+    spec = obj.spec.get("fetch", {})
+
     def get(name: str) -> int:
         value: int = spec.get(name, schema.FETCH_DEFAULTS[name])
         return value
 
-    ca_pem = None
-    if "caFile" in spec:
-        try:
-            ca_pem = _read(base / spec["caFile"], "fetch.caFile").decode("ascii")
-            tls_context(ca_pem)
-        except (ssl.SSLError, ValueError) as exc:
-            raise CompileError(f"spec.fetch.caFile: not a PEM CA bundle: {exc}") from exc
     return FetchSettings(
         refresh=get("refreshSeconds"),
         min_refresh=get("minRefreshSeconds"),
@@ -194,9 +195,35 @@ def _fetch_settings(spec: Mapping[str, Any], base: Path) -> FetchSettings:
         wait=get("unknownKidWaitMillis") / 1000,
         max_stale=get("maxStaleSeconds"),
         timeout=get("timeoutSeconds"),
-        ca_pem=ca_pem,
+        ca_pem=_ca_bundle(obj),
         allow_http=spec.get("allowInsecureHttp", False),
+        public_only=obj.tenant,
     )
+
+
+def _ca_bundle(obj: PolicyObject) -> str | None:
+    """The PEM CA bundle of `fetch.caFile` (read here) or `fetch.caBundleRef` (read by the
+    cluster source), checked to be one; None: the system CAs."""
+    spec = obj.spec.get("fetch", {})
+    if "caFile" in spec:
+        where = "fetch.caFile"
+        try:
+            pem = _read(Path(obj.origin).parent / spec["caFile"], where).decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise CompileError(f"spec.{where}: not a PEM CA bundle: {exc}") from exc
+    elif "caBundleRef" in spec:
+        where = CA_BUNDLE_REF
+        found = obj.refs.get(CA_BUNDLE_REF)
+        if found is None:
+            raise CompileError(f"spec.{where}: ConfigMaps are read in cluster mode only")
+        pem = found
+    else:
+        return None
+    try:
+        tls_context(pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise CompileError(f"spec.{where}: not a PEM CA bundle: {exc}") from exc
+    return pem
 
 
 def _read(path: Path, where: str) -> bytes:
@@ -388,30 +415,43 @@ class PolicyResult:
     unresolved: tuple[str, ...] = ()
 
 
+def issuer_keys(policy: PolicyObject) -> list[str]:
+    """The keys of the issuers a policy names, in order (`JWTIssuer` in its namespace)."""
+    keys = []
+    for ref in policy.spec.get("issuers", ()):
+        kind = ref.get("kind", "JWTIssuer")
+        namespaced = kind not in schema.CLUSTER_SCOPED
+        keys.append(
+            f"{kind}/{policy.namespace}/{ref['name']}" if namespaced else f"{kind}/{ref['name']}"
+        )
+    return keys
+
+
 def compile_policy(
     obj: PolicyObject,
     issuers: Mapping[str, CompiledIssuer],
     workload_labels: Mapping[str, str],
+    workload_namespace: str | None = None,
 ) -> PolicyResult:
     """Compile one AuthzPolicy; unresolved issuer references are dropped (fail closed) and
-    reported."""
+    reported. A workloadSelector that does not select this workload (its labels, and for a
+    namespaced cluster policy its namespace) gives no policy."""
     spec = obj.spec
     targets = spec["targets"]
     selector = targets.get("workloadSelector")
-    if selector is not None and any(
-        workload_labels.get(k) != v for k, v in selector["matchLabels"].items()
+    if selector is not None and (
+        any(workload_labels.get(k) != v for k, v in selector["matchLabels"].items())
+        or not tenancy.selects_workload(obj, workload_namespace)
     ):
         return PolicyResult(None)
+    try:
+        context = tenancy.binding(obj)
+    except ValueError as exc:
+        raise CompileError(str(exc)) from None
     problems: list[str] = []
     unresolved: list[str] = []
     by_iss: dict[str, CompiledIssuer] = {}
-    for i, ref in enumerate(spec.get("issuers", ())):
-        kind = ref.get("kind", "JWTIssuer")
-        key = (
-            f"{kind}/{ref['name']}"
-            if kind in schema.CLUSTER_SCOPED
-            else f"{kind}/{obj.namespace}/{ref['name']}"
-        )
+    for i, key in enumerate(issuer_keys(obj)):
         issuer = issuers.get(key)
         if issuer is None:
             unresolved.append(f"spec.issuers[{i}]: {key} not found or not ready")
@@ -455,7 +495,7 @@ def compile_policy(
             strip_authorization=response.get("stripAuthorization", False),
         ),
         hosts=host_matcher(targets.get("hosts", ())),
-        context=tuple(sorted(targets.get("contextExtensions", {}).items())),
+        context=tuple(sorted(context.items())),
         dry_run=spec.get("dryRun", False),
         patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
     )

@@ -84,9 +84,9 @@ def _node(root: dict[str, Any], path: str) -> dict[str, Any]:
 def spec_schema(kind: str) -> dict[str, Any]:
     """The kind's spec schema with the cross-field rules attached as CEL validations."""
     spec = copy.deepcopy(schema.SPECS[kind])
-    family = "issuer" if kind in schema.ISSUER_KINDS else "policy"
+    families = schema.rule_families(kind, cluster=True)
     for rule_family, path, rule, message in schema.RULES:
-        if rule_family == family:
+        if rule_family in families:
             _node(spec, path).setdefault("x-kubernetes-validations", []).append(
                 {"rule": rule, "message": message}
             )

@@ -23,6 +23,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from authz.policy import schema
+from authz.policy.compile import CA_BUNDLE_REF
 from authz.policy.store import PolicyStore
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 
@@ -70,9 +71,16 @@ def _key(obj: dict[str, Any]) -> str:
 
 
 def _fingerprint(obj: dict[str, Any]) -> tuple[Any, ...]:
-    """What a rebuild depends on; status and resourceVersion are not part of it."""
+    """What a rebuild depends on; status and resourceVersion are not part of it. The uid and
+    creation time tell a re-created object from the one it replaces."""
     meta = obj.get("metadata", {})
-    return (meta.get("generation"), repr(obj.get("spec")), repr(meta.get("labels")))
+    return (
+        meta.get("uid"),
+        meta.get("creationTimestamp"),
+        meta.get("generation"),
+        repr(obj.get("spec")),
+        repr(meta.get("labels")),
+    )
 
 
 class KubeSource:
@@ -87,7 +95,7 @@ class KubeSource:
         on_rebuild: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     ) -> None:
         self._api = client.CustomObjectsApi(api)
-        self._read_secret = secret_reader(api)
+        self._validator = ClusterValidator(secret_reader(api), configmap_reader(api))
         self._store = store
         self._debounce = debounce
         self._resync = resync
@@ -244,8 +252,8 @@ class KubeSource:
     def _rebuild_loop(self) -> None:
         """Debounce bursts into one rebuild; the first rebuild waits for every initial list."""
         while not self._stop.is_set():
-            if not self._dirty.wait(timeout=SECRET_REFRESH_SECONDS) and not self._uses_secrets():
-                continue  # quiet: rebuild only to pick up rotated Secrets
+            if not self._dirty.wait(timeout=SECRET_REFRESH_SECONDS) and not self._uses_refs():
+                continue  # quiet: rebuild only to pick up rotated Secrets and CA bundles
             if self._stop.is_set():
                 return
             self._stop.wait(self._debounce)
@@ -257,15 +265,16 @@ class KubeSource:
             except Exception:
                 log.exception("rebuild failed; keeping the current snapshot")
 
-    def _uses_secrets(self) -> bool:
+    def _uses_refs(self) -> bool:
         with self._lock:
-            return any("hmacSecretRef" in (o.get("spec") or {}) for o in self.objects.values())
+            return any(_references(o.get("spec") or {}) for o in self.objects.values())
 
     def rebuild(self) -> None:
         with self._lock:
             snapshot = dict(self.objects)
+            fingerprints = dict(self._fingerprints)
             observed, self.changed_at = self.changed_at, None
-        objects, failures = validate_objects(snapshot.values(), self._read_secret)
+        objects, failures = self._validator.validate(snapshot.values(), fingerprints)
         self._store.update(objects, failures, source="kubernetes")
         self.ready = True
         if observed is not None and self.propagation is not None:
@@ -275,65 +284,155 @@ class KubeSource:
 
 
 SecretReader = Callable[[str, str, str], bytes]  # (namespace, name, key) -> value
+ConfigMapReader = Callable[[str, str, str], str]  # (namespace, name, key) -> value
+
+
+def _references(spec: Mapping[str, Any]) -> bool:
+    """Whether the spec names a Secret or ConfigMap, re-read on every rebuild."""
+    return "hmacSecretRef" in spec or "caBundleRef" in (spec.get("fetch") or {})
+
+
+class ClusterValidator:
+    """The same validation as files plus the cluster-only rules (no file fields, the CRDs'
+    rules for namespaced issuers), cached by object fingerprint: a rebuild after one edit
+    validates one object. Secrets and ConfigMaps named by references are read on every
+    validation (they rotate without the object changing)."""
+
+    def __init__(
+        self,
+        read_secret: SecretReader | None = None,
+        read_configmap: ConfigMapReader | None = None,
+    ) -> None:
+        self._read_secret = read_secret
+        self._read_configmap = read_configmap
+        self._checked: dict[str, tuple[tuple[Any, ...], PolicyObject | _Failure]] = {}
+
+    def validate(
+        self,
+        raw: Iterable[dict[str, Any]],
+        fingerprints: Mapping[str, tuple[Any, ...]] | None = None,
+    ) -> tuple[list[PolicyObject], dict[str, tuple[str, list[str]]]]:
+        """Validate the objects; `fingerprints` (by key) saves computing them again."""
+        objects: list[PolicyObject] = []
+        failures: dict[str, tuple[str, list[str]]] = {}
+        checked: dict[str, tuple[tuple[Any, ...], PolicyObject | _Failure]] = {}
+        known = fingerprints or {}
+        for obj in raw:
+            key = _key(obj)
+            fingerprint = known.get(key) or _fingerprint(obj)
+            cached = self._checked.get(key)
+            result = cached[1] if cached and cached[0] == fingerprint else _check(obj)
+            checked[key] = (fingerprint, result)
+            if isinstance(result, _Failure):
+                failures[result.key] = (result.origin, result.problems)
+                continue
+            try:
+                objects.append(self._resolve(result))
+            except _RefError as exc:
+                failures[result.key] = (result.origin, [str(exc)])
+        self._checked = checked
+        return objects, failures
+
+    def _resolve(self, obj: PolicyObject) -> PolicyObject:
+        """Read what the object's references name: a Secret's HMAC key becomes an inline
+        JWK, a ConfigMap's CA bundle goes into `refs`."""
+        if "hmacSecretRef" in obj.spec:
+            obj = _with_secret(obj, self._read_secret)
+        if "caBundleRef" in obj.spec.get("fetch", {}):
+            obj = _with_ca_bundle(obj, self._read_configmap)
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    key: str
+    origin: str
+    problems: list[str]
+
+
+class _RefError(ValueError):
+    """A reference that cannot be read; the message names the field."""
+
+
+def _check(obj: dict[str, Any]) -> PolicyObject | _Failure:
+    """Validation that depends on the object alone (cached by fingerprint)."""
+    origin = f"kubernetes {_key(obj)}"
+    try:
+        validated = validate_document(_without_server_fields(obj), origin, "kubernetes")
+    except PolicyError as exc:
+        return _Failure(exc.key or _key(obj), origin, exc.problems)
+    file_fields = _file_fields(validated.spec)
+    if file_fields:
+        return _Failure(
+            validated.key,
+            origin,
+            [
+                f"{f}: reads the authorizer's filesystem; not allowed on cluster objects"
+                for f in file_fields
+            ],
+        )
+    return validated
 
 
 def validate_objects(
-    raw: Iterable[dict[str, Any]], read_secret: SecretReader | None = None
+    raw: Iterable[dict[str, Any]],
+    read_secret: SecretReader | None = None,
+    read_configmap: ConfigMapReader | None = None,
 ) -> tuple[list[PolicyObject], dict[str, tuple[str, list[str]]]]:
-    """The same validation as files, plus the cluster-only rules: no file fields, and
-    `hmacSecretRef` resolved to the Secret's value (read only when referenced)."""
-    objects: list[PolicyObject] = []
-    failures: dict[str, tuple[str, list[str]]] = {}
-    for obj in raw:
-        origin = f"kubernetes {_key(obj)}"
-        try:
-            validated = validate_document(_without_server_fields(obj), origin)
-        except PolicyError as exc:
-            failures[exc.key or _key(obj)] = (origin, exc.problems)
-            continue
-        file_fields = _file_fields(validated.spec)
-        if file_fields:
-            failures[validated.key] = (
-                origin,
-                [
-                    f"{f}: reads the authorizer's filesystem; not allowed on cluster objects"
-                    for f in file_fields
-                ],
-            )
-            continue
-        if "hmacSecretRef" in validated.spec:
-            try:
-                validated = _with_secret(validated, read_secret)
-            except ValueError as exc:
-                failures[validated.key] = (origin, [f"spec.hmacSecretRef: {exc}"])
-                continue
-        objects.append(validated)
-    return objects, failures
+    """Validate cluster objects once, without a cache (see ClusterValidator)."""
+    return ClusterValidator(read_secret, read_configmap).validate(raw)
 
 
-def _with_secret(obj: PolicyObject, read_secret: SecretReader | None) -> PolicyObject:
-    """Replace `hmacSecretRef` by an inline `kty: oct` JWK holding the Secret's value."""
-    ref = obj.spec["hmacSecretRef"]
+def _ref_namespace(obj: PolicyObject, ref: Mapping[str, Any], what: str) -> str:
+    """Where a reference points: a JWTIssuer reads its own namespace only, a ClusterJWTIssuer
+    must say which."""
     if obj.namespace is not None and ref.get("namespace", obj.namespace) != obj.namespace:
         raise ValueError(
             "namespace is for ClusterJWTIssuer only; a JWTIssuer reads its own namespace"
         )
     namespace = ref.get("namespace") or obj.namespace
     if namespace is None:
-        raise ValueError("a ClusterJWTIssuer must name the Secret's namespace")
-    if read_secret is None:
-        raise ValueError("Secrets cannot be read here")
-    value = read_secret(namespace, ref["name"], ref["key"]).removesuffix(b"\n")
+        raise ValueError(f"a ClusterJWTIssuer must name the {what}'s namespace")
+    return str(namespace)
+
+
+def _with_secret(obj: PolicyObject, read_secret: SecretReader | None) -> PolicyObject:
+    """Replace `hmacSecretRef` by an inline `kty: oct` JWK holding the Secret's value."""
+    ref = obj.spec["hmacSecretRef"]
+    try:
+        namespace = _ref_namespace(obj, ref, "Secret")
+        if read_secret is None:
+            raise ValueError("Secrets cannot be read here")
+        value = read_secret(namespace, ref["name"], ref["key"]).removesuffix(b"\n")
+    except ValueError as exc:
+        raise _RefError(f"spec.hmacSecretRef: {exc}") from None
     secret_jwk = {"kty": "oct", "k": base64.urlsafe_b64encode(value).rstrip(b"=").decode()}
     spec = {k: v for k, v in obj.spec.items() if k != "hmacSecretRef"}
     spec["jwks"] = {"keys": [secret_jwk]}
     return replace(obj, spec=spec)
 
 
+def _with_ca_bundle(obj: PolicyObject, read_configmap: ConfigMapReader | None) -> PolicyObject:
+    """The PEM text `fetch.caBundleRef` names, for the compiler (`refs`)."""
+    ref = obj.spec["fetch"]["caBundleRef"]
+    try:
+        namespace = _ref_namespace(obj, ref, "ConfigMap")
+        if read_configmap is None:
+            raise ValueError("ConfigMaps cannot be read here")
+        pem = read_configmap(namespace, ref["name"], ref["key"])
+    except ValueError as exc:
+        raise _RefError(f"spec.{CA_BUNDLE_REF}: {exc}") from None
+    return replace(obj, refs={**obj.refs, CA_BUNDLE_REF: pem})
+
+
 def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """Status is ours, not the user's; metadata keeps what validation reads."""
     meta = obj.get("metadata", {})
-    kept = {k: meta[k] for k in ("name", "namespace", "labels", "generation") if k in meta}
+    kept = {
+        k: meta[k]
+        for k in ("name", "namespace", "labels", "generation", "creationTimestamp")
+        if k in meta
+    }
     return {
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
@@ -357,6 +456,25 @@ def secret_reader(api: client.ApiClient) -> SecretReader:
         if key not in data:
             raise ValueError(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data[key])
+
+    return read
+
+
+def configmap_reader(api: client.ApiClient) -> ConfigMapReader:
+    """GET one ConfigMap key; errors become ValueError with a message fit for status."""
+    core = client.CoreV1Api(api)
+
+    def read(namespace: str, name: str, key: str) -> str:
+        try:
+            configmap = core.read_namespaced_config_map(name, namespace, _request_timeout=10)
+        except ApiException as exc:
+            raise ValueError(
+                f"cannot read ConfigMap {namespace}/{name}: {exc.status} {exc.reason}"
+            ) from None
+        data = configmap.data or {}
+        if key not in data:
+            raise ValueError(f"ConfigMap {namespace}/{name} has no key {key!r}")
+        return str(data[key])
 
     return read
 

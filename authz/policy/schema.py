@@ -16,15 +16,20 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 ISSUER_KINDS = ("JWTIssuer", "ClusterJWTIssuer")
 POLICY_KIND = "AuthzPolicy"
-KINDS = (*ISSUER_KINDS, POLICY_KIND)
-CLUSTER_SCOPED = frozenset({"ClusterJWTIssuer"})
+GRANT_KIND = "HostGrant"
+KINDS = (*ISSUER_KINDS, POLICY_KIND, GRANT_KIND)
+CLUSTER_SCOPED = frozenset({"ClusterJWTIssuer", GRANT_KIND})
 # kind -> (plural, singular, short names): the CRDs' names, the API paths the cluster source
 # lists and watches, and the status writer's patch target.
 NAMES = {
     "JWTIssuer": ("jwtissuers", "jwtissuer", ["jwtiss"]),
     "ClusterJWTIssuer": ("clusterjwtissuers", "clusterjwtissuer", ["cjwtiss"]),
     "AuthzPolicy": ("authzpolicies", "authzpolicy", ["azpol"]),
+    "HostGrant": ("hostgrants", "hostgrant", ["hgrant"]),
 }
+# The context extension that names the namespace of the policy a route is bound to: a
+# namespaced cluster policy's `contextExtensions` binding matches only routes that carry it.
+NAMESPACE_CONTEXT_KEY = "authz.io/namespace"
 
 ASYMMETRIC_ALGORITHMS = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -238,14 +243,31 @@ ISSUER_SPEC: JSON = _obj(
                 ),
                 "caFile": _str(
                     "PEM CA bundle to verify the key server's certificate with, instead of "
-                    "the system CAs; relative to the policy file's directory.",
+                    "the system CAs; relative to the policy file's directory. Policy files "
+                    "and ClusterJWTIssuers only (it reads the authorizer's filesystem).",
                     minLength=1,
+                ),
+                "caBundleRef": _obj(
+                    "A ConfigMap holding the PEM CA bundle to verify the key server's "
+                    "certificate with, instead of the system CAs (cluster mode only; read when "
+                    "referenced, again on every policy change and every 5 minutes).",
+                    {
+                        "name": _str("ConfigMap name.", minLength=1, maxLength=253),
+                        "key": _str("Key in the ConfigMap's data.", minLength=1, maxLength=253),
+                        "namespace": _str(
+                            "The ConfigMap's namespace: ClusterJWTIssuer only (a JWTIssuer "
+                            "reads ConfigMaps in its own namespace).",
+                            minLength=1,
+                            maxLength=63,
+                        ),
+                    },
+                    required=["name", "key"],
                 ),
                 "allowInsecureHttp": {
                     "type": "boolean",
                     "default": False,
                     "description": "Allow plain-http key URLs. Development only: anyone on "
-                    "the path could substitute keys.",
+                    "the path could substitute keys. Policy files and ClusterJWTIssuers only.",
                 },
             },
         ),
@@ -410,16 +432,20 @@ POLICY_SPEC: JSON = _obj(
                         "both; `authz lint` warns).",
                         minLength=1,
                     ),
-                    "Hosts (`:authority`).",
+                    "Hosts (`:authority`). In cluster mode each must be granted to this "
+                    "policy's namespace by a HostGrant; policy files need no grant.",
                 ),
                 "contextExtensions": {
                     "type": "object",
                     "additionalProperties": {"type": "string"},
                     "description": "Envoy per-route `check_settings.context_extensions` "
-                    "entries that bind a route to this policy, e.g. `{policy: orders}`.",
+                    "entries that bind a route to this policy, e.g. `{policy: orders}`. In "
+                    f"cluster mode the route must also carry `{NAMESPACE_CONTEXT_KEY}: "
+                    "<this policy's namespace>`.",
                 },
                 "workloadSelector": _obj(
-                    "Sidecar mode: labels the authorizer process was given (--workload-labels).",
+                    "Sidecar mode: labels the authorizer process was given (--workload-labels). "
+                    "In cluster mode only a workload in this policy's namespace is selected.",
                     {
                         "matchLabels": {
                             "type": "object",
@@ -481,11 +507,47 @@ POLICY_SPEC: JSON = _obj(
     required=["targets", "rules"],
 )
 
+# `*`, or a DNS name, optionally behind `*.`; compared case-insensitively.
+_LABEL = "[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?"
+HOST_PATTERN = rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*)$"
+
+GRANT_SPEC: JSON = _obj(
+    "Hosts that AuthzPolicies in the listed namespaces may target (cluster mode). A namespaced "
+    "AuthzPolicy serves a host only if a HostGrant names a pattern covering it and the "
+    "policy's namespace: `*.example.com` covers `a.example.com` and `*.a.example.com`, `*` "
+    "covers everything. Cluster-scoped: only cluster admins create HostGrants.",
+    {
+        "hosts": _list(
+            _str("A host, `*.example.com` or `*`.", pattern=HOST_PATTERN, maxLength=253),
+            "Host patterns granted.",
+            minItems=1,
+            maxItems=1000,
+        ),
+        "namespaces": _list(
+            _str("A namespace name.", pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=63),
+            "Namespaces whose AuthzPolicies may target these hosts.",
+            minItems=1,
+            maxItems=1000,
+        ),
+    },
+    required=["hosts", "namespaces"],
+)
+
 SPECS: dict[str, JSON] = {
     "JWTIssuer": ISSUER_SPEC,
     "ClusterJWTIssuer": ISSUER_SPEC,
     "AuthzPolicy": POLICY_SPEC,
+    "HostGrant": GRANT_SPEC,
 }
+
+
+def rule_families(kind: str, *, cluster: bool) -> frozenset[str]:
+    """Which `RULES` apply to a kind: `tenant-issuer` rules hold for JWTIssuers in the
+    cluster (written by namespace users), not for policy files or ClusterJWTIssuers."""
+    if kind in ISSUER_KINDS:
+        tenant = cluster and kind not in CLUSTER_SCOPED
+        return frozenset({"issuer", "tenant-issuer"} if tenant else {"issuer"})
+    return frozenset({"policy"} if kind == POLICY_KIND else {"grant"})
 
 
 def _exactly_one(*conditions: str) -> str:
@@ -494,7 +556,8 @@ def _exactly_one(*conditions: str) -> str:
     return " + ".join(f"({c} ? 1 : 0)" for c in conditions) + " == 1"
 
 
-# Cross-field rules: (kind, field path, CEL expression for the CRD, message).
+# Cross-field rules: (family, field path, CEL expression for the CRD, message); `rule_families`
+# says which families apply to a kind.
 # `validate` enforces the same rules in Python; a test keeps the two in step.
 RULES: tuple[tuple[str, str, str, str], ...] = (
     (
@@ -548,6 +611,33 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
         "!has(self.fetch) || has(self.jwksUri) || has(self.x509CertificatesUri) || "
         "(has(self.discovery) && self.discovery)",
         "fetch applies only to remote key sources: jwksUri, discovery or x509CertificatesUri",
+    ),
+    (
+        "issuer",
+        "spec.fetch",
+        "!(has(self.caFile) && has(self.caBundleRef))",
+        "set at most one of fetch.caFile, fetch.caBundleRef",
+    ),
+    (
+        "tenant-issuer",
+        "spec.fetch",
+        "!has(self.allowInsecureHttp) || !self.allowInsecureHttp",
+        "a JWTIssuer in the cluster fetches keys over https only: fetch.allowInsecureHttp is "
+        "for policy files and ClusterJWTIssuers",
+    ),
+    (
+        "tenant-issuer",
+        "spec.fetch",
+        "!has(self.caFile)",
+        "fetch.caFile reads the authorizer's filesystem: a JWTIssuer in the cluster names a "
+        "ConfigMap with fetch.caBundleRef",
+    ),
+    (
+        "tenant-issuer",
+        "spec.fetch.caBundleRef",
+        "!has(self.namespace)",
+        "caBundleRef.namespace is for ClusterJWTIssuers: a JWTIssuer reads ConfigMaps in its "
+        "own namespace",
     ),
     (
         "issuer",

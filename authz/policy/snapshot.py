@@ -3,16 +3,19 @@
 The Check path reads only a Snapshot: policy selection is dictionary lookups
 (context extension, exact host, wildcard suffix), rules are precompiled
 matchers, and issuers are dispatched by `iss` in O(1) inside each policy.
+Each binding and host pattern is served by exactly one policy: the build
+records the others that claim it as conflicts instead of breaking the tie.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternSet
+from authz.policy.schema import NAMESPACE_CONTEXT_KEY
 
 Action = Literal["requireToken", "allowAnonymous", "deny"]
 
@@ -145,6 +148,47 @@ class CompiledPolicy:
         )
 
 
+class Claim(NamedTuple):
+    """What a policy takes in selection: a context-extension binding, or one host pattern
+    (an exact host, `*.suffix` or `*`). One policy serves a claim; others that make the same
+    claim conflict with it. (A tuple: every rebuild makes one per host of every policy.)"""
+
+    binding: tuple[tuple[str, str], ...] = ()
+    host: str = ""
+
+    def __str__(self) -> str:
+        if self.binding:
+            return "contextExtensions {" + ", ".join(f"{k}: {v}" for k, v in self.binding) + "}"
+        return f"host {self.host!r}"
+
+
+def claims_of(policy: CompiledPolicy) -> tuple[Claim, ...]:
+    """A bound policy claims its binding (its hosts only narrow it); any other claims each
+    of its host patterns, and `*` when it names no host (a workloadSelector alone)."""
+    if policy.context:
+        return (Claim(binding=policy.context),)
+    hosts = policy.hosts
+    if hosts is None or hosts.any:
+        return (Claim(host="*"),)
+    exact = [Claim(host=h) for h in sorted(hosts.exact)]
+    return (*exact, *(Claim(host="*" + suffix) for suffix in hosts.suffixes))
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """`loser` makes the same claim as `winner`, which serves it."""
+
+    claim: Claim
+    loser: str
+    winner: str
+
+
+def _binding_key(context: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """The entry a binding is indexed by: not the namespace qualifier when there is another,
+    so one namespace's bindings do not share a bucket."""
+    return next((item for item in context if item[0] != NAMESPACE_CONTEXT_KEY), context[0])
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything the Check path needs, indexed for lookup. Never mutated after build."""
@@ -152,42 +196,48 @@ class Snapshot:
     version: int
     policies: tuple[CompiledPolicy, ...] = ()
     issuers: Mapping[str, CompiledIssuer] = field(default_factory=dict)
-    by_context: Mapping[tuple[str, str], tuple[CompiledPolicy, ...]] = field(default_factory=dict)
-    by_host: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
-    by_suffix: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
-    any_host: tuple[CompiledPolicy, ...] = ()
+    # binding entry -> (rank, policy): a lower rank wins when several bindings match
+    by_context: Mapping[tuple[str, str], tuple[tuple[int, CompiledPolicy], ...]] = field(
+        default_factory=dict
+    )
+    by_host: Mapping[str, CompiledPolicy] = field(default_factory=dict)
+    by_suffix: Mapping[str, CompiledPolicy] = field(default_factory=dict)
+    any_host: CompiledPolicy | None = None
+    conflicts: tuple[Conflict, ...] = ()  # claims refused to a policy because another has them
     # Every identity header any policy sets (and the defaults): removed from a request
     # allowed by default, which no policy covers, so a client cannot send its own.
     identity_headers: tuple[str, ...] = tuple(h.name for h in DEFAULT_HEADERS)
 
     @classmethod
-    def build(cls, version: int, policies: list[CompiledPolicy]) -> Snapshot:
-        """Index policies; inside each bucket the order is the policies' ids (stable, documented)."""
-        by_context: dict[tuple[str, str], list[CompiledPolicy]] = {}
-        by_host: dict[str, list[CompiledPolicy]] = {}
-        by_suffix: dict[str, list[CompiledPolicy]] = {}
-        any_host: list[CompiledPolicy] = []
-        issuers: dict[str, CompiledIssuer] = {}
-        for policy in sorted(policies, key=lambda p: p.id):
-            for issuer in policy.issuers_by_iss.values():
-                issuers[issuer.id] = issuer
-            if policy.context:
-                by_context.setdefault(policy.context[0], []).append(policy)
-            elif policy.hosts is None or policy.hosts.any:
-                any_host.append(policy)
-            else:
-                for host in policy.hosts.exact:
-                    by_host.setdefault(host, []).append(policy)
-                for suffix in policy.hosts.suffixes:
-                    by_suffix.setdefault(suffix, []).append(policy)
+    def build(cls, version: int, policies: Sequence[CompiledPolicy]) -> Snapshot:
+        """Index policies given in precedence order: the first to make a claim serves it, and
+        each later one making the same claim is recorded as a conflict, never tie-broken."""
+        owners: dict[Claim, CompiledPolicy] = {}
+        conflicts: list[Conflict] = []
+        for policy in policies:
+            for claim in claims_of(policy):
+                winner = owners.setdefault(claim, policy)
+                if winner is not policy:
+                    conflicts.append(Conflict(claim, policy.id, winner.id))
+        serving = {p.id: p for p in owners.values()}
+        issuers = {i.id: i for p in serving.values() for i in p.issuers_by_iss.values()}
+        bound = [(c, p) for c, p in owners.items() if c.binding]
+        # The binding with the most entries is the most specific; then precedence.
+        precedence = {p.id: i for i, p in enumerate(policies)}
+        bound.sort(key=lambda cp: (-len(cp[0].binding), precedence[cp[1].id]))
+        by_context: dict[tuple[str, str], list[tuple[int, CompiledPolicy]]] = {}
+        for rank, (claim, policy) in enumerate(bound):
+            by_context.setdefault(_binding_key(claim.binding), []).append((rank, policy))
+        hosts = {c.host: p for c, p in owners.items() if not c.binding}
         return cls(
             version=version,
-            policies=tuple(sorted(policies, key=lambda p: p.id)),
+            policies=tuple(sorted(serving.values(), key=lambda p: p.id)),
             issuers=issuers,
             by_context={k: tuple(v) for k, v in by_context.items()},
-            by_host={k: tuple(v) for k, v in by_host.items()},
-            by_suffix={k: tuple(v) for k, v in by_suffix.items()},
-            any_host=tuple(any_host),
+            by_host={h: p for h, p in hosts.items() if not h.startswith("*")},
+            by_suffix={h[1:]: p for h, p in hosts.items() if h.startswith("*.")},
+            any_host=hosts.get("*"),
+            conflicts=tuple(conflicts),
             identity_headers=tuple(
                 dict.fromkeys(
                     [
@@ -199,21 +249,27 @@ class Snapshot:
         )
 
     def select(self, host: str, context: Mapping[str, str]) -> CompiledPolicy | None:
-        """The most specific policy: a context-extension binding, then exact host,
-        then the longest wildcard suffix, then policies for any host."""
+        """The most specific policy: the matching context-extension binding with the most
+        entries, then the exact host, then the longest wildcard suffix, then `*`."""
         if context and self.by_context:
+            best: tuple[int, CompiledPolicy] | None = None
             for item in context.items():
-                for policy in self.by_context.get(item, ()):
+                for rank, policy in self.by_context.get(item, ()):
+                    if best is not None and rank >= best[0]:
+                        break  # buckets are in rank order
                     if policy.targets(host, context):
-                        return policy
-        for policy in self.by_host.get(host, ()):
-            return policy
+                        best = (rank, policy)
+                        break
+            if best is not None:
+                return best[1]
+        exact = self.by_host.get(host)
+        if exact is not None:
+            return exact
         if self.by_suffix:
             dot = host.find(".")
             while dot != -1:
-                for policy in self.by_suffix.get(host[dot:], ()):
-                    return policy
+                wildcard = self.by_suffix.get(host[dot:])
+                if wildcard is not None:
+                    return wildcard
                 dot = host.find(".", dot + 1)
-        for policy in self.any_host:
-            return policy
-        return None
+        return self.any_host

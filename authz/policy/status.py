@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from authz.policy import schema
-from authz.policy.build import ObjectStatus
+from authz.policy.build import CONFLICT, HOST_NOT_GRANTED, INVALID, ObjectStatus
 
 log = structlog.get_logger("authz.status")
 
@@ -60,10 +60,11 @@ def desired_conditions(
     if status is None:
         return [_condition("Ready", False, "Pending", "not processed yet", generation)]
     problems = "; ".join(status.problems)
+    refused = status.reason or INVALID
     accepted = _condition(
         "Accepted",
         status.accepted,
-        "Valid" if status.accepted else "Invalid",
+        "Valid" if status.accepted else refused,
         "the spec is valid" if status.accepted else problems,
         generation,
     )
@@ -89,6 +90,8 @@ def desired_conditions(
         ready = _condition("Ready", True, "Serving", "serving this generation", generation)
     elif status.accepted:
         ready = _condition("Ready", False, "UnresolvedRefs", "; ".join(unresolved), generation)
+    elif refused == CONFLICT:  # it may still serve its other hosts; this generation is refused
+        ready = _condition("Ready", False, CONFLICT, problems, generation)
     elif status.serving:
         ready = _condition(
             "Ready",
@@ -98,8 +101,21 @@ def desired_conditions(
             generation,
         )
     else:
-        ready = _condition("Ready", False, "Invalid", problems, generation)
+        ready = _condition("Ready", False, refused, problems, generation)
     return [ready, *conditions]
+
+
+# What a namespaced issuer's status says about a failed fetch: the cause (status code,
+# connection refused, TLS) would make status a probe of what the authorizer can reach.
+GENERIC_FETCH_ERROR = "keys could not be fetched; the authz log has the cause"
+
+
+def shown_keys(kind: str, keys: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`status.keys` as written: a JWTIssuer (written by namespace users) gets the generic
+    fetch error; files and ClusterJWTIssuers (admin-owned) keep the detail."""
+    if keys is None or kind != "JWTIssuer" or "lastError" not in keys:
+        return keys
+    return {**keys, "lastError": GENERIC_FETCH_ERROR}
 
 
 def merge_times(
@@ -130,6 +146,12 @@ def _comparable(status: Mapping[str, Any] | None) -> Any:
         sorted(map(repr, conditions)),
         repr(status.get("keys")),
     )
+
+
+def _event_reason(status: ObjectStatus) -> str:
+    if status.reason in (HOST_NOT_GRANTED, CONFLICT):
+        return status.reason
+    return "RejectedServingLastGood" if status.serving else "Rejected"
 
 
 class StatusWriter:
@@ -186,7 +208,7 @@ class StatusWriter:
             generation = int(meta.get("generation") or 0)
             status = statuses.get(key)
             current = obj.get("status") or {}
-            keys = self._keys_status(key)
+            keys = shown_keys(obj.get("kind", ""), self._keys_status(key))
             desired = desired_conditions(key, status, generation, keys)
             body: dict[str, Any] = {
                 "observedGeneration": generation,
@@ -254,7 +276,7 @@ class StatusWriter:
                 uid=meta.get("uid"),
                 resource_version=meta.get("resourceVersion"),
             ),
-            reason="Rejected" if not status.serving else "RejectedServingLastGood",
+            reason=_event_reason(status),
             message=message,
             type="Warning",
             source=client.V1EventSource(component="authz"),

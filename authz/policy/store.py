@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
 from authz.keys.provider import KeyState
 from authz.keys.remote import KeyManager
-from authz.policy.build import Failures, LastGood, ObjectStatus, build
+from authz.policy.build import (
+    CONFLICT,
+    Failures,
+    LastGood,
+    ObjectStatus,
+    build,
+    merge_sources,
+)
 from authz.policy.issuer import CompiledIssuer
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import PolicyObject
@@ -28,13 +35,20 @@ class PolicyStore:
     """Holds the serving snapshot; owns the key manager that keeps remote issuer keys fresh."""
 
     def __init__(
-        self, workload_labels: Mapping[str, str] | None = None, keys: KeyManager | None = None
+        self,
+        workload_labels: Mapping[str, str] | None = None,
+        keys: KeyManager | None = None,
+        *,
+        workload_namespace: str | None = None,
     ) -> None:
         self.snapshot = Snapshot(version=0)
         self.ready = False
         self.statuses: dict[str, ObjectStatus] = {}
+        # cluster objects refused because the policy directory defines the same key
+        self.shadowed: dict[str, ObjectStatus] = {}
         self.keys = keys if keys is not None else KeyManager()
         self._workload_labels = dict(workload_labels or {})
+        self._workload_namespace = workload_namespace
         self._last_good = LastGood()
         self._listeners: list[Callable[[Snapshot], None]] = []
         self._inputs: dict[str, tuple[list[PolicyObject], dict[str, tuple[str, list[str]]]]] = {}
@@ -64,39 +78,45 @@ class PolicyStore:
         (origin, problems); its last good version stays."""
         with self._lock:
             self._inputs[source] = (list(objects), dict(failures))
-            merged = [o for objs, _ in self._inputs.values() for o in objs]
-            merged_failures = {k: v for _, f in self._inputs.values() for k, v in f.items()}
+            merged = merge_sources(self._inputs)
             started = time.monotonic()
             result = build(
-                merged,
-                merged_failures,
+                merged.objects,
+                merged.failures,
                 last_good=self._last_good,
                 keys=self.keys,
                 workload_labels=self._workload_labels,
+                workload_namespace=self._workload_namespace,
                 version=self.snapshot.version + 1,
+                shadowed=merged.shadowed,
             )
             self._last_good = result.last_good
             self.keys.retain(i.keys for i in result.last_good.issuers.values())
             self.snapshot = result.snapshot
             self.statuses = result.statuses
+            self.shadowed = result.shadowed
             self.ready = True
-        _log(result.statuses, result.snapshot, len(result.last_good.issuers), started)
+        statuses = [*result.statuses.values(), *result.shadowed.values()]
+        _log(statuses, result.snapshot, len(result.last_good.issuers), started)
         for listener in self._listeners:
             listener(result.snapshot)
         return result.snapshot
 
 
 def _log(
-    statuses: Mapping[str, ObjectStatus], snapshot: Snapshot, issuers: int, started: float
+    statuses: Iterable[ObjectStatus], snapshot: Snapshot, issuers: int, started: float
 ) -> None:
-    for status in statuses.values():
+    for status in statuses:
         if status.problems:
             log.error(
                 "policy object rejected" if not status.accepted else "policy object degraded",
                 object=status.key,
                 origin=status.origin,
                 problems=list(status.problems),
-                serving_last_good=status.serving and not status.accepted,
+                reason=status.reason or None,
+                serving_last_good=status.serving
+                and not status.accepted
+                and status.reason != CONFLICT,
             )
     log.info(
         "policy snapshot swapped",

@@ -10,7 +10,7 @@ import copy
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
@@ -18,10 +18,18 @@ from authz.policy import schema
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
+# Where an object came from: the policy directory (files or a ConfigMap: written by whoever
+# runs the authorizer) or the Kubernetes API (namespaced kinds: written by namespace users).
+Source = Literal["files", "kubernetes"]
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyObject:
-    """A validated document: kind, identity and spec, plus where it came from."""
+    """A validated document: kind, identity and spec, plus where it came from.
+
+    `created` is the cluster object's creationTimestamp (empty for files): the older of two
+    policies claiming the same host serves. `refs` holds what the source read for the
+    object's references (a ConfigMap's CA bundle), by field path."""
 
     kind: str
     namespace: str | None
@@ -30,6 +38,9 @@ class PolicyObject:
     origin: str
     generation: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    source: Source = "files"
+    created: str = ""
+    refs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -37,6 +48,11 @@ class PolicyObject:
         if self.namespace is None:
             return f"{self.kind}/{self.name}"
         return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @property
+    def tenant(self) -> bool:
+        """A namespaced cluster object: its writers own one namespace, not the authorizer."""
+        return self.source == "kubernetes" and self.namespace is not None
 
 
 class PolicyError(ValueError):
@@ -103,6 +119,12 @@ _REMOTE = ("jwksUri", "x509CertificatesUri")
 _D = schema.FETCH_DEFAULTS
 _Check = Callable[[Mapping[str, Any]], bool]
 
+
+def _no(name: str) -> _Check:
+    """CEL `!has(self.x)`."""
+    return lambda node: name not in node
+
+
 # The Python twin of every rule in schema.RULES, keyed by its message; an import-time
 # check fails if a rule has no twin or a twin no rule, so the two cannot drift apart.
 _CHECKS: dict[str, _Check] = {
@@ -125,6 +147,15 @@ _CHECKS: dict[str, _Check] = {
     "fetch applies only to remote key sources: jwksUri, discovery or x509CertificatesUri": (
         lambda s: "fetch" not in s or _count(s, _REMOTE) > 0 or _on(s, "discovery")
     ),
+    "set at most one of fetch.caFile, fetch.caBundleRef": lambda f: (
+        "caFile" not in f or "caBundleRef" not in f
+    ),
+    "a JWTIssuer in the cluster fetches keys over https only: fetch.allowInsecureHttp is "
+    "for policy files and ClusterJWTIssuers": lambda f: not _on(f, "allowInsecureHttp"),
+    "fetch.caFile reads the authorizer's filesystem: a JWTIssuer in the cluster names a "
+    "ConfigMap with fetch.caBundleRef": _no("caFile"),
+    "caBundleRef.namespace is for ClusterJWTIssuers: a JWTIssuer reads ConfigMaps in its "
+    "own namespace": _no("namespace"),
     "minRefreshSeconds must not exceed maxRefreshSeconds": lambda f: (
         f.get("minRefreshSeconds", _D["minRefreshSeconds"])
         <= f.get("maxRefreshSeconds", _D["maxRefreshSeconds"])
@@ -168,12 +199,12 @@ def _nodes(spec: Mapping[str, Any], path: str) -> Iterator[tuple[str, Mapping[st
     return iter(nodes)
 
 
-def _cross_field(kind: str, spec: Mapping[str, Any]) -> list[str]:
+def _cross_field(kind: str, spec: Mapping[str, Any], source: Source) -> list[str]:
     """The CEL rules of `schema.RULES`, in Python, with the same messages."""
-    family = "issuer" if kind in schema.ISSUER_KINDS else "policy"
+    families = schema.rule_families(kind, cluster=source == "kubernetes")
     problems: list[str] = []
     for rule_family, path, _rule, message in schema.RULES:
-        if rule_family != family:
+        if rule_family not in families:
             continue
         check = _CHECKS[message]
         problems.extend(
@@ -182,8 +213,9 @@ def _cross_field(kind: str, spec: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def validate_document(doc: Any, origin: str) -> PolicyObject:
-    """Turn one YAML/JSON document into a PolicyObject, or raise PolicyError naming every problem."""
+def validate_document(doc: Any, origin: str, source: Source = "files") -> PolicyObject:
+    """Turn one YAML/JSON document into a PolicyObject, or raise PolicyError naming every problem.
+    `source` decides which rules apply (the CRDs' rules for cluster objects)."""
     if not isinstance(doc, dict):
         raise PolicyError(origin, None, ["a policy document must be a mapping"])
     raw_kind = doc.get("kind")
@@ -216,11 +248,12 @@ def validate_document(doc: Any, origin: str) -> PolicyObject:
     for error in sorted(_VALIDATORS[kind].iter_errors(spec), key=lambda e: list(e.absolute_path)):
         problems.append(f"{_path(error.absolute_path)}: {_message(error)}")
     if not problems:
-        problems.extend(_cross_field(kind, spec))
+        problems.extend(_cross_field(kind, spec, source))
     if problems:
         raise PolicyError(origin, key, problems)
     labels = meta.get("labels")
     generation = meta.get("generation")
+    created = meta.get("creationTimestamp") if source == "kubernetes" else None
     return PolicyObject(
         kind,
         namespace,
@@ -229,6 +262,8 @@ def validate_document(doc: Any, origin: str) -> PolicyObject:
         origin,
         generation if isinstance(generation, int) else 0,
         labels if isinstance(labels, dict) else {},
+        source,
+        created if isinstance(created, str) else "",
     )
 
 

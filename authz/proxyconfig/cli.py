@@ -1,6 +1,7 @@
 """`authz proxy-config`: print the proxy configuration for a deployment, or --check one.
 
     authz proxy-config envoy --route /bound/=bound          # a complete Envoy bootstrap
+    authz proxy-config envoy-snippet --route /orders/=shop/orders   # AuthzPolicy shop/orders
     authz proxy-config envoy-snippet --authz authz.authz-system.svc
     authz proxy-config istio-mesh --transport http
     authz proxy-config istio-policy --namespace shop --workload app=orders
@@ -45,9 +46,13 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def _route(text: str) -> model.RouteBinding:
-    prefix, policy = _pair(text)
+    """PREFIX=POLICY, or PREFIX=NAMESPACE/POLICY for an AuthzPolicy in that namespace."""
+    prefix, target = _pair(text)
+    namespace, scoped, policy = target.partition("/")
     try:
-        return model.RouteBinding(prefix, policy)
+        if scoped:
+            return model.RouteBinding(prefix, policy, namespace)
+        return model.RouteBinding(prefix, target)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -88,8 +93,10 @@ def _parser() -> argparse.ArgumentParser:
         type=_route,
         action="append",
         default=[],
-        metavar="PREFIX=POLICY",
-        help="bind a path prefix to a policy (context_extensions {policy: POLICY})",
+        metavar="PREFIX=[NAMESPACE/]POLICY",
+        help="bind a path prefix to a policy (context_extensions {policy: POLICY}); with "
+        "NAMESPACE also authz.io/namespace: NAMESPACE, which a cluster AuthzPolicy in that "
+        "namespace requires",
     )
     authz.add_argument(
         "--peer-certificates",

@@ -57,7 +57,6 @@ AUTHZ_CLUSTER = "authz"
 UPSTREAM_CLUSTER = "upstream"
 LISTENER = "ingress"
 VIRTUAL_HOST = "default"
-POLICY_KEY = "policy"  # context_extensions key; AuthzPolicy spec.targets.contextExtensions
 
 # Fields shown even at their default value: the reader must see that they are off.
 _SHOWN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -185,17 +184,16 @@ def _identity_header_removal(d: Deployment) -> core.TypedExtensionConfig:
 
 
 def policy_routes(d: Deployment, cluster: str | None) -> list[route_v3.Route]:
-    """One route per binding, sending ``context_extensions: {policy: NAME}`` to authz.
+    """One route per binding, sending ``context_extensions: {policy: NAME}`` to authz
+    (and ``authz.io/namespace: NS`` when the binding names the policy's namespace).
     ``cluster=None`` leaves the route action to the reader (the snippet)."""
     routes = []
     for binding in d.routes:
         per_route = ext_authz_v3.ExtAuthzPerRoute(
-            check_settings=ext_authz_v3.CheckSettings(
-                context_extensions={POLICY_KEY: binding.policy}
-            )
+            check_settings=ext_authz_v3.CheckSettings(context_extensions=binding.context_extensions)
         )
         route = route_v3.Route(
-            name=f"policy-{binding.policy}",
+            name=binding.name,
             match=route_v3.RouteMatch(prefix=binding.prefix),
             typed_per_filter_config={EXT_AUTHZ: _typed(per_route)},
         )

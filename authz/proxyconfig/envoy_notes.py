@@ -69,7 +69,9 @@ BOUND_ROUTE = """\
 context_extensions are copied verbatim into every CheckRequest for this route
 (attributes.context_extensions). authz picks the policy whose
 `spec.targets.contextExtensions` matches them before falling back to host matching.
-The operator sets the map in Envoy's config, never the client: a trustworthy hint."""
+The operator sets the map in Envoy's config, never the client: a trustworthy hint.
+In cluster mode a namespace's AuthzPolicy binds only routes that also carry
+`authz.io/namespace: <its namespace>` (--route PREFIX=NAMESPACE/POLICY)."""
 
 DEFAULT_ROUTE = """\
 Everything else is still checked; authz selects the policy by host (`:authority`).

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from authz.policy.schema import FETCH_DEFAULTS
+from authz.policy.schema import FETCH_DEFAULTS, NAMESPACE_CONTEXT_KEY
 
 
 class Transport(enum.StrEnum):
@@ -52,6 +52,8 @@ DIALECT_REQUEST_HEADERS = (
 DENIAL_CLIENT_HEADERS = ("www-authenticate", "content-type")
 
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+POLICY_KEY = "policy"  # context_extensions key; AuthzPolicy spec.targets.contextExtensions
 _SERVICE_HOST = re.compile(
     r"(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
     r"\.svc(\.(?P<domain>[a-z0-9.-]+))?"
@@ -147,16 +149,34 @@ def _split_host_port(text: str, default_port: int) -> tuple[str, int]:
 @dataclass(frozen=True)
 class RouteBinding:
     """Requests whose path starts with ``prefix`` carry ``context_extensions: {policy: ...}``,
-    which selects the AuthzPolicy with ``spec.targets.contextExtensions: {policy: ...}``."""
+    which selects the AuthzPolicy with ``spec.targets.contextExtensions: {policy: ...}``.
+    With a ``namespace`` they also carry ``authz.io/namespace: <namespace>``: in cluster
+    mode an AuthzPolicy's binding matches only routes naming its own namespace."""
 
     prefix: str
     policy: str
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/"):
             raise ValueError(f"route prefix must start with '/': {self.prefix!r}")
         if not self.policy:
             raise ValueError(f"route {self.prefix!r}: empty policy name")
+        if self.namespace is not None and not _NAMESPACE.fullmatch(self.namespace):
+            raise ValueError(f"route {self.prefix!r}: {self.namespace!r} is not a namespace name")
+
+    @property
+    def name(self) -> str:
+        """The Envoy route name."""
+        scope = f"{self.namespace}-" if self.namespace else ""
+        return f"policy-{scope}{self.policy}"
+
+    @property
+    def context_extensions(self) -> dict[str, str]:
+        extensions = {POLICY_KEY: self.policy}
+        if self.namespace is not None:
+            extensions[NAMESPACE_CONTEXT_KEY] = self.namespace
+        return extensions
 
 
 def minimum_timeout_ms(key_wait_ms: int) -> int:

@@ -2,10 +2,11 @@
 
 Keyed on a SHA-256 of the token (the token itself is never kept), bounded LRU by entries
 and by memory, an entry expires when its token would stop verifying (`exp` plus the
-issuer's skew), and the cache is cleared whenever a new snapshot is swapped in. An entry
-counts only while its issuer still serves the very key set it verified against (checked
-on every hit, see credentials.bearer_jwt), so a key rotation is never masked and costs no
-scan of the cache. Failures are not cached.
+issuer's skew). It is not cleared when a new snapshot is swapped in: an entry counts only
+while the policy trusts the very issuer object that verified it and that issuer serves
+the very key set it verified against (the caller's `valid` test on every lookup; unchanged
+issuers are the same objects across rebuilds), so a key rotation or an issuer edit is never
+masked and costs no scan of the cache. Failures are not cached.
 
 Memory: a token's claims cost far more in memory than on the wire (a 15 KB token of many
 small claims is ~180 KiB of Python objects), so each entry is measured when it is stored
@@ -19,6 +20,7 @@ import hashlib
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from authz.request.verify import VerifiedToken
 
@@ -68,14 +70,17 @@ class TokenCache:
     def digest(token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
-    def get(self, digest: bytes, now: float) -> VerifiedToken | None:
+    def get(
+        self, digest: bytes, now: float, valid: Callable[[VerifiedToken], bool]
+    ) -> VerifiedToken | None:
+        """The cached token if it is still `valid` for the caller; a stale one is dropped."""
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
                 self.misses += 1
                 return None
             deadline, verified, size = entry
-            if now >= deadline:
+            if now >= deadline or not valid(verified):
                 del self._entries[digest]
                 self.bytes -= size
                 self.misses += 1

@@ -338,6 +338,8 @@ def test_everything_on() -> None:
     assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
         "clusterjwtissuers",
         "clusterjwtissuers/status",
+        "hostgrants",
+        "hostgrants/status",
     }
     roles = {
         d["metadata"]["namespace"]: d
@@ -728,6 +730,9 @@ ALLOWED_CLUSTER_WIDE = [
     _authz("watch", "authzpolicies"),
     _authz("list", "clusterjwtissuers"),
     _authz("watch", "clusterjwtissuers"),
+    _authz("list", "hostgrants"),
+    _authz("watch", "hostgrants"),
+    _authz("patch", "hostgrants", subresource="status"),
     _authz("patch", "jwtissuers", SHOP, subresource="status"),
     _authz("patch", "authzpolicies", SHOP, subresource="status"),
     _authz("patch", "clusterjwtissuers", subresource="status"),
@@ -737,6 +742,8 @@ ALLOWED_CLUSTER_WIDE = [
 ]
 DENIED_ALWAYS = [
     _core("get", "secrets", SHOP, name="hs-key"),  # controller.readSecrets is off by default
+    _core("get", "configmaps", SHOP, name="idp-ca"),  # so is controller.readConfigMaps
+    _core("list", "configmaps", SHOP),
     _core("list", "secrets", SHOP),
     _core("watch", "secrets", SHOP),
     _core("list", "secrets"),
@@ -750,7 +757,11 @@ DENIED_ALWAYS = [
     _authz("deletecollection", "clusterjwtissuers"),
     _authz("update", "authzpolicies", SHOP, subresource="status"),  # patch only
     _core("list", "pods", SHOP),
-    _core("get", "configmaps", SHOP),
+    _core("list", "configmaps", SHOP),
+    _core("watch", "configmaps", SHOP),
+    _authz("create", "hostgrants"),  # granting hosts is for cluster admins
+    _authz("update", "hostgrants", name="shop"),
+    _authz("patch", "hostgrants", name="shop"),
     _core("list", "events", SHOP),
     _core("delete", "events", SHOP),
     _core("impersonate", "serviceaccounts"),
@@ -806,7 +817,7 @@ def test_controller_api_calls_succeed_as_the_service_account(
 
     # kube.py: list all namespaces, then watch from the list's resourceVersion.
     listed = {}
-    for plural in ("jwtissuers", "authzpolicies", "clusterjwtissuers"):
+    for plural in ("jwtissuers", "authzpolicies", "clusterjwtissuers", "hostgrants"):
         result = custom.list_cluster_custom_object(GROUP, "v1alpha1", plural)
         listed[plural] = [o["metadata"]["name"] for o in result["items"]]
         version = result["metadata"]["resourceVersion"]
@@ -895,12 +906,14 @@ def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None
         assert _can(cluster, token, **_authz("watch", "jwtissuers", ns))
         assert _can(cluster, token, **_authz("patch", "authzpolicies", ns, subresource="status"))
         assert _can(cluster, token, **_core("get", "secrets", ns, name="hs-key"))
+        assert _can(cluster, token, **_core("get", "configmaps", ns, name="idp-ca"))
         assert _can(cluster, token, **_core("create", "events", ns))
     assert _can(cluster, token, **_core("create", "events", "default"))  # ClusterJWTIssuer events
     assert _can(cluster, token, **_authz("list", "clusterjwtissuers"))
     assert not _can(cluster, token, **_authz("list", "authzpolicies"))  # all namespaces
     assert not _can(cluster, token, **_authz("list", "authzpolicies", OTHER))
     assert not _can(cluster, token, **_core("get", "secrets", OTHER, name="hs-key"))
+    assert not _can(cluster, token, **_core("get", "configmaps", OTHER, name="idp-ca"))
     assert not _can(cluster, token, **_core("get", "secrets", "default", name="hs-key"))
     assert not _can(cluster, token, **_core("create", "events", OTHER))
     with cluster.client_with_token(token) as api:
@@ -910,30 +923,48 @@ def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None
 
 
 @pytest.mark.parametrize(
-    ("controller", "readable", "unreadable"),
+    ("kind", "switch", "namespaces"),
     [
-        ({"readSecrets": True}, [SHOP, PAYMENTS, OTHER], []),  # watching all: cluster-wide
-        ({"readSecrets": True, "secretNamespaces": [SHOP]}, [SHOP], [PAYMENTS, OTHER]),
-        ({"readSecrets": False, "secretNamespaces": [SHOP]}, [], [SHOP, PAYMENTS]),
+        ("secrets", "readSecrets", "secretNamespaces"),
+        ("configmaps", "readConfigMaps", "configMapNamespaces"),
     ],
-    ids=["cluster-wide", "secret-namespaces", "off"],
 )
-def test_read_secrets_grants_get_where_configured(
-    cluster: ControlPlane, controller: dict[str, Any], readable: list[str], unreadable: list[str]
+@pytest.mark.parametrize(
+    ("enabled", "listed", "readable", "unreadable"),
+    [
+        (True, None, [SHOP, PAYMENTS, OTHER], []),  # watching all: cluster-wide
+        (True, [SHOP], [SHOP], [PAYMENTS, OTHER]),
+        (False, [SHOP], [], [SHOP, PAYMENTS]),
+    ],
+    ids=["cluster-wide", "listed-namespaces", "off"],
+)
+def test_references_are_readable_only_where_configured(
+    cluster: ControlPlane,
+    kind: str,
+    switch: str,
+    namespaces: str,
+    enabled: bool,
+    listed: list[str] | None,
+    readable: list[str],
+    unreadable: list[str],
 ) -> None:
-    """Secrets are never readable by default; with readSecrets, `get` (never list) only in
-    secretNamespaces when given, even though every namespace is watched."""
-    suffix = "-".join(sorted(controller.get("secretNamespaces", []))) or "all"
-    namespace = release = f"authz-secrets-{str(controller['readSecrets']).lower()}-{suffix}"[:50]
+    """Secrets (hmacSecretRef) and ConfigMaps (fetch.caBundleRef) are never readable by
+    default; switched on, `get` (never list) only in the listed namespaces when given, even
+    though every namespace is watched."""
+    controller: dict[str, Any] = {switch: enabled}
+    if listed is not None:
+        controller[namespaces] = listed
+    suffix = "-".join(listed or []) or "all"
+    namespace = release = f"authz-{kind[:6]}-{str(enabled).lower()}-{suffix}"[:50]
     _namespace(cluster, namespace)
-    values = {"controller": controller}
-    cluster.apply(helm.template(values, release=release, namespace=namespace))
+    cluster.apply(helm.template({"controller": controller}, release=release, namespace=namespace))
     token = _sa_token(cluster, namespace, release)
+    name = "hs-key" if kind == "secrets" else "idp-ca"
     for ns in readable:
-        assert _can(cluster, token, **_core("get", "secrets", ns, name="hs-key")), ns
-        assert not _can(cluster, token, **_core("list", "secrets", ns)), ns
+        assert _can(cluster, token, **_core("get", kind, ns, name=name)), ns
+        assert not _can(cluster, token, **_core("list", kind, ns)), ns
     for ns in unreadable:
-        assert not _can(cluster, token, **_core("get", "secrets", ns, name="hs-key")), ns
+        assert not _can(cluster, token, **_core("get", kind, ns, name=name)), ns
     assert _can(cluster, token, **_authz("list", "authzpolicies"))
 
 

@@ -116,6 +116,22 @@ def test_lint_reports_file_object_and_field(tmp_path: Path) -> None:
     )
 
 
+def test_lint_reports_policies_claiming_the_same_host_as_errors(tmp_path: Path) -> None:
+    """Two policies for one host used to be tie-broken by name in silence (issue 11)."""
+    for name in ("orders", "billing"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"apiVersion: authz.io/v1alpha1\nkind: AuthzPolicy\nmetadata: {{name: {name}}}\n"
+            "spec: {targets: {hosts: [shop.example]}, rules: [{action: allowAnonymous}]}\n"
+        )
+    result = authz("lint", str(tmp_path))
+    assert result.returncode == 1, result.stdout
+    assert f"ok    AuthzPolicy/default/billing ({tmp_path / 'billing.yaml'})" in result.stdout
+    assert (
+        f"ERROR {tmp_path / 'orders.yaml'}: AuthzPolicy/default/orders: host 'shop.example' is "
+        "served by AuthzPolicy/default/billing"
+    ) in result.stdout
+
+
 def test_lint_passes_the_examples(setup: tuple[Path, Path]) -> None:
     result = authz("lint", str(setup[0]))
     assert result.returncode == 0, result.stdout

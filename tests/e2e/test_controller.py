@@ -38,9 +38,17 @@ def crds(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
 
 @pytest.fixture
 def namespace(crds: ControlPlane) -> Iterator[str]:
+    """A fresh namespace whose policies may target any host (a HostGrant for `*`)."""
     name = f"ctl-{uuid.uuid4().hex[:8]}"
-    crds.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+    grant = {
+        "apiVersion": schema.API_VERSION,
+        "kind": "HostGrant",
+        "metadata": {"name": name},
+        "spec": {"hosts": ["*"], "namespaces": [name]},
+    }
+    crds.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, grant])
     yield name
+    crds.delete(grant)
 
 
 def issuer(ns: str, name: str = "idp", **spec: Any) -> dict[str, Any]:
@@ -274,6 +282,54 @@ CEL_CASES = [
         "exactly one of pem, file must be set",
     ),
     ("no rules", lambda ns: policy(ns, rules=[]), "should have at least 1 items"),
+    (
+        "two CA bundles",
+        lambda ns: _drop(
+            issuer(
+                ns,
+                jwksUri="https://idp.test/jwks",
+                fetch={"caFile": "ca.pem", "caBundleRef": {"name": "ca", "key": "ca.pem"}},
+            ),
+            "jwks",
+        ),
+        "set at most one of fetch.caFile, fetch.caBundleRef",
+    ),
+    (
+        "plain http on a namespaced issuer",
+        lambda ns: _drop(
+            issuer(ns, jwksUri="http://idp.test/jwks", fetch={"allowInsecureHttp": True}), "jwks"
+        ),
+        "fetches keys over https only",
+    ),
+    (
+        "a CA file on a namespaced issuer",
+        lambda ns: _drop(
+            issuer(ns, jwksUri="https://idp.test/jwks", fetch={"caFile": "/etc/hostname"}), "jwks"
+        ),
+        "fetch.caFile reads the authorizer's filesystem",
+    ),
+    (
+        "a CA bundle from another namespace",
+        lambda ns: _drop(
+            issuer(
+                ns,
+                jwksUri="https://idp.test/jwks",
+                fetch={"caBundleRef": {"name": "ca", "key": "k", "namespace": "kube-system"}},
+            ),
+            "jwks",
+        ),
+        "caBundleRef.namespace is for ClusterJWTIssuers",
+    ),
+    (
+        "a host grant with a port",
+        lambda ns: {
+            "apiVersion": schema.API_VERSION,
+            "kind": "HostGrant",
+            "metadata": {"name": f"bad-{ns}"},
+            "spec": {"hosts": ["shop.test:443"], "namespaces": [ns]},
+        },
+        "spec.hosts[0]: Invalid value",
+    ),
 ]
 
 

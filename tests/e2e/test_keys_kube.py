@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client as k8s
 
@@ -32,6 +33,7 @@ control_plane_users = kube_fixtures.control_plane_users
 AUDIENCE = "orders-api"
 
 
+CA_REF = {"name": "idp-ca", "key": "ca.pem"}
 SPECS: list[dict[str, Any]] = [
     {"issuer": "https://i", "discovery": True},
     {"issuer": "https://i", "discovery": False},
@@ -53,20 +55,37 @@ SPECS: list[dict[str, Any]] = [
     {"issuer": "https://i", "publicKeys": [{"kid": "a", "pem": "x"}, {"file": "y"}]},
     {"issuer": "https://i", "publicKeys": [{"pem": "x", "file": "y"}]},
     {"issuer": "https://i", "jwks": {"keys": [{}]}, "fetch": {"timeoutSeconds": 3}},
+    {"issuer": "https://i", "jwksUri": "https://i/k", "fetch": {"caFile": "ca.pem"}},
+    {"issuer": "https://i", "jwksUri": "https://i/k", "fetch": {"caBundleRef": CA_REF}},
+    {
+        "issuer": "https://i",
+        "jwksUri": "https://i/k",
+        "fetch": {"caBundleRef": {**CA_REF, "namespace": "kube-system"}},
+    },
+    {
+        "issuer": "https://i",
+        "jwksUri": "https://i/k",
+        "fetch": {"caFile": "a", "caBundleRef": CA_REF},
+    },
 ]
 
 
-def test_key_source_rules_agree_with_the_crd(control_plane: ControlPlane) -> None:
-    control_plane.apply([crd.crd("JWTIssuer")])
+@pytest.mark.parametrize("kind", ["JWTIssuer", "ClusterJWTIssuer"])
+def test_key_source_rules_agree_with_the_crd(control_plane: ControlPlane, kind: str) -> None:
+    """The cluster source's validation (the namespaced kind has rules files do not) gives the
+    API server's verdicts with its messages."""
+    control_plane.apply([crd.crd(kind)])
     for spec in SPECS:
         doc = {
             "apiVersion": "authz.io/v1alpha1",
-            "kind": "JWTIssuer",
+            "kind": kind,
             "metadata": {"name": "rules", "namespace": "default"},
             "spec": spec,
         }
+        if kind == "ClusterJWTIssuer":
+            del doc["metadata"]["namespace"]
         try:
-            validate_document(doc, "f.yaml")
+            validate_document(doc, "f.yaml", "kubernetes")
             ours: list[str] = []
         except PolicyError as exc:
             ours = exc.problems

@@ -104,6 +104,7 @@ def test_install_yaml_is_namespace_crds_and_the_default_chart(
         "JWTIssuer",
         "ClusterJWTIssuer",
         "AuthzPolicy",
+        "HostGrant",
     ]
     namespaced = [
         d

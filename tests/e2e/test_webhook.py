@@ -54,7 +54,6 @@ def webhook(
             "--tls-cert-file", str(pki / "tls.crt"),
             "--tls-key-file", str(pki / "tls.key"),
             "--kubeconfig", str(control_plane.kubeconfig_path),
-            "--read-secrets",
         ],
         name="authz-webhook",
         env=child_env(),

@@ -77,7 +77,6 @@ def check_server(
     store = policy_store(options.pop("workload_labels", {}), threads)
     load(DirectorySource(policy_dir), store)
     cache = options.pop("cache", None) or TokenCache()
-    store.on_swap(lambda _snapshot: cache.clear())
     checker = grpc_checker(store, cache=cache, **options)
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder(Audit(metrics), tracer)

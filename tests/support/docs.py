@@ -107,6 +107,16 @@ def policy(
     return document("AuthzPolicy", name, body, namespace)
 
 
+def host_grant(name: str, hosts: Sequence[str], namespaces: Sequence[str]) -> dict[str, Any]:
+    """A HostGrant: `hosts` may be targeted by AuthzPolicies in `namespaces` (cluster mode)."""
+    return document("HostGrant", name, {"hosts": list(hosts), "namespaces": list(namespaces)}, None)
+
+
+def created(doc: dict[str, Any], when: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    """The object as the API server returns it, created at `when` (RFC 3339)."""
+    return {**doc, "metadata": {**doc["metadata"], "creationTimestamp": when}}
+
+
 def write(path: Path, *docs: dict[str, Any]) -> Path:
     """Write `docs` as one YAML stream (for the tests that are about files)."""
     path.write_text(yaml.safe_dump_all(docs))

@@ -20,6 +20,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -100,8 +101,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, tls: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(self, port: int, tls: ssl.SSLContext | None, host: str = "127.0.0.1") -> None:
+        super().__init__((host, port), _Handler)
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.lock = threading.Lock()
@@ -123,10 +124,10 @@ class LocalCA:
         return context
 
 
-def make_ca(directory: Path) -> LocalCA:
-    """A throwaway CA and a leaf for 127.0.0.1 / localhost, valid for a day, as files."""
+def make_ca(directory: Path, ips: Sequence[str] = ()) -> LocalCA:
+    """A throwaway CA and a leaf for 127.0.0.1 / localhost (and `ips`), valid for a day, as files."""
     ca = CA.create("authz test CA")
-    key, cert = ca.serving("127.0.0.1", dns=["localhost"], ips=["127.0.0.1"])
+    key, cert = ca.serving("127.0.0.1", dns=["localhost"], ips=["127.0.0.1", *ips])
     directory.mkdir(parents=True, exist_ok=True)
     files = LocalCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     files.ca_file.write_bytes(pem_cert(ca.cert))
@@ -153,13 +154,14 @@ def self_signed_cert_pem(private_key: Any, common_name: str = "securetoken") -> 
 
 
 class KeyServer:
-    """The server; `url` is its base URL. Use as a context manager."""
+    """The server; `url` is its base URL. Use as a context manager. `host` is the address
+    it listens on (loopback unless a test needs another one)."""
 
-    def __init__(self, ca: LocalCA | None = None) -> None:
+    def __init__(self, ca: LocalCA | None = None, host: str = "127.0.0.1") -> None:
         self._tls = ca.server_context() if ca is not None else None
-        self._server = _Server(0, self._tls)
+        self._server = _Server(0, self._tls, host)
         self.port: int = self._server.server_address[1]
-        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://{host}:{self.port}"
         self._thread: threading.Thread | None = None
         self._start()
 

@@ -4,17 +4,19 @@
     answer, outcome = check(served, path="/x", token=bearer_token(scope="r"))
 
 The snapshot goes through the real validate -> compile -> build steps (remote keys are
-never fetched); `check` runs the server's pipeline on a request view.
+never fetched); `check` runs the server's pipeline on a request view. `serve_sources`
+mixes policy files with cluster objects (tenancy: grants, bindings, conflicts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from authz.keys.remote import KeyManager
-from authz.policy.build import LastGood, ObjectStatus, build
+from authz.policy.build import LastGood, ObjectStatus, build, merge_sources
+from authz.policy.kube import ConfigMapReader, validate_objects
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 from authz.request.assembly import pipeline
@@ -29,29 +31,53 @@ ORIGIN = "memory"
 
 @dataclass
 class Served:
-    """A snapshot and the status of every object, as a store would hold them."""
+    """A snapshot and the status of every object, as a store would hold them; `shadowed`:
+    cluster objects refused because the policy directory has their key."""
 
     snapshot: Snapshot
     statuses: dict[str, ObjectStatus]
+    shadowed: dict[str, ObjectStatus] = field(default_factory=dict)
+    last_good: LastGood = field(default_factory=LastGood)
 
 
 def serve(*docs: dict[str, Any], workload_labels: Mapping[str, str] | None = None) -> Served:
+    """Build from policy-directory documents."""
+    return serve_sources(docs, workload_labels=workload_labels)
+
+
+def serve_sources(
+    files: Sequence[dict[str, Any]] = (),
+    cluster: Sequence[dict[str, Any]] = (),
+    *,
+    workload_labels: Mapping[str, str] | None = None,
+    workload_namespace: str | None = None,
+    previous: Served | None = None,
+    read_configmap: ConfigMapReader | None = None,
+) -> Served:
+    """Build from policy-directory documents and cluster objects (validated as the cluster
+    source validates them), after `previous` when given (its last good versions)."""
     objects: list[PolicyObject] = []
     failures: dict[str, tuple[str, list[str]]] = {}
-    for doc in docs:
+    for doc in files:
         try:
             objects.append(validate_document(doc, ORIGIN))
         except PolicyError as exc:
             failures[exc.key or "?"] = (ORIGIN, exc.problems)
+    inputs = {"files": (objects, failures)}
+    if cluster:
+        inputs["kubernetes"] = validate_objects(cluster, None, read_configmap)
+    merged = merge_sources(inputs)
     result = build(
-        objects,
-        failures,
-        last_good=LastGood(),
+        merged.objects,
+        merged.failures,
+        last_good=previous.last_good if previous is not None else LastGood(),
         keys=KeyManager(start=False),
         workload_labels=workload_labels or {},
-        version=1,
+        workload_namespace=workload_namespace,
+        version=previous.snapshot.version + 1 if previous is not None else 1,
+        shadowed=merged.shadowed,
     )
-    return Served(result.snapshot, result.statuses)
+    return Served(result.snapshot, result.statuses, result.shadowed, result.last_good)
 
 
 def bearer_token(alg: str = "ES256", kid: str = "k1", **overrides: Any) -> str:

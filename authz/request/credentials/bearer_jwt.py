@@ -67,12 +67,8 @@ class BearerJwt:
                 Reason.TOKEN_TOO_LARGE, f"token longer than {self.max_token_bytes} bytes"
             )
         digest = TokenCache.digest(token)
-        cached = self.cache.get(digest, now)
-        if (
-            cached is not None
-            and policy.issuers_by_iss.get(cached.claims["iss"]) is cached.issuer
-            and cached.issuer.keys.current() is cached.keys
-        ):
+        cached = self.cache.get(digest, now, lambda c: _still_valid(c, policy))
+        if cached is not None:
             return cached, True
         verified = verify(
             token, policy.issuers_by_iss, now, self.max_token_bytes, may_wait=may_wait
@@ -100,3 +96,13 @@ def check_audience(token: VerifiedToken, policy: CompiledPolicy) -> None:
         raise TokenError(Reason.AUDIENCE_MISMATCH, "token names an audience; none is accepted here")
     if accepted.isdisjoint(names):
         raise TokenError(Reason.AUDIENCE_MISMATCH, "token audience not accepted")
+
+
+def _still_valid(cached: VerifiedToken, policy: CompiledPolicy) -> bool:
+    """A cached token counts only if this policy trusts the very issuer object that verified
+    it (two namespaces may declare the same `iss`) and that issuer still serves the very key
+    set it verified against (keys rotate)."""
+    issuer = cached.issuer
+    return policy.issuers_by_iss.get(cached.claims["iss"]) is issuer and (
+        issuer.keys.current() is cached.keys
+    )

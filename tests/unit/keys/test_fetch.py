@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +109,60 @@ def test_https_with_the_configured_ca(tmp_path: Path, ca: LocalCA) -> None:
         assert get_json(url, timeout=2, tls=tls, allow_http=False).document == {"keys": []}
         # The system CAs do not know the test CA: verification fails, nothing is read.
         assert failure(url, tls=SYSTEM, allow_http=False).result == FetchResult.TLS_ERROR
+
+
+# -- public-only fetches (namespaced cluster issuers, issue 11 item 3) -------------------------
+
+
+def _non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the outgoing interface
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("localhost", "loopback"),
+        ("[::1]", "loopback"),
+        ("[::ffff:127.0.0.1]", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("[fe80::1]", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("0.1.2.3", "unspecified"),
+    ],
+)
+def test_public_only_refuses_local_addresses(server: KeyServer, host: str, why: str) -> None:
+    server.json("/jwks", {"keys": []})
+    url = f"http://{host}:{server.port}/jwks"
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        get_json(url, timeout=2, tls=SYSTEM, allow_http=True, public_only=True)
+    assert info.value.result == FetchResult.CONNECT_ERROR
+    assert f"({why})" in info.value.message, info.value.message
+    assert server.hits("/jwks") == 0
+    assert time.monotonic() - started < 1  # refused before any connection attempt
+
+
+def test_public_only_fetches_from_other_addresses() -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address")
+    with KeyServer(host=address) as public:
+        public.json("/jwks", {"keys": []})
+        fetched = get_json(
+            f"{public.url}/jwks", timeout=2, tls=SYSTEM, allow_http=True, public_only=True
+        )
+    assert fetched.document == {"keys": []}
+
+
+def test_without_public_only_loopback_is_fetched(server: KeyServer) -> None:
+    """Policy files and ClusterJWTIssuers keep today's abilities (in-cluster IdPs, tests)."""
+    server.json("/jwks", {"keys": []})
+    assert get(f"{server.url}/jwks") is not None and server.hits("/jwks") == 1

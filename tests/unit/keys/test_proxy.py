@@ -154,3 +154,40 @@ def test_lower_case_wins_and_a_bare_host_port_is_http(monkeypatch: pytest.Monkey
 )
 def test_no_proxy_matching(host: str, port: int, no_proxy: str, direct: bool) -> None:
     assert bypassed(host, port, no_proxy) is direct
+
+
+# -- public-only fetches (namespaced cluster issuers) through a proxy ---------------------------
+
+
+def test_public_only_cannot_use_the_proxy_to_reach_local_addresses(
+    monkeypatch: pytest.MonkeyPatch, proxy: ForwardProxy
+) -> None:
+    """The proxy would connect anywhere it can; the name is resolved and checked here."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    for url in ("https://localhost:9/jwks", "http://169.254.169.254/latest/meta-data"):
+        with pytest.raises(FetchError) as info:
+            get_json(url, timeout=3, tls=tls_context(None), allow_http=True, public_only=True)
+        assert info.value.result == FetchResult.CONNECT_ERROR
+        assert "may not fetch from" in info.value.message
+    assert proxy.requests == []
+
+
+def test_public_only_through_the_proxy_connects_to_the_checked_address(
+    monkeypatch: pytest.MonkeyPatch, proxy: ForwardProxy, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.unit.keys.test_fetch import _non_loopback_address
+
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address")
+    ca = make_ca(tmp_path_factory.mktemp("pki-public"), ips=[address])
+    with KeyServer(ca, host=address) as public:
+        public.json("/jwks", {"keys": []})
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        tls = tls_context(ca.ca_file.read_text())
+        url = f"https://{address}:{public.port}/jwks"
+        assert get_json(url, timeout=3, tls=tls, allow_http=False, public_only=True).document == {
+            "keys": []
+        }
+    assert proxy.requests == [f"CONNECT {address}:{public.port}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from authz.keys.remote import KeyManager, RemoteKeys
 from authz.keys.sources import RemoteSource
 from authz.policy import schema
 from authz.policy.compile import (
+    CA_BUNDLE_REF,
     CompileError,
     claim_path,
     compile_issuer,
@@ -24,6 +26,7 @@ from authz.policy.compile import (
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import validate_document
 from authz.request.verify import verify
+from tests.support.keyserver import make_ca
 from tests.support.tokens import NOW, b64url, claims, signing_key
 from tests.unit.policy.conftest import issuer_doc, policy_doc
 
@@ -252,3 +255,23 @@ def test_hosts_the_shipped_proxies_never_route_are_flagged() -> None:
     )
     assert [p.split(":")[0] for p in problems] == ["h[0]", "h[1]", "h[2]"]
     assert "has a port" in problems[0] and "ends with a dot" in problems[1]
+
+
+def test_namespaced_cluster_issuers_fetch_from_public_addresses_only(tmp_path: Path) -> None:
+    """Their writers must not probe the authorizer's host or the metadata service; policy
+    files and ClusterJWTIssuers keep reaching in-cluster IdPs on any address."""
+    ca_pem = make_ca(tmp_path).ca_file.read_text()
+    ref = {"name": "idp-ca", "key": "ca.pem"}
+    spec = {"jwksUri": "https://idp.example/k", "fetch": {"caBundleRef": ref}}
+    tenant = validate_document(issuer_doc(**spec), "kubernetes JWTIssuer/default/idp", "kubernetes")
+    tenant = dataclasses.replace(tenant, refs={CA_BUNDLE_REF: ca_pem})
+    compiled = compile_issuer(tenant, KeyManager(start=False))
+    assert isinstance(compiled.keys, RemoteKeys)
+    assert compiled.keys.settings.public_only and compiled.keys.settings.ca_pem == ca_pem
+    admin = _issuer(tmp_path, jwksUri="https://idp.example/k")
+    assert isinstance(admin.keys, RemoteKeys) and not admin.keys.settings.public_only
+    with pytest.raises(CompileError, match=r"caBundleRef: ConfigMaps are read in cluster mode"):
+        _issuer(tmp_path, **spec)
+    broken = dataclasses.replace(tenant, refs={CA_BUNDLE_REF: "not a certificate"})
+    with pytest.raises(CompileError, match=r"caBundleRef: not a PEM CA bundle"):
+        compile_issuer(broken, KeyManager(start=False))

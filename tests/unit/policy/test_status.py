@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from authz.policy.build import ObjectStatus
-from authz.policy.status import _comparable, desired_conditions, merge_times
+from authz.policy.status import (
+    GENERIC_FETCH_ERROR,
+    _comparable,
+    desired_conditions,
+    merge_times,
+    shown_keys,
+)
 
 POLICY = "AuthzPolicy/shop/orders"
 ISSUER = "JWTIssuer/shop/idp"
@@ -77,6 +83,36 @@ def summary(conditions: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
             {
                 "Ready": ("False", "Invalid"),
                 "Accepted": ("False", "Invalid"),
+                "ResolvedRefs": ("True", "Resolved"),
+            },
+        ),
+        (
+            POLICY,
+            status(accepted=False, serving=False, problems=("no",), reason="HostNotGranted"),
+            None,
+            {
+                "Ready": ("False", "HostNotGranted"),
+                "Accepted": ("False", "HostNotGranted"),
+                "ResolvedRefs": ("True", "Resolved"),
+            },
+        ),
+        (
+            POLICY,
+            status(accepted=False, serving=True, problems=("no",), reason="HostNotGranted"),
+            None,
+            {
+                "Ready": ("False", "ServingLastGood"),  # the granted last version serves
+                "Accepted": ("False", "HostNotGranted"),
+                "ResolvedRefs": ("True", "Resolved"),
+            },
+        ),
+        (
+            POLICY,
+            status(accepted=False, serving=True, problems=("taken",), reason="Conflict"),
+            None,
+            {
+                "Ready": ("False", "Conflict"),  # serving its other hosts, not this generation
+                "Accepted": ("False", "Conflict"),
                 "ResolvedRefs": ("True", "Resolved"),
             },
         ),
@@ -159,3 +195,21 @@ def test_only_real_differences_are_written() -> None:
     assert _comparable(a) == _comparable(same_but_time)
     assert _comparable(a) != _comparable(new_generation)
     assert _comparable({}) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "generic"),
+    [("JWTIssuer", True), ("ClusterJWTIssuer", False)],
+)
+def test_a_namespaced_issuer_status_keeps_fetch_errors_generic(kind: str, generic: bool) -> None:
+    """What a fetch ran into (status code, refused connection) would make status a probe of
+    what the authorizer can reach; namespace users get a generic message, admins the cause."""
+    cause = "connect_error: http://10.0.0.7:8080/jwks: [Errno 111] Connection refused"
+    keys = shown_keys(kind, {"ready": False, "lastError": cause, "source": "jwksUri x"})
+    assert keys is not None
+    assert keys["lastError"] == (GENERIC_FETCH_ERROR if generic else cause)
+    conditions = {c["type"]: c for c in desired_conditions(ISSUER, status(ISSUER), 1, keys)}
+    assert ("10.0.0.7" in conditions["KeysReady"]["message"]) is not generic
+    assert ("10.0.0.7" in conditions["Ready"]["message"]) is not generic
+    assert shown_keys(kind, None) is None
+    assert shown_keys(kind, LOADED) == LOADED

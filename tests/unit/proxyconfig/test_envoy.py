@@ -62,6 +62,23 @@ def test_connection_manager_canonicalises_paths_hosts_and_identity_headers() -> 
     ]
 
 
+def test_a_route_naming_a_namespace_carries_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """A cluster AuthzPolicy's binding matches only routes that name its namespace."""
+    from authz.proxyconfig.cli import main
+
+    assert main(["envoy-snippet", "--route", "/orders/=shop/orders", "--route", "/x/=x"]) == 0
+    routes = yaml.safe_load(capsys.readouterr().out)["routes"]
+    settings = [r["typed_per_filter_config"][envoy.EXT_AUTHZ]["check_settings"] for r in routes]
+    assert [r["name"] for r in routes] == ["policy-shop-orders", "policy-x"]
+    assert settings == [
+        {"context_extensions": {"policy": "orders", "authz.io/namespace": "shop"}},
+        {"context_extensions": {"policy": "x"}},
+    ]
+    with pytest.raises(SystemExit):
+        main(["envoy", "--route", "/o/=Shop_1/orders"])
+    assert "'Shop_1' is not a namespace name" in capsys.readouterr().err
+
+
 def test_bound_routes_carry_their_policy() -> None:
     routes = _hcm(_bootstrap())["route_config"]["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes] == ["policy-bound", "default"]

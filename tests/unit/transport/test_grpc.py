@@ -283,7 +283,9 @@ def test_malformed_check_request_is_400(client: CheckClient) -> None:
     assert (status, body["error"]) == (400, "invalid_request")
 
 
-def test_verified_tokens_are_cached_and_flushed_on_swap(client: CheckClient) -> None:
+def test_verified_tokens_are_cached_and_kept_across_swaps(client: CheckClient) -> None:
+    """A swap that leaves the issuer object unchanged keeps its cached tokens (issue 11,
+    item 17; tests/unit/policy/test_reuse.py has the edits that void them)."""
     value = token(scope="orders.read", jti="cache-test")
     cache = client.cache
     hits = cache.hits
@@ -293,8 +295,13 @@ def test_verified_tokens_are_cached_and_flushed_on_swap(client: CheckClient) -> 
             == 0
         )
     assert cache.hits == hits + 2
+    cached = len(cache)
     client.store.update(list(_objects(client)), {})
-    assert len(cache) == 0
+    assert len(cache) == cached
+    assert (
+        client.check(headers=bearer(value), host="shop.example", path="/orders/1").status.code == 0
+    )
+    assert cache.hits == hits + 3
 
 
 def _objects(client: CheckClient) -> Iterator[Any]:
