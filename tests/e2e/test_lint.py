@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from authz.policy import crd
+from authz.policy import crd, schema
 from tests.e2e.conftest import REPO_ROOT, child_env
 from tests.support import kube_fixtures
 from tests.support.kube import ControlPlane
@@ -166,37 +166,52 @@ def test_duplicates_across_files_are_errors(tmp_path: Path) -> None:
 
 
 def test_the_live_cluster(control_plane: ControlPlane, tmp_path: Path) -> None:
-    control_plane.apply(
-        [crd.crd(kind) for kind in ("JWTIssuer", "ClusterJWTIssuer", "AuthzPolicy")]
-    )
-    control_plane.apply(
-        [
-            issuer("lint-idp"),
-            {
-                **policy("lint-live", {"name": "late", "match": {"paths": ["/a//b"]}}),
-                "spec": {
-                    **policy("lint-live")["spec"],
-                    "issuers": [{"name": "lint-idp"}],
-                    "rules": [{"name": "late", "match": {"paths": ["/a//b"]}}],
-                },
-            },
-        ]
-    )
+    """Objects read from the API server and judged with the cluster's rules (tenancy: a
+    namespaced policy needs a HostGrant for its host). The control plane is shared by the
+    session, so only this test's namespace is looked at (cluster-scoped kinds are listed
+    whole) and only its objects' findings are asserted."""
+    ns = "lint-live"
+    control_plane.apply([crd.crd(kind) for kind in schema.KINDS])
+    control_plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}])
+    grant = {
+        "apiVersion": API,
+        "kind": "HostGrant",
+        "metadata": {"name": "lint-live"},
+        "spec": {"hosts": ["*.lint.example"], "namespaces": [ns]},
+    }
+    idp = {**issuer("lint-idp"), "metadata": {"name": "lint-idp", "namespace": ns}}
+    live = policy("lint-live", {"name": "late", "match": {"paths": ["/a//b"]}})
+    live["metadata"]["namespace"] = ns
+    live["spec"]["targets"] = {"hosts": ["live.lint.example"]}
+    live["spec"]["issuers"] = [{"name": "lint-idp"}]
+    control_plane.apply([grant, idp, live])
     kubeconfig = str(control_plane.kubeconfig_path)
-    result = authz("lint", "--kubernetes", "--kubeconfig", kubeconfig, "--output", "json")
-    assert result.returncode == 0, result.stdout + result.stderr
+    args = ["lint", "--kubernetes", "--kubeconfig", kubeconfig, "--namespaces", ns]
+    result = authz(*args, "--output", "json")
     doc = json.loads(result.stdout)
-    keys = {o["object"] for o in doc["objects"]}
-    assert {"JWTIssuer/default/lint-idp", "AuthzPolicy/default/lint-live"} <= keys
-    (warning,) = [f for f in doc["findings"] if f["object"] == "AuthzPolicy/default/lint-live"]
-    assert warning["origin"] == "kubernetes AuthzPolicy/default/lint-live"
+    assert result.returncode == (0 if doc["ok"] else 1), result.stderr
+    objects = {o["object"]: o for o in doc["objects"]}
+    assert objects[f"AuthzPolicy/{ns}/lint-live"]["accepted"] is True
+    assert objects[f"JWTIssuer/{ns}/lint-idp"]["accepted"] is True
+    assert objects["HostGrant/lint-live"]["accepted"] is True
+    (warning,) = [f for f in doc["findings"] if f["object"] == f"AuthzPolicy/{ns}/lint-live"]
+    assert warning["origin"] == f"kubernetes AuthzPolicy/{ns}/lint-live"
     assert "(to '/a/b')" in warning["message"]
-    # A file given with --kubernetes is checked against the cluster's objects: a pending
-    # change that breaks a reference shows before it is applied.
-    change = write(tmp_path / "change.yaml", {**issuer("lint-idp"), "spec": {"issuer": "x"}})
-    result = authz("lint", "--kubernetes", "--kubeconfig", kubeconfig, str(change))
+    # Files given with --kubernetes are pending changes, judged as cluster objects against
+    # what the cluster holds: a broken issuer, and a host no HostGrant gives the namespace.
+    broken = {**idp, "spec": {"issuer": "x"}}
+    elsewhere = {**live, "spec": {**live["spec"], "targets": {"hosts": ["shop.example.org"]}}}
+    change = write(tmp_path / "change.yaml", broken, elsewhere)
+    result = authz(*args, "--output", "json", str(change))
     assert result.returncode == 1
-    assert "JWTIssuer/default/lint-idp: spec: exactly one key source must be set" in result.stdout
+    mine = {
+        (f["object"], f["origin"], f["message"].split(": ", 1)[0])
+        for f in json.loads(result.stdout)["findings"]
+        if f["origin"] == str(change)
+    }
+    assert (f"JWTIssuer/{ns}/lint-idp", str(change), "spec") in mine
+    messages = [f["message"] for f in json.loads(result.stdout)["findings"]]
+    assert any(f"host 'shop.example.org' is not granted to namespace '{ns}'" in m for m in messages)
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,8 @@ control_plane_users = kube_fixtures.control_plane_users
 API = "authz.io/v1alpha1"
 LABEL = {"authz-tests/webhook": "on"}  # the test's webhook sees only the test's objects
 CONFIG = "authz-tests-webhook"
+NS = "authz-webhook-tests"
+GRANTED = "*.wh.example"  # the hosts a HostGrant gives NS (tenancy: cluster policies need one)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +103,22 @@ def webhook(
         ],
     }
     control_plane.apply([config])
+    control_plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}])
+    grant = labelled(
+        {
+            "apiVersion": API,
+            "kind": "HostGrant",
+            "metadata": {"name": "authz-webhook-tests"},
+            "spec": {"hosts": [GRANTED], "namespaces": [NS]},
+        }
+    )
+    status, body, _ = apply(control_plane, grant)
+    assert status in (200, 201), body
     try:
         yield proc
     finally:
         control_plane.delete(config)
+        control_plane.delete(grant)
         proc.stop()
         proc.print_tail(file=sys.stdout)
         proc.cleanup()
@@ -120,7 +134,7 @@ def issuer(name: str, **spec: Any) -> dict[str, Any]:
         {
             "apiVersion": API,
             "kind": "JWTIssuer",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": NS},
             "spec": {
                 "issuer": f"https://{name}.example.com",
                 "jwks": {"keys": [signing_key("ES256", "k1")[1]]},
@@ -130,14 +144,16 @@ def issuer(name: str, **spec: Any) -> dict[str, Any]:
     )
 
 
-def policy(name: str, *rules: dict[str, Any], issuer_name: str = "wh-idp") -> dict[str, Any]:
+def policy(
+    name: str, *rules: dict[str, Any], issuer_name: str = "wh-idp", host: str = ""
+) -> dict[str, Any]:
     return labelled(
         {
             "apiVersion": API,
             "kind": "AuthzPolicy",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": NS},
             "spec": {
-                "targets": {"hosts": [f"{name}.example.com"]},
+                "targets": {"hosts": [host or f"{name}.wh.example"]},
                 "issuers": [{"name": issuer_name}],
                 "rules": list(rules) or [{"name": "all"}],
             },
@@ -205,10 +221,10 @@ def test_what_the_controller_would_refuse_is_refused_with_lint_s_messages(
     )
     status, body, _ = apply(control_plane, bad_key)
     assert status == 422, body
-    assert "JWTIssuer/default/wh-bad-key: spec.jwks: JWKS has no usable key" in body["message"]
+    assert f"JWTIssuer/{NS}/wh-bad-key: spec.jwks: JWKS has no usable key" in body["message"]
     for name, kind in (("wh-regex", "authzpolicies"), ("wh-bad-key", "jwtissuers")):
         missing, _ = control_plane.request(
-            "GET", f"/apis/{API}/namespaces/default/{kind}/{name}", check=False
+            "GET", f"/apis/{API}/namespaces/{NS}/{kind}/{name}", check=False
         )
         assert missing == 404  # nothing was stored
 
@@ -227,10 +243,7 @@ def test_problems_the_controller_serves_through_are_warnings(
     status, body, warnings = apply(control_plane, dead)
     assert status in (200, 201), body.get("message", body)
     text = "\n".join(warnings)
-    assert (
-        "AuthzPolicy/default/wh-dead: spec.issuers[0]: JWTIssuer/default/wh-nobody not found"
-        in text
-    )
+    assert f"AuthzPolicy/{NS}/wh-dead: spec.issuers[0]: JWTIssuer/{NS}/wh-nobody not found" in text
     assert "spec.rules[0].match.paths[0]: '/search?q=1' never matches" in text
     assert "spec.rules[2]: never reached: rules[1]" in text
 
@@ -248,7 +261,30 @@ def test_an_update_is_checked_against_the_objects_it_refers_to(
     while True:  # the webhook's watch sees wh-twin within a moment
         status, body, warnings = apply(control_plane, twins)
         assert status in (200, 201), body.get("message", body)
-        if any("has the same iss as JWTIssuer/default/wh-idp" in w for w in warnings):
+        if any(f"has the same iss as JWTIssuer/{NS}/wh-idp" in w for w in warnings):
             break
         assert time.monotonic() < deadline, warnings
         time.sleep(0.3)
+
+
+def test_tenancy_conflicts_are_refused_on_apply(
+    control_plane: ControlPlane, webhook: Process
+) -> None:
+    """A host no HostGrant gives the namespace, and a host another policy already serves:
+    the controller would refuse both; so does kubectl apply now."""
+    apply(control_plane, issuer("wh-idp"))
+    first = policy("wh-shop", host="shop.wh.example")
+    status, body, _ = apply(control_plane, first)
+    assert status in (200, 201), body.get("message", body)
+    deadline = time.monotonic() + 10
+    while True:  # once the webhook's watch has seen wh-shop
+        status, body, _ = apply(control_plane, policy("wh-shop-too", host="shop.wh.example"))
+        if status == 422:
+            break
+        assert time.monotonic() < deadline, body
+        control_plane.delete(policy("wh-shop-too"))
+        time.sleep(0.3)
+    assert f"host 'shop.wh.example' is served by AuthzPolicy/{NS}/wh-shop" in body["message"]
+    status, body, _ = apply(control_plane, policy("wh-elsewhere", host="shop.example.org"))
+    assert status == 422, body
+    assert f"host 'shop.example.org' is not granted to namespace '{NS}'" in body["message"]
