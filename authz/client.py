@@ -1,4 +1,5 @@
-"""`authz check --grpc`: one Check to a running authz over gRPC, as Envoy would send it.
+"""`authz check --grpc` / `--http`: one Check to a running authz, as Envoy would send it
+(gRPC ext_authz, or an HTTP check in Envoy's http_service dialect).
 
 The Helm chart's test hook runs it through the Service, so `helm test` proves that the
 Service, the ports and a ready replica answer a real Check, not only that a pod is up.
@@ -6,6 +7,8 @@ Service, the ports and a ready replica answer a real Check, not only that a pod 
 
 from __future__ import annotations
 
+import http.client
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,27 @@ class ClientTLS:
         options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
         return grpc.secure_channel(target(addr), credentials, options=options)
 
+    def https(self, host: str, port: int, timeout: float) -> http.client.HTTPSConnection:
+        """An HTTPS connection to the HTTP check port, verified as `channel` verifies."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if self.cert is not None:
+            context.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        return _NamedHTTPS(host, port, self.server_name or host, timeout=timeout, context=context)
+
+
+class _NamedHTTPS(http.client.HTTPSConnection):
+    """HTTPS whose certificate must carry `server_name` (a Service's DNS name, say) rather
+    than the address connected to."""
+
+    def __init__(self, host: str, port: int, server_name: str, **kwargs: Any) -> None:
+        super().__init__(host, port, **kwargs)
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=self._server_name)
+
 
 def call(
     addr: str, request: CheckRequest, timeout: float = 5.0, tls: ClientTLS | None = None
@@ -99,4 +123,59 @@ def describe(response: CheckResponse) -> dict[str, Any]:
         "reason": response.status.message or None,
         "www_authenticate": headers.get("www-authenticate"),
         "body": denied.body or None,
+    }
+
+
+ENVOY_CHECK_PREFIX = "/check/envoy"  # authz/transport/dialects.py (not imported: no uvloop here)
+_ENVOY_REMOVE = "x-envoy-auth-headers-to-remove"
+
+
+def call_http(
+    addr: str,
+    *,
+    method: str,
+    host: str,
+    path: str,
+    headers: Mapping[str, str],
+    token: str | None,
+    timeout: float = 5.0,
+    tls: ClientTLS | None = None,
+) -> dict[str, Any]:
+    """One HTTP check to `HOST:PORT`, as Envoy's http_service sends it; described like
+    `call` (without the reason code, which HTTP answers do not carry). Raises OSError when
+    no answer arrives (a TLS failure included)."""
+    sent = {k.lower(): v for k, v in headers.items()}
+    sent["host"] = host
+    if token:
+        sent["authorization"] = f"Bearer {token}"
+    server, _, port = addr.rpartition(":")
+    conn = (
+        tls.https(server.strip("[]"), int(port), timeout)
+        if tls
+        else http.client.HTTPConnection(server.strip("[]"), int(port), timeout=timeout)
+    )
+    try:
+        conn.request(method.upper(), ENVOY_CHECK_PREFIX + path, headers=sent)
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        answer = {k.lower(): v for k, v in response.getheaders()}
+    except (OSError, http.client.HTTPException) as exc:
+        raise OSError(f"{addr}: {exc}") from None
+    finally:
+        conn.close()
+    if response.status == 200:
+        removed = [n.strip() for n in answer.pop(_ENVOY_REMOVE, "").split(",") if n.strip()]
+        return {
+            "decision": "allow",
+            "status": 200,
+            "reason": None,
+            "upstream_headers": {k: v for k, v in answer.items() if k.startswith("x-auth-")},
+            "removed_headers": removed,
+        }
+    return {
+        "decision": "deny",
+        "status": response.status,
+        "reason": None,  # HTTP answers carry no reason code: the audit line has it
+        "www_authenticate": answer.get("www-authenticate"),
+        "body": body or None,
     }

@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from authz.observe.correlation import request_id, trace_parent
+from authz.observe.logs import audit_line
 from authz.observe.metrics import Metrics
 from authz.request.pipeline import Outcome
 from authz.request.respond import http_status
-
-log = structlog.get_logger("authz.audit")
 
 _MAX_COUNTER_CHILDREN = 10_000  # label sets come from policy ids and reason codes
 
@@ -89,7 +86,7 @@ class Audit:
                 jti=_text(claims.get("jti")),
                 kid=verified.kid,
             )
-        log.info("decision", **fields)
+        audit_line("decision", fields)
 
 
 def _correlate(fields: dict[str, Any], headers: Mapping[str, str]) -> None:

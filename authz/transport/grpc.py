@@ -42,6 +42,7 @@ _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     403: code_pb2.PERMISSION_DENIED,
+    503: code_pb2.UNAVAILABLE,
 }
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _MAX_RENDERED = 4096
@@ -251,13 +252,13 @@ def grpc_server(
     reflection.enable_server_reflection(
         (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = listen(server, addr, credentials)
+    port = add_port(server, addr, credentials)
     if port == 0 and not addr.startswith("unix:"):
         raise OSError(f"cannot listen on {addr}")
     return server, health_servicer, port
 
 
-def listen(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None) -> int:
+def add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None) -> int:
     """Bind one more port: TLS with `credentials`, else plaintext; OSError if it cannot."""
     try:
         if credentials is None:

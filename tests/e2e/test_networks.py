@@ -156,14 +156,36 @@ def test_envoy_over_mtls_while_the_certificate_rotates(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=30, env=child_env(), check=False,
         )  # fmt: skip
         assert hook.returncode == 0, hook.stdout + hook.stderr
+        # The HTTP check port serves the same certificate, with the same client CA.
+        assert authz.http_check_addr is not None
+        http_port = int(authz.http_check_addr.rpartition(":")[2])
+        over_http = subprocess.run(
+            [
+                *authz_command(), "check", "--http", authz.http_check_addr, "--path", "/orders/1",
+                "--tls-ca-file", str(pki / "server-ca.crt"),
+                "--tls-cert-file", str(pki / "envoy.crt"), "--tls-key-file", str(pki / "envoy.key"),
+                "--tls-server-name", "authz.authz.svc", "--expect-status", "401",
+            ],
+            capture_output=True, text=True, timeout=30, env=child_env(), check=False,
+        )  # fmt: skip
+        assert over_http.returncode == 0, over_http.stdout + over_http.stderr
+        no_client_cert = subprocess.run(
+            [
+                *authz_command(), "check", "--http", authz.http_check_addr,
+                "--tls-ca-file", str(pki / "server-ca.crt"), "--tls-server-name", "authz.authz.svc",
+            ],
+            capture_output=True, text=True, timeout=30, env=child_env(), check=False,
+        )  # fmt: skip
+        assert no_client_cert.returncode == 2, no_client_cert.stdout
 
         # cert-manager renews: a new key pair is written over the files.
         new_key, new_cert = server_ca.serving("authz", dns=["authz.authz.svc"], ips=["127.0.0.1"])
         write_pair(new_key, new_cert, pki / "tls.crt", pki / "tls.key")
         deadline = time.monotonic() + 5
-        while served_certificate(port).serial_number != new_cert.serial_number:
-            assert time.monotonic() < deadline, "the rotated certificate was not served"
-            time.sleep(0.2)
+        for rotated_port in (port, http_port):
+            while served_certificate(rotated_port).serial_number != new_cert.serial_number:
+                assert time.monotonic() < deadline, f"port {rotated_port}: not rotated"
+                time.sleep(0.2)
         assert get(_token(iss)) == 200  # Envoy's connection made before the rotation lives on
         assert authz.process.alive
         deadline = time.monotonic() + 2  # the log is flushed every 200 ms
