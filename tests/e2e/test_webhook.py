@@ -198,9 +198,15 @@ def lint_messages(tmp_path: Path, *docs: dict[str, Any]) -> list[str]:
 def test_a_valid_object_is_accepted(control_plane: ControlPlane, webhook: Process) -> None:
     status, body, warnings = apply(control_plane, issuer("wh-idp"))
     assert status in (200, 201), body.get("message", body)
-    status, body, warnings = apply(control_plane, policy("wh-good"))
-    assert status in (200, 201), body.get("message", body)
-    assert warnings == []
+    deadline = time.monotonic() + 10
+    while True:  # until the webhook's watch has seen wh-idp, the reference is unresolved
+        status, body, warnings = apply(control_plane, policy("wh-good"))
+        assert status in (200, 201), body.get("message", body)
+        if not warnings:
+            break
+        assert time.monotonic() < deadline, warnings
+        assert all("not found or not ready" in w for w in warnings), warnings
+        time.sleep(0.3)
 
 
 def test_what_the_controller_would_refuse_is_refused_with_lint_s_messages(
