@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from authz.lint.findings import check
 from authz.policy import schema
-from authz.policy.kube import ConfigMapReader, SecretReader, validate_objects
+from authz.policy.kube import ClusterValidator
 
 MAX_WARNINGS = 20  # kubectl prints each; more than this is noise
 
@@ -29,13 +29,12 @@ def object_key(obj: Mapping[str, Any], namespace: str | None) -> str:
 
 
 def review(
-    doc: Any,
-    cluster: Mapping[str, dict[str, Any]],
-    read_secret: SecretReader | None,
-    read_configmap: ConfigMapReader | None = None,
+    doc: Any, cluster: Mapping[str, dict[str, Any]], validator: ClusterValidator
 ) -> dict[str, Any]:
     """The AdmissionReview (admission.k8s.io/v1) answering `doc`, checked against
-    `cluster` (key -> the objects the cluster holds)."""
+    `cluster` (key -> the objects the cluster holds). `validator` is the controller's
+    cluster validation (with its Secret and ConfigMap readers), kept from review to review:
+    it caches by object fingerprint, so a review validates the applied object only."""
     request = doc.get("request") if isinstance(doc, dict) else None
     if not isinstance(request, dict):
         return _answer("", True)  # not a review: nothing to refuse (the server answers 400)
@@ -49,7 +48,7 @@ def review(
     key = object_key(obj, request.get("namespace"))
     candidates = dict(cluster)
     candidates[key] = obj
-    objects, failures = validate_objects(candidates.values(), read_secret, read_configmap)
+    objects, failures = validator.validate(candidates.values())
     mine = check(objects, failures).about(key)
     errors = [f.message for f in mine if f.level == "error"]
     warnings = [f"{key}: {f.message}" for f in mine if f.level == "warning"][:MAX_WARNINGS]

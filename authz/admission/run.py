@@ -12,7 +12,7 @@ from kubernetes.client import ApiClient
 from authz.admission.review import cached
 from authz.admission.server import WebhookServer
 from authz.keys.remote import KeyManager
-from authz.policy.kube import KubeSource, configmap_reader, secret_reader
+from authz.policy.kube import ClusterValidator, KubeSource, configmap_reader, secret_reader
 from authz.policy.store import PolicyStore
 from authz.tls import ServerCertificates, TLSFiles
 
@@ -37,8 +37,7 @@ def run_webhook(
         certificates,
         lambda: dict(source.objects),
         lambda: source.ready,
-        cached(secret_reader(api)),
-        cached(configmap_reader(api)),
+        ClusterValidator(cached(secret_reader(api)), cached(configmap_reader(api))),
     )
     source.start()
     server.start()

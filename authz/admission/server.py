@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from authz.admission.review import review
-from authz.policy.kube import ConfigMapReader, SecretReader
+from authz.policy.kube import ClusterValidator
 from authz.tls import ServerCertificates
 
 log = structlog.get_logger("authz.admission")
@@ -32,14 +32,13 @@ class WebhookServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(  # noqa: PLR0917  (one server, built in one place)
+    def __init__(
         self,
         address: tuple[str, int],
         certificates: ServerCertificates,
         cluster: Callable[[], Mapping[str, dict[str, Any]]],
         ready: Callable[[], bool],
-        read_secret: SecretReader | None,
-        read_configmap: ConfigMapReader | None = None,
+        validator: ClusterValidator,
     ) -> None:
         super().__init__(address, _Handler)
         self.socket = certificates.ssl_context().wrap_socket(
@@ -47,8 +46,7 @@ class WebhookServer(ThreadingHTTPServer):
         )
         self.cluster = cluster
         self.ready = ready
-        self.read_secret = read_secret
-        self.read_configmap = read_configmap
+        self.validator = validator
 
     @property
     def port(self) -> int:
@@ -96,8 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, {"error": "the cluster's objects are not listed yet"})
             return
         try:
-            server = self.server
-            answer = review(doc, server.cluster(), server.read_secret, server.read_configmap)
+            answer = review(doc, self.server.cluster(), self.server.validator)
         except Exception:
             log.exception("review failed")  # the API server applies failurePolicy
             self._send(500, {"error": "review failed"})
