@@ -9,7 +9,12 @@ from collections.abc import Callable
 from authz.request.authenticate import Authenticator
 from authz.request.cache import TokenCache
 from authz.request.credentials.bearer_jwt import BearerJwt
+from authz.request.credentials.dpop import DPoPBound
+from authz.request.credentials.introspected import IntrospectedToken
+from authz.request.internal_token import InternalTokens
+from authz.request.nonces import Nonces
 from authz.request.pipeline import Pipeline, Serving
+from authz.request.replay import LocalReplayCache, ReplayCache
 
 
 def pipeline(
@@ -20,6 +25,21 @@ def pipeline(
     default_allow: bool = False,
     max_token_bytes: int = 16384,
     clock: Callable[[], float] = time.time,
+    replay: ReplayCache | None = None,
+    nonces: Nonces | None = None,
+    internal_tokens: InternalTokens | None = None,
 ) -> Pipeline:
-    kinds = (BearerJwt(cache, max_token_bytes=max_token_bytes, clock=clock),)
-    return Pipeline(serving, Authenticator(kinds), realm=realm, default_allow=default_allow)
+    """`replay` (DPoP proofs seen) defaults to a cache of this pipeline's own, `nonces` to
+    a random secret of this process: a server shares them between its transports."""
+    bearer = BearerJwt(cache, max_token_bytes=max_token_bytes, clock=clock)
+    nonces = nonces if nonces is not None else Nonces(clock=clock)
+    dpop = DPoPBound(bearer, replay or LocalReplayCache(), nonces, clock=clock)
+    introspected = IntrospectedToken(max_token_bytes=max_token_bytes, clock=clock)
+    return Pipeline(
+        serving,
+        Authenticator((bearer, introspected, dpop), clock=clock),
+        realm=realm,
+        default_allow=default_allow,
+        nonces=nonces,
+        internal_tokens=internal_tokens,
+    )

@@ -95,7 +95,11 @@ def _clean_env() -> dict[str, str]:
 @pytest.mark.timeout(900)
 def test_runtime_holds_exactly_the_locked_packages(runtime: Path) -> None:
     pins = lockfile.parse(lockfile.LOCK.read_text(encoding="utf-8"))
-    expected = {name: pin.version for name, pin in pins.items() if name != "setuptools"}
+    # A pin with a marker that does not hold here (async-timeout: Python < 3.11.3) is not
+    # installed, by pip or in the image.
+    expected = {
+        name: pin.version for name, pin in pins.items() if name != "setuptools" and pin.applies()
+    }
     found = image.installed(runtime)
     assert found.pop("authz") == PROJECT["version"]
     found.pop("pip")  # the venv's own installer

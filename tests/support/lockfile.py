@@ -28,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -57,6 +58,11 @@ class Pin:
     version: str
     hashes: list[str] = field(default_factory=list)
     via: list[str] = field(default_factory=list)
+    marker: str | None = None  # an environment marker: installed only where it holds
+
+    def applies(self, environment: dict[str, str] | None = None) -> bool:
+        """Whether pip installs this pin in `environment` (default: this interpreter)."""
+        return self.marker is None or Marker(self.marker).evaluate(environment)
 
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
@@ -100,7 +106,7 @@ def compile_lock(out: Path = LOCK) -> Path:
     return out
 
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(?:\s*;\s*([^\\]+?))?\s*(?:\\|$)")
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
 
 
@@ -112,7 +118,7 @@ def parse(text: str) -> dict[str, Pin]:
     for line in text.splitlines():
         match = _PIN.match(line)
         if match:
-            current = Pin(canonicalize_name(match.group(1)), match.group(2))
+            current = Pin(canonicalize_name(match.group(1)), match.group(2), marker=match.group(3))
             pins[current.name] = current
             in_via = False
         if current is None:

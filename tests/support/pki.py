@@ -1,4 +1,4 @@
-"""Throwaway X.509 for tests: a CA and serving certificates signed by it (EC P-256)."""
+"""Throwaway X.509 for tests: a CA and serving and client certificates signed by it (EC P-256)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class CA:
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
         sans += [x509.UniformResourceIdentifier(u) for u in uris]
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.cert.subject)
@@ -88,15 +88,15 @@ class CA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
             )
-            .sign(self.key, hashes.SHA256())
         )
-        return key, cert
+        if sans:  # an empty SubjectAlternativeName is not allowed (RFC 5280)
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return key, builder.sign(self.key, hashes.SHA256())
 
 
 def write_pair(
