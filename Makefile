@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# xds-protos carries an old opentelemetry/proto; if pip installed it last, the OTLP
+	# exporter cannot import (authz/observe/tracing.py names this): restore the real files.
+	$(BIN)/pip install -q --no-deps --force-reinstall "opentelemetry-proto==$$($(BIN)/pip show opentelemetry-proto | awk '/^Version:/ {print $$2}')"
 	touch $(STAMP)
 
 lint: venv

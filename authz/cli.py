@@ -14,11 +14,18 @@ from typing import Any
 from authz import __version__
 
 
+class UsageError(Exception):
+    """Arguments that cannot work together or name nothing usable: exit 2, as argparse does."""
+
+
 def _labels(text: str) -> dict[str, str]:
     """`app=orders,tier=api` -> dict; the downward API file format (`k="v"` lines) also works."""
     out: dict[str, str] = {}
     if text.startswith("@"):
-        text = ",".join(Path(text[1:]).read_text(encoding="utf-8").splitlines())
+        try:
+            text = ",".join(Path(text[1:]).read_text(encoding="utf-8").splitlines())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc}") from None
     for item in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
@@ -52,9 +59,36 @@ def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
     for item in items:
         key, found, value = item.partition(sep)
         if not found:
-            raise SystemExit(f"authz: {what} {item!r} must look like key{sep}value")
+            raise UsageError(f"authz: {what} {item!r} must look like key{sep}value")
         out[key.strip().lower() if what == "header" else key.strip()] = value.strip()
     return out
+
+
+def _tls_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        help=f"PEM certificate chain: TLS on {what} (reloaded when the file changes)",
+    )
+    parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
+    parser.add_argument(
+        "--tls-client-ca-file",
+        type=Path,
+        help="PEM CA bundle: require client certificates signed by it (mTLS)",
+    )
+
+
+def _tls_files(args: argparse.Namespace, command: str) -> Any:
+    """TLSFiles from the --tls-* flags, or None; a half-given pair is a usage error."""
+    from authz.tls import TLSFiles
+
+    if args.tls_cert_file is None and args.tls_key_file is None:
+        if args.tls_client_ca_file is not None:
+            raise UsageError(f"authz {command}: --tls-client-ca-file needs --tls-cert-file")
+        return None
+    if args.tls_cert_file is None or args.tls_key_file is None:
+        raise UsageError(f"authz {command}: give both --tls-cert-file and --tls-key-file")
+    return TLSFiles(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-addr", default="127.0.0.1:9002", help="HOST:PORT for /healthz, /readyz, /metrics"
     )
+    _tls_arguments(serve, "the Check listeners")
     serve.add_argument("--realm", default="authz", help="realm in WWW-Authenticate challenges")
     serve.add_argument(
         "--default-action", choices=("deny", "allow"), default="deny", help="when no policy matches"
@@ -250,6 +285,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the --grpc or --http answer"
     )
+    check.add_argument(
+        "--tls-ca-file",
+        type=Path,
+        help="--grpc/--http over TLS: the CA bundle to verify the server with",
+    )
+    check.add_argument("--tls-cert-file", type=Path, help="over mTLS: the client certificate")
+    check.add_argument("--tls-key-file", type=Path, help="over mTLS: its private key")
+    check.add_argument(
+        "--tls-server-name", help="over TLS: the name the server certificate must carry"
+    )
 
     # Arguments pass through untouched (no option parsing here): authz.proxyconfig.cli parses
     # them, imported only for this command so `authz serve` never loads envoy-data-plane.
@@ -290,8 +335,43 @@ def _parser() -> argparse.ArgumentParser:
     istio.add_argument("-o", "--output", help="write the YAML here instead of stdout")
     istio.add_argument("--report", help="write the report here instead of stderr")
 
-    lint = sub.add_parser("lint", help="validate a policy directory")
-    lint.add_argument("policy_dir", type=Path)
+    lint = sub.add_parser(
+        "lint",
+        help="check policy files, stdin or a live cluster: every problem in one pass",
+        description="Check policy objects as the server would build them (schema, regexes, "
+        "references, key material) without fetching keys, and warn about rules that can "
+        "never match. Exit status: 0 no errors, 1 policy invalid (or warnings with "
+        "--strict), 2 usage error, 3 the cluster could not be read.",
+    )
+    lint.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="policy files or directories (every .yaml/.yml below); '-' reads stdin",
+    )
+    lint.add_argument(
+        "--kubernetes", action="store_true", help="check the objects in the live cluster"
+    )
+    lint.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster)")
+    lint.add_argument(
+        "--namespaces", type=_names, default=(), help="ns1,ns2: only these (default: all)"
+    )
+    lint.add_argument("--output", choices=("text", "json"), default="text")
+    lint.add_argument("--strict", action="store_true", help="warnings fail the run too")
+
+    webhook = sub.add_parser(
+        "webhook",
+        help="validating admission webhook: `authz lint`'s checks when objects are applied",
+    )
+    webhook.add_argument("--addr", default="0.0.0.0:9443", help="HOST:PORT for HTTPS")
+    _tls_arguments(webhook, "the webhook (required: the API server calls it over HTTPS)")
+    webhook.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster)")
+    webhook.add_argument(
+        "--watch-namespaces", type=_names, default=(), help="ns1,ns2 (default: all)"
+    )
+    webhook.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
 
     keys = sub.add_parser("keys", help="dev helper: signing keys").add_subparsers(
         dest="keys_command", required=True
@@ -331,16 +411,24 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
 
     logs.configure(args.log_level, json_output=args.log_format == "json")
     if args.policy_dir is None and not args.kubernetes:
-        raise SystemExit("authz serve: give --policy-dir, --kubernetes, or both")
+        raise UsageError("authz serve: give --policy-dir, --kubernetes, or both")
     if args.grpc_addr is None and args.http_check_addr is None:
-        raise SystemExit("authz serve: --grpc-addr off and --http-check-addr off: nothing to serve")
+        raise UsageError("authz serve: --grpc-addr off and --http-check-addr off: nothing to serve")
     if (args.internal_token_issuer is None) != (args.internal_token_keys is None):
-        raise SystemExit(
+        raise UsageError(
             "authz serve: --internal-token-issuer and --internal-token-keys go together"
         )
+    tls = _tls_files(args, "serve")
+    if tls is not None:  # before any worker starts: unusable files are a usage error
+        from authz.tls import ServerCertificates, TLSError
+
+        try:
+            ServerCertificates(tls)
+        except TLSError as exc:
+            raise UsageError(f"authz serve: --tls-cert-file/--tls-key-file: {exc}") from None
     if args.workers > 1:
         if args.grpc_addr is not None and args.grpc_addr.startswith("unix:"):
-            raise SystemExit("authz serve: --workers needs a TCP --grpc-addr (or --grpc-addr off)")
+            raise UsageError("authz serve: --workers needs a TCP --grpc-addr (or --grpc-addr off)")
         # Workers must accept each other's DPoP nonces: one secret for all of them.
         os.environ.setdefault(NONCE_SECRET_ENV, secrets.token_hex(32))
         serve_args = argv[argv.index("serve") + 1 :]
@@ -359,6 +447,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         ServeSettings(
             policy_dir=args.policy_dir,
             grpc_addr=args.grpc_addr,
+            tls=tls,
             http_check_addr=args.http_check_addr,
             http_proxy_secret_file=args.http_proxy_secret_file,
             http_addr=args.http_addr,
@@ -423,11 +512,25 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _client_tls(args: argparse.Namespace) -> Any:
+    """ClientTLS for `check --grpc/--http` from the --tls-* options, or None."""
+    from authz.client import ClientTLS
+
+    if args.tls_ca_file is None:
+        if args.tls_cert_file or args.tls_key_file or args.tls_server_name:
+            raise UsageError("authz check: the --tls-* options need --tls-ca-file")
+        return None
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        raise UsageError("authz check: give both --tls-cert-file and --tls-key-file")
+    return ClientTLS(args.tls_ca_file, args.tls_cert_file, args.tls_key_file, args.tls_server_name)
+
+
 def _check(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("AUTHZ_TOKEN")
     headers = _pairs(args.header, ":", "header")
     context = _pairs(args.context, "=", "context")
     connection = _connection(args)
+    tls = _client_tls(args)
     if args.grpc:
         from authz.client import call, check_request
 
@@ -441,7 +544,7 @@ def _check(args: argparse.Namespace) -> int:
             **connection,
         )
         try:
-            out = call(args.grpc, request, timeout=args.timeout)
+            out = call(args.grpc, request, timeout=args.timeout, tls=tls)
         except OSError as exc:
             print(f"authz check: {exc}", file=sys.stderr)
             return 2
@@ -449,7 +552,7 @@ def _check(args: argparse.Namespace) -> int:
         from authz.client import call_http
 
         if any(connection.values()):
-            raise SystemExit(
+            raise UsageError(
                 "authz check: an HTTP check carries no connection attributes: --source-address, "
                 "--destination-port, --peer-principal and --peer-certificate need --grpc, "
                 "--server or --policy-dir"
@@ -464,6 +567,7 @@ def _check(args: argparse.Namespace) -> int:
                 headers=headers,
                 token=token,
                 timeout=args.timeout,
+                tls=tls,
             )
         except OSError as exc:
             print(f"authz check: {exc}", file=sys.stderr)
@@ -514,20 +618,38 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    store, result = _load(args.policy_dir, {}, fetch_keys=False)
-    failed = bool(result.file_errors)
-    for error in result.file_errors:
-        print(f"ERROR {error}")
-    for status in sorted(store.statuses.values(), key=lambda s: s.key):
-        if status.accepted and not status.problems:
-            print(f"ok    {status.key} ({status.origin})")
-            continue
-        failed = failed or not status.accepted
-        level = "WARN " if status.accepted else "ERROR"
-        for problem in status.problems:
-            print(f"{level} {status.origin}: {status.key}: {problem}")
-    print(f"{len(store.statuses)} object(s), {'errors found' if failed else 'no errors'}")
-    return 1 if failed else 0
+    from authz.lint import report
+    from authz.lint.findings import check
+    from authz.lint.inputs import (
+        InputError,
+        Inputs,
+        as_cluster_changes,
+        read_cluster,
+        read_paths,
+    )
+    from authz.observe import logs
+
+    logs.configure("critical")  # every problem is in the report
+    if not args.paths and not args.kubernetes:
+        raise UsageError("authz lint: give files or directories, '-' for stdin, or --kubernetes")
+    try:
+        inputs = read_paths(args.paths) if args.paths else Inputs()
+    except InputError as exc:
+        raise UsageError(f"authz lint: {exc}") from None
+    if args.kubernetes:
+        try:
+            cluster = read_cluster(args.kubeconfig, args.namespaces)
+        except InputError as exc:
+            print(f"authz lint: {exc}", file=sys.stderr)
+            return report.UNAVAILABLE
+        inputs = as_cluster_changes(
+            inputs, cluster.items, cluster.read_secret, cluster.read_configmap
+        )
+        inputs.notes += cluster.notes
+    checked = check(inputs.objects, inputs.failures, inputs.errors, inputs.notes)
+    render = report.as_json if args.output == "json" else report.text
+    print(render(checked, strict=args.strict))
+    return report.exit_code(checked, strict=args.strict)
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
@@ -573,10 +695,73 @@ def _token_mint(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. No traceback reaches the user: a usage problem exits 2 with one
+    line; anything unexpected exits 70 with one line (AUTHZ_DEBUG=1 shows the traceback)."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as exc:  # a file named on the command line, bad JSON in it
+        print(f"authz {args.command}: {_describe(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("AUTHZ_DEBUG"):
+            raise
+        print(
+            f"authz {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with AUTHZ_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    from authz.admission.run import run_webhook
+    from authz.observe import logs
+    from authz.policy.cluster import api_client
+    from authz.tls import ServerCertificates, TLSError
+
+    tls = _tls_files(args, "webhook")
+    if tls is None:
+        raise UsageError("authz webhook: --tls-cert-file and --tls-key-file are required")
+    try:
+        ServerCertificates(tls)
+    except TLSError as exc:
+        raise UsageError(f"authz webhook: --tls-cert-file/--tls-key-file: {exc}") from None
+    host, _, port = args.addr.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"authz webhook: --addr {args.addr!r} is not HOST:PORT")
+    logs.configure(args.log_level)
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        api = api_client(args.kubeconfig)
+    except ConfigException as exc:
+        raise UsageError(f"authz webhook: kubeconfig: {exc}") from None
+    return run_webhook(
+        api,
+        (host.strip("[]") or "0.0.0.0", int(port)),
+        tls,
+        namespaces=args.watch_namespaces,
+    )
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "serve":
         return _serve(args, argv)
+    if args.command == "webhook":
+        return _webhook(args)
     if args.command == "check":
         return _check(args)
     if args.command == "lint":

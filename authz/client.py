@@ -8,7 +8,10 @@ Service, the ports and a ready replica answer a real Check, not only that a pod 
 from __future__ import annotations
 
 import http.client
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -56,11 +59,54 @@ def target(addr: str) -> str:
     return f"dns:///{addr}"
 
 
-def call(addr: str, request: CheckRequest, timeout: float = 5.0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS to a server started with --tls-*: the CA to verify it with, the client
+    certificate for mTLS, and the name to expect in its certificate (default: the host)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+    def channel(self, addr: str) -> grpc.Channel:
+        credentials = grpc.ssl_channel_credentials(
+            self.ca.read_bytes(),
+            self.key.read_bytes() if self.key else None,
+            self.cert.read_bytes() if self.cert else None,
+        )
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(target(addr), credentials, options=options)
+
+    def https(self, host: str, port: int, timeout: float) -> http.client.HTTPSConnection:
+        """An HTTPS connection to the HTTP check port, verified as `channel` verifies."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if self.cert is not None:
+            context.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        return _NamedHTTPS(host, port, self.server_name or host, timeout=timeout, context=context)
+
+
+class _NamedHTTPS(http.client.HTTPSConnection):
+    """HTTPS whose certificate must carry `server_name` (a Service's DNS name, say) rather
+    than the address connected to."""
+
+    def __init__(self, host: str, port: int, server_name: str, **kwargs: Any) -> None:
+        super().__init__(host, port, **kwargs)
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+def call(
+    addr: str, request: CheckRequest, timeout: float = 5.0, tls: ClientTLS | None = None
+) -> dict[str, Any]:
     """Send ``request``; describe the answer as `authz check` prints decisions. Raises
-    OSError when no answer arrives (unreachable, timeout, an RPC error)."""
+    OSError when no answer arrives (unreachable, timeout, an RPC error, a TLS failure)."""
     try:
-        with grpc.insecure_channel(target(addr)) as channel:
+        with tls.channel(addr) if tls else grpc.insecure_channel(target(addr)) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
             response: CheckResponse = stub.Check(request, timeout=timeout)
     except grpc.RpcError as exc:
@@ -105,16 +151,21 @@ def call_http(
     headers: Mapping[str, str],
     token: str | None,
     timeout: float = 5.0,
+    tls: ClientTLS | None = None,
 ) -> dict[str, Any]:
     """One HTTP check to `HOST:PORT`, as Envoy's http_service sends it; described like
     `call` (without the reason code, which HTTP answers do not carry). Raises OSError when
-    no answer arrives."""
+    no answer arrives (a TLS failure included)."""
     sent = {k.lower(): v for k, v in headers.items()}
     sent["host"] = host
     if token:
         sent["authorization"] = f"Bearer {token}"
     server, _, port = addr.rpartition(":")
-    conn = http.client.HTTPConnection(server.strip("[]"), int(port), timeout=timeout)
+    conn = (
+        tls.https(server.strip("[]"), int(port), timeout)
+        if tls
+        else http.client.HTTPConnection(server.strip("[]"), int(port), timeout=timeout)
+    )
     try:
         conn.request(method.upper(), ENVOY_CHECK_PREFIX + path, headers=sent)
         response = conn.getresponse()

@@ -35,7 +35,8 @@ from authz.request.internal_token import InternalTokens
 from authz.request.nonces import Nonces
 from authz.request.replay import LocalReplayCache, ReplayCache
 from authz.settings import ServeSettings
-from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server
+from authz.tls import ServerCertificates, TLSError
+from authz.transport.grpc import SERVICE, GrpcChecker, add_port, grpc_server
 from authz.transport.http import HttpChecker, HttpTransport
 from authz.transport.sockets import listen
 
@@ -152,6 +153,16 @@ def _identity(worker: workers.Worker | None) -> str:
     return name if worker is None else f"{name}-w{worker.index}"
 
 
+def _tls(settings: ServeSettings) -> ServerCertificates | None:
+    """The Check listeners' certificates; unusable files stop the start with what is wrong."""
+    if settings.tls is None:
+        return None
+    try:
+        return ServerCertificates(settings.tls)
+    except TLSError as exc:  # the CLI prints it as a usage error
+        raise TLSError(f"--tls-cert-file/--tls-key-file: {exc}") from None
+
+
 def _proxy_secret(path: Path | None) -> bytes | None:
     """The shared secret proxies send (`--http-proxy-secret-file`), without a final newline."""
     if path is None:
@@ -218,23 +229,28 @@ def serve(settings: ServeSettings) -> int:
     # One pipeline (and token cache, replay cache, nonces) for both transports.
     checks = pipeline(store, cache, replay=replay, **shared, **options)
     recorder = Recorder(Audit(metrics), tracer)
+    certificates = _tls(settings)
     grpc = None
     if settings.grpc_addr is not None:
+        credentials = certificates.grpc_credentials() if certificates else None
         grpc, health_servicer, _port = grpc_server(
             GrpcChecker(checks),
             settings.grpc_addr,
             recorder,
             settings.threads,
             reuse_port=worker is not None,
+            credentials=credentials,
+            queue_wait=metrics.queue_seconds.labels("grpc").observe,
         )
         if worker is not None:  # its own port too, for Envoy clusters that list every worker
-            grpc.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
+            add_port(grpc, workers.own_address(settings.grpc_addr, worker), credentials)
     http = None
     if settings.http_check_addr is not None:
         # A worker accepts on the socket its supervisor bound; no second bind.
         sock = workers.inherited_check_socket() or listen(settings.http_check_addr)
         secret = _proxy_secret(settings.http_proxy_secret_file)
-        http = HttpTransport(HttpChecker(checks, recorder, secret), sock)
+        tls = certificates.ssl_context() if certificates else None
+        http = HttpTransport(HttpChecker(checks, recorder, secret), sock, tls=tls)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     # An explanation never records a DPoP proof as used: it gets a replay cache of its own.
     debug = debug_handler(store, **shared, **options) if settings.debug_endpoints else None
@@ -249,6 +265,7 @@ def serve(settings: ServeSettings) -> int:
     log.info(
         "serving",
         grpc=settings.grpc_addr,
+        tls=("mtls" if settings.tls.client_ca else "tls") if settings.tls else None,
         http_check=http.address if http is not None else None,
         http=settings.http_addr,
         policy_dir=str(settings.policy_dir) if settings.policy_dir else None,

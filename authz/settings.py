@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authz.tls import TLSFiles
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -13,6 +15,7 @@ class ServeSettings:
     grpc_addr: str | None = "127.0.0.1:9001"  # None: no gRPC transport
     http_check_addr: str | None = None  # the HTTP transport's checks, when served
     http_proxy_secret_file: Path | None = None
+    tls: TLSFiles | None = None  # TLS (mTLS with a client CA) on the Check listeners
     http_addr: str = "127.0.0.1:9002"
     realm: str = "authz"
     default_allow: bool = False

@@ -10,6 +10,10 @@ FetchError with a stable `result` code.
 With `public_only`, the address a host name resolves to is checked when connecting (so
 a name that resolves differently later cannot slip past): loopback, link-local (the
 cloud metadata service 169.254.169.254 included) and unspecified addresses are refused.
+`HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` are honoured (authz.keys.proxy): an https URL goes
+through the proxy's CONNECT tunnel, TLS still verified end to end against the key server.
+Through a proxy, a public-only fetch resolves and checks the name here and has the proxy
+connect to that address, so the proxy cannot be used to reach what a direct fetch may not.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from authz.keys.proxy import Proxy, ProxyConfigError, proxy_for
 
 MAX_BYTES = 1 << 20
 _CHUNK = 64 * 1024
@@ -185,17 +191,15 @@ def _exchange(
     if parts.scheme == "http" and not allow_http:
         raise FetchError(FetchResult.INVALID, f"plain http is not allowed: {url}")
     deadline = time.monotonic() + timeout
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=tls)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    if public_only:  # http.client's own hook for making the connection (HTTPS wraps it)
-        conn._create_connection = _public_connection  # type: ignore[attr-defined]
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn, target, routing, via = _connection(parts, timeout, tls, public_only=public_only)
+    except ProxyConfigError as exc:
+        raise FetchError(FetchResult.INVALID, f"{url}: {exc}") from None
+    except OSError as exc:  # resolving the name for a public-only fetch through a proxy
+        raise FetchError(FetchResult.CONNECT_ERROR, f"{url}: {exc}") from None
     response: http.client.HTTPResponse | None = None
     try:
-        conn.request(method, target, body=body, headers=dict(headers))
+        conn.request(method, target, body=body, headers={**headers, **routing})
         _bound(conn, deadline)
         response = conn.getresponse()
         if 300 <= response.status < 400:
@@ -210,11 +214,15 @@ def _exchange(
     except FetchError:
         raise
     except TimeoutError:
-        raise FetchError(FetchResult.TIMEOUT, f"{url}: no answer within {timeout:g}s") from None
+        raise FetchError(
+            FetchResult.TIMEOUT, f"{url}{via}: no answer within {timeout:g}s"
+        ) from None
     except ssl.SSLError as exc:
-        raise FetchError(FetchResult.TLS_ERROR, f"{url}: TLS: {exc}") from None
+        raise FetchError(FetchResult.TLS_ERROR, f"{url}{via}: TLS: {exc}") from None
     except (OSError, http.client.HTTPException) as exc:
-        raise FetchError(FetchResult.CONNECT_ERROR, f"{url}: {exc or type(exc).__name__}") from None
+        raise FetchError(
+            FetchResult.CONNECT_ERROR, f"{url}{via}: {exc or type(exc).__name__}"
+        ) from None
     finally:
         if response is not None:
             response.close()  # else its socket stays open until garbage collection
@@ -224,6 +232,70 @@ def _exchange(
     except (UnicodeDecodeError, ValueError) as exc:
         raise FetchError(FetchResult.INVALID, f"{url}: not usable JSON: {exc}") from None
     return Fetched(document, max_age)
+
+
+def _connection(
+    parts: urllib.parse.SplitResult, timeout: float, tls: ssl.SSLContext, *, public_only: bool
+) -> tuple[http.client.HTTPConnection, str, dict[str, str], str]:
+    """The connection, request target and the headers routing needs (Host through a proxy,
+    Proxy-Authorization for plain http) for a URL, direct or through the proxy the
+    environment names; the last item says which proxy, for messages (" via proxy h:p")."""
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy: Proxy | None = proxy_for(parts.scheme, host, port)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection
+    if proxy is None:
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        if public_only:  # http.client's own hook for making the connection (HTTPS wraps it)
+            conn._create_connection = _public_connection  # type: ignore[attr-defined]
+        return conn, target, {}, ""
+    netloc = f"[{host}]" if ":" in host else host
+    named = {"Host": netloc if parts.port is None else f"{netloc}:{port}"}
+    address = _public_address(host, port) if public_only else host
+    where = f" via {proxy.where}"
+    if parts.scheme == "https":  # CONNECT address:port, then TLS with the key server's name
+        conn = _TunnelledHTTPS(proxy, address, port, server_name=host, timeout=timeout, context=tls)
+        return conn, target, named, where
+    # plain http (allowInsecureHttp): the proxy gets the absolute URL
+    conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+    literal = f"[{address}]" if ":" in address else address
+    return conn, f"http://{literal}:{port}{target}", {**named, **proxy.headers()}, where
+
+
+class _TunnelledHTTPS(http.client.HTTPSConnection):
+    """HTTPS through a proxy's CONNECT tunnel to `address`, verifying the key server's
+    certificate for `server_name` (which differs from `address` when it was resolved here)."""
+
+    def __init__(
+        self, proxy: Proxy, address: str, port: int, *, server_name: str, **kwargs: Any
+    ) -> None:
+        super().__init__(proxy.host, proxy.port, **kwargs)
+        self.set_tunnel(address, port, headers=proxy.headers())
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP to the proxy, then CONNECT
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+def _public_address(host: str, port: int) -> str:
+    """The first address `host` resolves to that a public-only fetch may reach."""
+    refused = []
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        address = str(sockaddr[0])
+        why = _local(address)
+        if why is None:
+            return address
+        refused.append(f"{address} ({why})")
+    raise FetchError(
+        FetchResult.CONNECT_ERROR,
+        f"{host} resolves only to addresses this issuer may not fetch from: {', '.join(refused)}",
+    )
 
 
 def _bound(conn: http.client.HTTPConnection, deadline: float) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from authz.observe.correlation import request_id, trace_parent
 from authz.observe.logs import audit_line
 from authz.observe.metrics import Metrics
 from authz.request.pipeline import Outcome
@@ -40,7 +42,11 @@ class Audit:
                 self._counters[key] = child
         return child
 
-    def record(self, outcome: Outcome, seconds: float) -> None:
+    def record(
+        self, outcome: Outcome, seconds: float, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """`headers`: the request's, for the ids that correlate the line (x-request-id, the
+        caller's W3C or B3 trace context)."""
         decision = outcome.decision
         self._decisions(decision.allowed, decision.reason.value, decision.policy).inc()
         self._metrics.check_seconds.observe(seconds)
@@ -55,6 +61,8 @@ class Audit:
         }
         if decision.detail:
             fields["detail"] = decision.detail
+        if headers is not None:
+            _correlate(fields, headers)
         would_deny = outcome.would_deny
         if would_deny is not None:
             self._metrics.dry_run_would_deny.labels(
@@ -82,3 +90,17 @@ class Audit:
                 kid=verified.kid,
             )
         audit_line("decision", fields)
+
+
+def _correlate(fields: dict[str, Any], headers: Mapping[str, str]) -> None:
+    """request_id, trace_id and parent_span_id (the proxy's span that made the Check);
+    trace_format "b3" when the ids came from B3 headers rather than W3C traceparent."""
+    rid = request_id(headers)
+    if rid is not None:
+        fields["request_id"] = rid
+    parent = trace_parent(headers)
+    if parent is not None:
+        fields["trace_id"] = parent.trace_id
+        fields["parent_span_id"] = parent.span_id
+        if parent.format == "b3":
+            fields["trace_format"] = "b3"

@@ -64,6 +64,27 @@ class Metrics:
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
             registry=registry,
         )
+        self.queue_seconds = Histogram(
+            "authz_check_queue_seconds",
+            "Time a Check waited before its handler ran: for a free handler thread (grpc) or "
+            "for the event loop (http). It grows when authz is overloaded, before latency does.",
+            ["transport"],
+            buckets=(
+                0.0001,
+                0.00025,
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                1.0,
+            ),
+            registry=registry,
+        )
         self.dry_run_would_deny = Counter(
             "authz_dry_run_would_deny_total",
             "Requests a dry-run policy allowed but would have denied, by policy and would-be "

@@ -21,7 +21,7 @@ class Recorder:
 
     def record(self, outcome: Outcome, seconds: float, headers: Mapping[str, str]) -> None:
         """`headers` are the request's, for the trace context the caller propagated."""
-        self._audit.record(outcome, seconds)
+        self._audit.record(outcome, seconds, headers)
         if self._tracer is None:
             return
         end = time.time_ns()

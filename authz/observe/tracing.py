@@ -1,4 +1,5 @@
-"""Optional OpenTelemetry tracing: one span per Check, continuing the caller's W3C trace.
+"""Optional OpenTelemetry tracing: one span per Check, continuing the caller's trace
+(W3C traceparent, or B3 when that is what the mesh propagates).
 
 Off by default (`authz serve --tracing` turns it on). The OpenTelemetry packages are an
 optional extra (`pip install 'authz[otel]'`) imported only here and only when tracing is
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from authz.observe.correlation import trace_parent
 from authz.request.decision import Reason
 from authz.request.pipeline import Outcome
 from authz.request.respond import http_status
@@ -21,6 +23,26 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 _INSTALL_HINT = "tracing needs the OpenTelemetry packages: pip install 'authz[otel]'"
+_PROTO_HINT = (
+    "the OTLP exporter cannot import opentelemetry.proto: the installed copy is the older "
+    "one xds-protos ships (installed after opentelemetry-proto, it overwrote its files). "
+    "Reinstall it: pip install --force-reinstall --no-deps opentelemetry-proto=={version}"
+)
+
+
+def import_problem(exc: ImportError) -> str:
+    """What to do about an ImportError of the exporter: install the extra, or repair the
+    opentelemetry/proto files xds-protos overwrote (the packages are there, but old)."""
+    from importlib import metadata
+
+    module = exc.name or ""
+    if module.startswith("opentelemetry.proto") or "opentelemetry.proto" in str(exc):
+        try:
+            version = metadata.version("opentelemetry-proto")
+        except metadata.PackageNotFoundError:
+            return f"{_INSTALL_HINT} ({exc})"
+        return f"{_PROTO_HINT.format(version=version)} ({exc})"
+    return f"{_INSTALL_HINT} ({exc})"
 
 
 class Tracing:
@@ -35,12 +57,13 @@ class Tracing:
         self._propagator = TraceContextTextMapPropagator()
         self._server_kind = trace.SpanKind.SERVER
         self._error = trace.Status(trace.StatusCode.ERROR)
+        self._trace = trace
 
     def record(
         self, headers: Mapping[str, str], outcome: Outcome, start_ns: int, end_ns: int
     ) -> None:
         """One `authz.check` span from start_ns to end_ns with the decision as attributes."""
-        parent = self._propagator.extract(carrier=headers)
+        parent = self._parent(headers)
         span = self._tracer.start_span(
             "authz.check",
             context=parent,
@@ -51,6 +74,19 @@ class Tracing:
         if outcome.decision.reason == Reason.INTERNAL_ERROR:
             span.set_status(self._error)
         span.end(end_time=end_ns)
+
+    def _parent(self, headers: Mapping[str, str]) -> Any:
+        """W3C through OpenTelemetry's propagator (tracestate kept); else B3 ids as the
+        remote parent; else no parent (a new trace)."""
+        caller = trace_parent(headers)
+        if caller is None or caller.format == "w3c":
+            return self._propagator.extract(carrier=headers)
+        trace = self._trace
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if caller.sampled else 0)
+        context = trace.SpanContext(
+            int(caller.trace_id, 16), int(caller.span_id, 16), is_remote=True, trace_flags=flags
+        )
+        return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
     def shutdown(self) -> None:
         """Flush spans still queued for export."""
@@ -89,7 +125,7 @@ def from_environment() -> Tracing:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError as exc:
-        raise SystemExit(f"authz serve --tracing: {_INSTALL_HINT} ({exc})") from None
+        raise SystemExit(f"authz serve --tracing: {import_problem(exc)}") from None
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "authz"}))

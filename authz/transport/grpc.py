@@ -9,7 +9,7 @@ times cheaper than keyword arguments or Struct.update), denials built once per a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from typing import Any
 
@@ -210,6 +210,25 @@ def _headers(request: Any) -> Mapping[str, str]:
     return request.attributes.request.http.headers  # type: ignore[no-any-return]
 
 
+class _MeasuredPool(futures.ThreadPoolExecutor):
+    """The handler threads, timing how long each RPC waits in the queue for one: the
+    overload signal (all threads busy) that the handler's own duration cannot show."""
+
+    def __init__(self, observe: Callable[[float], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._observe = observe
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        queued = time.perf_counter()
+        observe = self._observe
+
+        def timed() -> Any:
+            observe(time.perf_counter() - queued)
+            return fn(*args, **kwargs)
+
+        return super().submit(timed)
+
+
 def grpc_server(
     checker: GrpcChecker,
     addr: str,
@@ -217,11 +236,20 @@ def grpc_server(
     threads: int = 16,
     *,
     reuse_port: bool = False,
+    credentials: grpc.ServerCredentials | None = None,
+    queue_wait: Callable[[float], None] | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """The Check service with gRPC health and reflection, bound but not started.
-    SO_REUSEPORT only for `--workers`: otherwise a second instance must fail to bind."""
+    SO_REUSEPORT only for `--workers`: otherwise a second instance must fail to bind.
+    With `credentials` (authz.tls) the port speaks TLS only; `queue_wait` is told how long
+    each RPC waited for a handler thread."""
+    pool = (
+        _MeasuredPool(queue_wait, max_workers=threads, thread_name_prefix="check")
+        if queue_wait is not None
+        else futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check")
+    )
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check"),
+        pool,
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
@@ -232,7 +260,17 @@ def grpc_server(
     reflection.enable_server_reflection(
         (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(addr)
+    port = add_port(server, addr, credentials)
     if port == 0 and not addr.startswith("unix:"):
         raise OSError(f"cannot listen on {addr}")
     return server, health_servicer, port
+
+
+def add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind one more port: TLS with `credentials`, else plaintext; OSError if it cannot."""
+    try:
+        if credentials is None:
+            return server.add_insecure_port(addr)
+        return server.add_secure_port(addr, credentials)
+    except RuntimeError:  # grpcio's "Failed to bind to address ..."
+        raise OSError(f"cannot listen on {addr}") from None

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import hmac
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -197,6 +198,7 @@ class HttpCheckServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self.tls: ssl.SSLContext | None = None  # HTTPS (set by HttpTransport)
         self._stopped: asyncio.Event | None = None
 
     # -- requests ---------------------------------------------------------------------------------
@@ -277,7 +279,7 @@ class HttpCheckServer:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stopped = asyncio.Event()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock)
+        self._server = await loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls)
         self._sweeper = loop.call_later(1.0, self._sweep)
         ready()
         await self._stopped.wait()
@@ -317,8 +319,12 @@ class HttpTransport:
         sock: socket.socket,
         limits: HttpLimits | None = None,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: serve HTTPS with this context (authz.tls: reloaded on rotation)."""
         self.server = HttpCheckServer(checker, limits)
+        self.server.tls = tls
         self.sock = sock
         self.address = address_of(sock)
         self._loop = loop_factory()

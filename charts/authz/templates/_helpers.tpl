@@ -166,3 +166,32 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "authz.seriesSelector" -}}
 {{- .Values.prometheusRule.seriesSelector | default (printf "namespace=%q, job=%q" .Release.Namespace (include "authz.fullname" .)) }}
 {{- end }}
+
+{{/* The Secret holding the Check port's serving certificate. */}}
+{{- define "authz.tlsSecret" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "authz.fullname" .)) }}
+{{- end }}
+
+{{/* authz serve's TLS flags (central mode with tls.enabled). */}}
+{{- define "authz.tlsArgs" -}}
+{{- if .Values.tls.enabled }}
+- --tls-cert-file=/etc/authz/tls/tls.crt
+- --tls-key-file=/etc/authz/tls/tls.key
+{{- if .Values.tls.clientAuth.enabled }}
+{{- if .Values.tls.clientAuth.caConfigMap }}
+- --tls-client-ca-file=/etc/authz/client-ca/{{ .Values.tls.clientAuth.caKey }}
+{{- else }}
+- --tls-client-ca-file=/etc/authz/tls/{{ .Values.tls.clientAuth.caKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The webhook's names: Deployment, Service, ServiceAccount and its certificate Secret. */}}
+{{- define "authz.webhookName" -}}
+{{- printf "%s-webhook" (include "authz.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "authz.webhookSecret" -}}
+{{- .Values.webhook.secretName | default (printf "%s-tls" (include "authz.webhookName" .)) }}
+{{- end }}

@@ -131,3 +131,50 @@ def test_off_means_not_even_imported() -> None:
 def test_without_the_extra_the_flag_says_what_to_install() -> None:
     with pytest.raises(SystemExit, match=r"pip install 'authz\[otel\]'"):
         tracing.from_environment()
+
+
+@pytest.mark.parametrize(
+    "trace_headers",
+    [
+        {"b3": f"{TRACE_ID[16:]}-{PARENT_ID}-1"},
+        {"x-b3-traceid": TRACE_ID, "x-b3-spanid": PARENT_ID, "x-b3-sampled": "1"},
+    ],
+)
+def test_span_continues_a_b3_trace(
+    traced: tuple[CheckClient, InMemorySpanExporter], trace_headers: dict[str, str]
+) -> None:
+    """Istio meshes propagate B3; a 64-bit trace id is left-padded, as Zipkin does."""
+    client, exporter = traced
+    headers = {**trace_headers, "authorization": f"Bearer {mint(signing_key('ES256')[0])}"}
+    assert client.check(headers=headers, host="api.test").status.code == 0
+    span = one_span(exporter)
+    expected = TRACE_ID if "x-b3-traceid" in trace_headers else "0" * 16 + TRACE_ID[16:]
+    assert format(span.context.trace_id, "032x") == expected
+    assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT_ID
+    assert span.parent.is_remote
+
+
+def test_xds_protos_overwriting_opentelemetry_proto_is_named() -> None:
+    """xds-protos ships an older opentelemetry/proto; installed after opentelemetry-proto it
+    overwrites the exporter's files, and `--tracing` then fails on an import. The shared
+    venv must not be broken for this, so the stale module is stood in for in a child
+    process: a common_pb2 without InstrumentationScope, as xds-protos' copy is."""
+    code = (
+        "import sys, types\n"
+        "stale = types.ModuleType('opentelemetry.proto.common.v1.common_pb2')\n"
+        "stale.AnyValue = stale.KeyValue = object\n"
+        "sys.modules['opentelemetry.proto.common.v1.common_pb2'] = stale\n"
+        "from authz.observe import tracing\n"
+        "tracing.from_environment()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert result.returncode == 1
+    assert "the installed copy is the older one xds-protos ships" in result.stderr
+    assert "pip install --force-reinstall --no-deps opentelemetry-proto==" in result.stderr
+    assert "cannot import name" in result.stderr

@@ -235,6 +235,7 @@ def test_debug_snapshot_lists_each_rules_conditions(url: str) -> None:
     ]
 
 
-def test_connection_options_are_refused_over_http() -> None:
-    with pytest.raises(SystemExit, match="an HTTP check carries no connection attributes"):
-        cli.main(["check", "--http", "http://127.0.0.1:1", "--source-address", "10.0.0.1"])
+def test_connection_options_are_refused_over_http(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "--http", "http://127.0.0.1:1", "--source-address", "10.0.0.1"]
+    assert cli.main(argv) == 2  # a usage error
+    assert "an HTTP check carries no connection attributes" in capsys.readouterr().err

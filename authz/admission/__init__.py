@@ -1,0 +1,1 @@
+"""`authz webhook`: a validating admission webhook running `authz lint`'s checks on apply."""

@@ -1,0 +1,1 @@
+"""`authz lint` and the admission webhook's shared checks: inputs, findings, rules, report."""
