@@ -27,6 +27,7 @@ from authz.keys.sources import (
     url_problem,
 )
 from authz.policy import schema, tenancy
+from authz.policy.compile_login import LoginError, compile_login, issuer_key
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternError, PatternSet
 from authz.policy.snapshot import (
@@ -401,6 +402,7 @@ def _compile_rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
         claims=tuple(
             _condition(c, f"{where}.claims[{j}]") for j, c in enumerate(spec.get("claims", ()))
         ),
+        login=spec.get("login", True),
     )
 
 
@@ -475,6 +477,12 @@ def compile_policy(
     sources: list[TokenSource] = []
     for issuer in dict.fromkeys(by_iss.values()):
         sources.extend(s for s in issuer.token_sources if s not in sources)
+    login = None
+    if "login" in spec:
+        try:
+            login = compile_login(obj, issuers.get(issuer_key(obj)), by_iss)
+        except LoginError as exc:
+            raise CompileError(str(exc)) from None
     response = spec.get("response", {})
     headers = tuple(
         HeaderFromClaim(
@@ -498,5 +506,6 @@ def compile_policy(
         context=tuple(sorted(context.items())),
         dry_run=spec.get("dryRun", False),
         patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
+        login=login,
     )
     return PolicyResult(policy, tuple(problems), tuple(unresolved))

@@ -22,6 +22,7 @@ import structlog
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from authz.policy import compile_login as login
 from authz.policy import schema
 from authz.policy.compile import CA_BUNDLE_REF
 from authz.policy.store import PolicyStore
@@ -42,7 +43,7 @@ def _file_fields(spec: Mapping[str, Any]) -> list[str]:
         for i, k in enumerate(spec.get("publicKeys", ()))
         if "file" in k
     ]
-    return found
+    return found + login.file_fields(spec)
 
 
 SECRET_REFRESH_SECONDS = 300.0  # Secrets are read, not watched: re-read this often
@@ -289,7 +290,11 @@ ConfigMapReader = Callable[[str, str, str], str]  # (namespace, name, key) -> va
 
 def _references(spec: Mapping[str, Any]) -> bool:
     """Whether the spec names a Secret or ConfigMap, re-read on every rebuild."""
-    return "hmacSecretRef" in spec or "caBundleRef" in (spec.get("fetch") or {})
+    return (
+        "hmacSecretRef" in spec
+        or "caBundleRef" in (spec.get("fetch") or {})
+        or bool(login.secret_refs(spec))
+    )
 
 
 class ClusterValidator:
@@ -340,6 +345,9 @@ class ClusterValidator:
             obj = _with_secret(obj, self._read_secret)
         if "caBundleRef" in obj.spec.get("fetch", {}):
             obj = _with_ca_bundle(obj, self._read_configmap)
+        refs = login.secret_refs(obj.spec)
+        if refs:
+            obj = _with_login_secrets(obj, refs, self._read_secret)
         return obj
 
 
@@ -423,6 +431,25 @@ def _with_ca_bundle(obj: PolicyObject, read_configmap: ConfigMapReader | None) -
     except ValueError as exc:
         raise _RefError(f"spec.{CA_BUNDLE_REF}: {exc}") from None
     return replace(obj, refs={**obj.refs, CA_BUNDLE_REF: pem})
+
+
+def _with_login_secrets(
+    obj: PolicyObject, refs: Mapping[str, Mapping[str, str]], read_secret: SecretReader | None
+) -> PolicyObject:
+    """The client secret, private key and session key ring a login block names, read from
+    Secrets in the policy's own namespace, for the compiler (`refs`)."""
+    read: dict[str, str] = {}
+    for key, ref in refs.items():
+        try:
+            if read_secret is None:
+                raise ValueError("Secrets cannot be read here")
+            if obj.namespace is None:
+                raise ValueError("only a namespaced AuthzPolicy reads Secrets")
+            value = read_secret(obj.namespace, ref["name"], ref["key"])
+            read[key] = value.decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _RefError(f"spec.{key}: {exc}") from None
+    return replace(obj, refs={**obj.refs, **read})
 
 
 def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
+from authz.policy.login import LoginSettings
 from authz.policy.patterns import LinearPattern, PatternSet
 from authz.policy.schema import NAMESPACE_CONTEXT_KEY
 
@@ -88,6 +89,7 @@ class CompiledRule:
     scopes: Requirement = Requirement()
     roles: Requirement = Requirement()
     claims: tuple[ClaimCondition, ...] = ()
+    login: bool = True  # with the policy's login: a browser without a session signs in
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ class CompiledPolicy:
     context: tuple[tuple[str, str], ...]
     dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
     patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
+    login: LoginSettings | None = None  # browser sign-in (OIDC code flow) and sessions
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all

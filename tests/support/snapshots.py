@@ -16,7 +16,7 @@ from typing import Any
 
 from authz.keys.remote import KeyManager
 from authz.policy.build import LastGood, ObjectStatus, build, merge_sources
-from authz.policy.kube import ConfigMapReader, validate_objects
+from authz.policy.kube import ConfigMapReader, SecretReader, validate_objects
 from authz.policy.snapshot import Snapshot
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 from authz.request.assembly import pipeline
@@ -40,9 +40,15 @@ class Served:
     last_good: LastGood = field(default_factory=LastGood)
 
 
-def serve(*docs: dict[str, Any], workload_labels: Mapping[str, str] | None = None) -> Served:
-    """Build from policy-directory documents."""
-    return serve_sources(docs, workload_labels=workload_labels)
+def serve(
+    *docs: dict[str, Any],
+    workload_labels: Mapping[str, str] | None = None,
+    origin: str = ORIGIN,
+    keys: KeyManager | None = None,
+) -> Served:
+    """Build from policy-directory documents; `origin` is the file they are read from
+    (files they name, a key ring say, are found next to it)."""
+    return serve_sources(docs, workload_labels=workload_labels, origin=origin, keys=keys)
 
 
 def serve_sources(
@@ -53,25 +59,29 @@ def serve_sources(
     workload_namespace: str | None = None,
     previous: Served | None = None,
     read_configmap: ConfigMapReader | None = None,
+    read_secret: SecretReader | None = None,
+    origin: str = ORIGIN,
+    keys: KeyManager | None = None,
 ) -> Served:
     """Build from policy-directory documents and cluster objects (validated as the cluster
-    source validates them), after `previous` when given (its last good versions)."""
+    source validates them), after `previous` when given (its last good versions).
+    `keys`: a key manager that fetches remote keys (by default none is fetched)."""
     objects: list[PolicyObject] = []
     failures: dict[str, tuple[str, list[str]]] = {}
     for doc in files:
         try:
-            objects.append(validate_document(doc, ORIGIN))
+            objects.append(validate_document(doc, origin))
         except PolicyError as exc:
-            failures[exc.key or "?"] = (ORIGIN, exc.problems)
+            failures[exc.key or "?"] = (origin, exc.problems)
     inputs = {"files": (objects, failures)}
     if cluster:
-        inputs["kubernetes"] = validate_objects(cluster, None, read_configmap)
+        inputs["kubernetes"] = validate_objects(cluster, read_secret, read_configmap)
     merged = merge_sources(inputs)
     result = build(
         merged.objects,
         merged.failures,
         last_good=previous.last_good if previous is not None else LastGood(),
-        keys=KeyManager(start=False),
+        keys=keys if keys is not None else KeyManager(start=False),
         workload_labels=workload_labels or {},
         workload_namespace=workload_namespace,
         version=previous.snapshot.version + 1 if previous is not None else 1,
