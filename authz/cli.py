@@ -118,6 +118,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="OpenTelemetry span per Check, exported by OTLP as OTEL_* says (authz[otel])",
     )
+    serve.add_argument(
+        "--session-redis",
+        metavar="URL",
+        help="Redis for browser sign-in sessions (login.session.store: redis), shared by "
+        "replicas: redis://HOST:PORT/DB, rediss://... (TLS) or unix:///PATH",
+    )
+    serve.add_argument(
+        "--session-redis-password-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the Redis password (kept out of the URL and the process list)",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--log-format", default="json", choices=("json", "console"))
 
@@ -236,6 +248,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             watch_namespaces=args.watch_namespaces,
             leader_election_namespace=args.leader_election_namespace,
             leader_election_id=args.leader_election_id,
+            session_redis=args.session_redis,
+            session_redis_password_file=args.session_redis_password_file,
         )
     )
 

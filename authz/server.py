@@ -22,12 +22,15 @@ from authz.observe.audit import Audit
 from authz.observe.debug import Debug
 from authz.observe.metrics import Metrics
 from authz.observe.recorder import Recorder
+from authz.oidc.jobs import Jobs
+from authz.oidc.store import RedisSessions
 from authz.ops import DebugHandler, OpsServer
 from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
 from authz.policy.tenancy import own_namespace
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
+from authz.request.login.runtime import LoginRuntime
 from authz.settings import ServeSettings
 from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server
 
@@ -51,6 +54,19 @@ def debug_handler(store: PolicyStore, **options: Any) -> DebugHandler:
     and without a recorder: they neither fill nor read the serving cache, nor count as
     decisions. `options` as `assembly.pipeline` takes."""
     return Debug(store, pipeline(store, TokenCache(max_entries=0), **options)).handle
+
+
+def login_runtime(settings: ServeSettings) -> LoginRuntime:
+    """Browser sign-in's I/O: a small pool for code exchanges, refreshes, discovery and
+    Redis, on which at most a quarter of the handler threads wait at a time."""
+    redis = None
+    if settings.session_redis:
+        password = None
+        if settings.session_redis_password_file is not None:
+            text = settings.session_redis_password_file.read_text(encoding="utf-8")
+            password = text.removesuffix("\n")
+        redis = RedisSessions(settings.session_redis, password=password)
+    return LoginRuntime(jobs=Jobs(waiters=max(1, settings.threads // 4)), redis=redis)
 
 
 class ServerState:
@@ -137,7 +153,9 @@ def serve(settings: ServeSettings) -> int:
         stoppers.append(controller.stop)
     stoppers.append(store.close)  # last: the sources above may rebuild until they stop
 
-    checker = GrpcChecker(pipeline(store, cache, **options))
+    sign_in = login_runtime(settings)
+    stoppers.append(sign_in.close)
+    checker = GrpcChecker(pipeline(store, cache, login=sign_in, **options))
     recorder = Recorder(Audit(metrics), tracer)
     server, health_servicer, _port = grpc_server(
         checker, settings.grpc_addr, recorder, settings.threads, reuse_port=worker is not None

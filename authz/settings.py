@@ -29,3 +29,6 @@ class ServeSettings:
     watch_namespaces: tuple[str, ...] = ()
     leader_election_namespace: str | None = None
     leader_election_id: str = "authz-status"
+    # Browser sign-in sessions kept in Redis (`login.session.store: redis`), shared by replicas.
+    session_redis: str | None = None
+    session_redis_password_file: Path | None = None

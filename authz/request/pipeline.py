@@ -14,7 +14,7 @@ from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
 from authz.request.authorize import authorize
 from authz.request.credentials import Authentication
-from authz.request.decision import Decision, Reason
+from authz.request.decision import BrowserStep, Decision, Reason
 from authz.request.respond import Answer, Responder
 from authz.request.verify import VerifiedToken, WouldWait
 
@@ -32,6 +32,7 @@ class Outcome:
     authentication: Authentication | None = None
     snapshot_version: int = 0
     would_deny: Decision | None = None  # dry-run: the denial that was not enforced
+    step: BrowserStep | None = None  # browser sign-in: a redirect, cookies, a retry
 
     @property
     def verified(self) -> VerifiedToken | None:
@@ -46,6 +47,26 @@ class Serving(Protocol):
     def snapshot(self) -> Snapshot: ...
 
 
+class SignIn(Protocol):
+    """Browser sign-in for policies with `login` (authz.request.login.flow): its own paths
+    (callback, logout, login), and a denial turned into a redirect to the provider."""
+
+    def endpoint(
+        self, request: RequestView, policy: CompiledPolicy, *, may_wait: bool
+    ) -> tuple[Decision, BrowserStep] | None: ...
+
+    def challenge(
+        self,
+        request: RequestView,
+        policy: CompiledPolicy,
+        rule: CompiledRule | None,
+        denied: Decision,
+        authentication: Authentication | None,
+        *,
+        may_wait: bool,
+    ) -> tuple[Decision, BrowserStep] | None: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -54,11 +75,13 @@ class Pipeline:
         *,
         realm: str = "authz",
         default_allow: bool = False,
+        sign_in: SignIn | None = None,
     ) -> None:
         self._serving = serving
         self._authenticator = authenticator
         self.responder = Responder(realm)
         self.default_allow = default_allow
+        self._sign_in = sign_in
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
         """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
@@ -71,6 +94,8 @@ class Pipeline:
 
     def respond(self, outcome: Outcome) -> tuple[Answer, Outcome]:
         decision = outcome.decision
+        if outcome.step is not None:
+            return self.responder.step(decision, outcome.step), outcome
         if not decision.allowed:
             return self.responder.deny(decision), outcome
         if outcome.policy is None:  # allowed by default: strip every identity header
@@ -89,6 +114,11 @@ class Pipeline:
         if policy is None:
             reason = Reason.ALLOWED_BY_DEFAULT if self.default_allow else Reason.NO_POLICY
             return Outcome(Decision(self.default_allow, reason), request, None, None, version)
+        sign_in = self._sign_in if policy.login is not None else None
+        if sign_in is not None:
+            handled = sign_in.endpoint(request, policy, may_wait=may_wait)
+            if handled is not None:
+                return Outcome(handled[0], request, policy, None, version, step=handled[1])
         rule = policy.rule_for(request.method, request.host, request.path)
         action = rule.action if rule is not None else policy.default_action
         rule_name = rule.name if rule is not None else "(default)"
@@ -108,6 +138,14 @@ class Pipeline:
                 version=version,
                 may_wait=may_wait,
             )
+        if not decision.allowed and sign_in is not None:
+            handled = sign_in.challenge(
+                request, policy, rule, decision, authentication, may_wait=may_wait
+            )
+            if handled is not None:
+                return Outcome(
+                    handled[0], request, policy, authentication, version, step=handled[1]
+                )
         return Outcome(decision, request, policy, authentication, version)
 
     def _dry_run(

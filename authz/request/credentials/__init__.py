@@ -37,6 +37,7 @@ class Authentication:
     upstream by stripAuthorization.
     `reused` says the identity was verified before and is cached: what is derived from it
     (the answer, its rendering) is worth keeping for the next request.
+    `cookies` are Set-Cookie values for the client's response (a session renewed or ended).
     """
 
     identity: Identity | None
@@ -44,6 +45,7 @@ class Authentication:
     verified: VerifiedToken | None = None
     source: TokenSource | None = None
     reused: bool = False
+    cookies: tuple[str, ...] = ()
 
 
 class CredentialKind(Protocol):
