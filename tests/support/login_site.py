@@ -124,8 +124,11 @@ def start_login_site(
     authz_args: Sequence[str] = (),
     envoy_timeout_ms: int = 3000,
     env: Mapping[str, str] | None = None,
+    report: bool = True,
 ) -> LoginSite:
-    """Register a web client at Hydra, write the policy, start authz, the upstream and Envoy."""
+    """Register a web client at Hydra, write the policy, start authz, the upstream and Envoy.
+    `report`: print each process's log tail when it stops (pytest shows it for failures)."""
+    stop = _stop if report else _stop_quietly
     hydra = provider.hydra
     port = listen_port or free_port()
     base = f"http://{host}:{port}"
@@ -158,7 +161,7 @@ def start_login_site(
         env=_env(env),
         cwd=REPO_ROOT,
     ).start()
-    stack.callback(_stop, authz)
+    stack.callback(stop, authz)
     authz_http = f"http://127.0.0.1:{http_port}"
     wait_for_http(f"{authz_http}/readyz", STARTUP_TIMEOUT, proc=authz)
     wait_for_addr(grpc_addr, STARTUP_TIMEOUT, proc=authz)
@@ -167,7 +170,7 @@ def start_login_site(
     upstream = Process(
         [sys.executable, str(UPSTREAM_SCRIPT), "--port", str(upstream_port)], name="upstream"
     ).start()
-    stack.callback(_stop, upstream)
+    stack.callback(stop, upstream)
     wait_for_http(f"http://127.0.0.1:{upstream_port}/", STARTUP_TIMEOUT, proc=upstream)
 
     admin_port = free_port()
@@ -179,7 +182,7 @@ def start_login_site(
         timeout_ms=envoy_timeout_ms,
     )
     envoy = EnvoyProcess(bootstrap, admin_port=admin_port, ready_timeout=STARTUP_TIMEOUT)
-    stack.callback(_stop, envoy)
+    stack.callback(stop, envoy)
     envoy.start()
     return LoginSite(
         provider, client, port, host, policy_dir, KeyRing.parse(ring_text), authz, authz_http, envoy
@@ -202,6 +205,11 @@ def _stop(handle: Process | EnvoyProcess) -> None:
     handle.cleanup()
 
 
+def _stop_quietly(handle: Process | EnvoyProcess) -> None:
+    handle.stop()
+    handle.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     """`make demo DEMO_LOGIN=1`: the site on fixed ports; sign in as anyone in a browser.
     With --check (CI), a headless Chromium signs in as alice and the page is checked."""
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         provider = stack.enter_context(HydraServer(login_app=True))
-        site = start_login_site(stack, provider, listen_port=args.port)
+        site = start_login_site(stack, provider, listen_port=args.port, report=False)
         print(f"sign-in demo: open {site.url('/hello')} and sign in as any user name")
         print(
             f"  Hydra (the provider) {provider.hydra.issuer}, login app {provider.app.url if provider.app else '?'}"
