@@ -12,6 +12,7 @@ PYTEST_FLAGS ?= -q
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
 	@echo "                (DEMO_LOGIN=1: then browser sign-in at Ory Hydra on :8090)"
+	@echo "                (DEMO_TRANSPORT=http: Envoy asks authz over HTTP, not gRPC)"
 	@echo "make test       every check and test (lint, types, unit, conformance, end-to-end)"
 	@echo "make test-fast  unit, conformance and security tests only (edit-test loop)"
 	@echo "make fuzz       coverage-guided fuzzing (FUZZ_SECONDS=600)"
@@ -68,7 +69,7 @@ testbin: venv
 	$(BIN)/python -m tests.support.testbin all
 
 demo: venv
-	VENV=$(VENV) bash examples/demo.sh
+	VENV=$(VENV) DEMO_TRANSPORT=$(DEMO_TRANSPORT) bash examples/demo.sh
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache .fuzz .screenshots build

@@ -37,6 +37,11 @@ def _token_limit(text: str) -> int:
     return value
 
 
+def _addr(text: str) -> str | None:
+    """An address, or None for `off` (that transport is not served)."""
+    return None if text == "off" else text
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -56,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"authz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the ext_authz gRPC server")
+    serve = sub.add_parser(
+        "serve", help="run the check server (gRPC ext_authz, HTTP ext_authz and forward auth)"
+    )
     serve.add_argument(
         "--policy-dir", type=Path, help="directory of policy YAML (the embedded default)"
     )
@@ -69,7 +76,25 @@ def _parser() -> argparse.ArgumentParser:
         "--leader-election-namespace", help="where the status-writer Lease lives (default: own)"
     )
     serve.add_argument("--leader-election-id", default="authz-status", help="Lease name")
-    serve.add_argument("--grpc-addr", default="127.0.0.1:9001", help="HOST:PORT or unix:PATH")
+    serve.add_argument(
+        "--grpc-addr",
+        type=_addr,
+        default="127.0.0.1:9001",
+        help="gRPC ext_authz (Envoy grpc_service): HOST:PORT, unix:PATH, or off",
+    )
+    serve.add_argument(
+        "--http-check-addr",
+        type=_addr,
+        default="127.0.0.1:9003",
+        help="HTTP checks (Envoy http_service, NGINX auth_request, Caddy/Traefik forward "
+        "auth): HOST:PORT, unix:PATH, or off",
+    )
+    serve.add_argument(
+        "--http-proxy-secret-file",
+        type=Path,
+        help="HTTP checks must carry this file's content in x-authz-proxy-secret "
+        "(compared in constant time); others are denied proxy_not_trusted",
+    )
     serve.add_argument(
         "--http-addr", default="127.0.0.1:9002", help="HOST:PORT for /healthz, /readyz, /metrics"
     )
@@ -85,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="processes, one per core (ports: PORT shared, PORT+10+i each)",
+        help="processes, one per core (HTTP checks: one shared socket; gRPC: PORT shared, "
+        "PORT+10+i each)",
     )
     serve.add_argument(
         "--cache-entries", type=int, default=100_000, help="verified-token cache size (0: off)"
@@ -148,6 +174,12 @@ def _parser() -> argparse.ArgumentParser:
         help="send the Check to a running server's gRPC port (HOST:PORT or unix:PATH) and "
         "show its answer, as Envoy would get it",
     )
+    where.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="send it to a running server's HTTP check port (HOST:PORT), as Envoy's "
+        "http_service would, and show the answer",
+    )
     check.add_argument(
         "--token", help="the token (or set AUTHZ_TOKEN, which stays out of shell history)"
     )
@@ -165,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 0 when the answer has this HTTP status (200 for allow), else 1",
     )
     check.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for the --grpc answer"
+        "--timeout", type=float, default=5.0, help="seconds to wait for the --grpc or --http answer"
     )
 
     # Arguments pass through untouched (no option parsing here): authz.proxyconfig.cli parses
@@ -220,17 +252,28 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     logs.configure(args.log_level, json_output=args.log_format == "json")
     if args.policy_dir is None and not args.kubernetes:
         raise SystemExit("authz serve: give --policy-dir, --kubernetes, or both")
+    if args.grpc_addr is None and args.http_check_addr is None:
+        raise SystemExit("authz serve: --grpc-addr off and --http-check-addr off: nothing to serve")
     if args.workers > 1:
-        if args.grpc_addr.startswith("unix:"):
-            raise SystemExit("authz serve: --workers needs a TCP --grpc-addr")
+        if args.grpc_addr is not None and args.grpc_addr.startswith("unix:"):
+            raise SystemExit("authz serve: --workers needs a TCP --grpc-addr (or --grpc-addr off)")
         serve_args = argv[argv.index("serve") + 1 :]
         drain = args.shutdown_delay + args.shutdown_grace
-        grpc_port = int(args.grpc_addr.rpartition(":")[2])
-        return Supervisor(serve_args, args.workers, args.http_addr, drain, grpc_port).run()
+        grpc_port = int(args.grpc_addr.rpartition(":")[2]) if args.grpc_addr else None
+        return Supervisor(
+            serve_args,
+            args.workers,
+            args.http_addr,
+            drain,
+            grpc_port,
+            check_addr=args.http_check_addr,
+        ).run()
     return serve(
         ServeSettings(
             policy_dir=args.policy_dir,
             grpc_addr=args.grpc_addr,
+            http_check_addr=args.http_check_addr,
+            http_proxy_secret_file=args.http_proxy_secret_file,
             http_addr=args.http_addr,
             realm=args.realm,
             default_allow=args.default_action == "allow",
@@ -289,6 +332,22 @@ def _check(args: argparse.Namespace) -> int:
         )
         try:
             out = call(args.grpc, request, timeout=args.timeout)
+        except OSError as exc:
+            print(f"authz check: {exc}", file=sys.stderr)
+            return 2
+    elif args.http:
+        from authz.client import call_http
+
+        try:
+            out = call_http(
+                args.http,
+                method=args.method,
+                host=args.host,
+                path=args.path,
+                headers=headers,
+                token=token,
+                timeout=args.timeout,
+            )
         except OSError as exc:
             print(f"authz check: {exc}", file=sys.stderr)
             return 2

@@ -1,4 +1,5 @@
-"""`authz check --grpc`: one Check to a running authz over gRPC, as Envoy would send it.
+"""`authz check --grpc` / `--http`: one Check to a running authz, as Envoy would send it
+(gRPC ext_authz, or an HTTP check in Envoy's http_service dialect).
 
 The Helm chart's test hook runs it through the Service, so `helm test` proves that the
 Service, the ports and a ready replica answer a real Check, not only that a pod is up.
@@ -6,6 +7,7 @@ Service, the ports and a ready replica answer a real Check, not only that a pod 
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,4 +77,54 @@ def describe(response: CheckResponse) -> dict[str, Any]:
         "reason": response.status.message or None,
         "www_authenticate": headers.get("www-authenticate"),
         "body": denied.body or None,
+    }
+
+
+ENVOY_CHECK_PREFIX = "/check/envoy"  # authz/transport/dialects.py (not imported: no uvloop here)
+_ENVOY_REMOVE = "x-envoy-auth-headers-to-remove"
+
+
+def call_http(
+    addr: str,
+    *,
+    method: str,
+    host: str,
+    path: str,
+    headers: Mapping[str, str],
+    token: str | None,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """One HTTP check to `HOST:PORT`, as Envoy's http_service sends it; described like
+    `call` (without the reason code, which HTTP answers do not carry). Raises OSError when
+    no answer arrives."""
+    sent = {k.lower(): v for k, v in headers.items()}
+    sent["host"] = host
+    if token:
+        sent["authorization"] = f"Bearer {token}"
+    server, _, port = addr.rpartition(":")
+    conn = http.client.HTTPConnection(server.strip("[]"), int(port), timeout=timeout)
+    try:
+        conn.request(method.upper(), ENVOY_CHECK_PREFIX + path, headers=sent)
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        answer = {k.lower(): v for k, v in response.getheaders()}
+    except (OSError, http.client.HTTPException) as exc:
+        raise OSError(f"{addr}: {exc}") from None
+    finally:
+        conn.close()
+    if response.status == 200:
+        removed = [n.strip() for n in answer.pop(_ENVOY_REMOVE, "").split(",") if n.strip()]
+        return {
+            "decision": "allow",
+            "status": 200,
+            "reason": None,
+            "upstream_headers": {k: v for k, v in answer.items() if k.startswith("x-auth-")},
+            "removed_headers": removed,
+        }
+    return {
+        "decision": "deny",
+        "status": response.status,
+        "reason": None,  # HTTP answers carry no reason code: the audit line has it
+        "www_authenticate": answer.get("www-authenticate"),
+        "body": body or None,
     }

@@ -1,5 +1,5 @@
-"""Wiring only: the policy sources, the pipeline, the gRPC transport, the ops port and
-graceful drain on SIGTERM. Nothing below imports this module."""
+"""Wiring only: the policy sources, the pipeline, the gRPC and HTTP transports, the ops port
+and graceful drain on SIGTERM. Nothing below imports this module."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,6 +34,8 @@ from authz.request.cache import TokenCache
 from authz.request.login.runtime import LoginRuntime
 from authz.settings import ServeSettings
 from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server
+from authz.transport.http import HttpChecker, HttpTransport
+from authz.transport.sockets import listen
 
 log = structlog.get_logger("authz.server")
 
@@ -105,6 +108,16 @@ def _identity(worker: workers.Worker | None) -> str:
     return name if worker is None else f"{name}-w{worker.index}"
 
 
+def _proxy_secret(path: Path | None) -> bytes | None:
+    """The shared secret proxies send (`--http-proxy-secret-file`), without a final newline."""
+    if path is None:
+        return None
+    secret = path.read_bytes().rstrip(b"\r\n")
+    if not secret:
+        raise SystemExit(f"authz serve: {path} is empty; a proxy secret must not be")
+    return secret
+
+
 def serve(settings: ServeSettings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     if api_implementation.Type() != "upb":
@@ -155,23 +168,40 @@ def serve(settings: ServeSettings) -> int:
 
     sign_in = login_runtime(settings)
     stoppers.append(sign_in.close)
-    checker = GrpcChecker(pipeline(store, cache, login=sign_in, **options))
+    # one pipeline (and cache, and sign-in runtime) for both transports
+    checks = pipeline(store, cache, login=sign_in, **options)
     recorder = Recorder(Audit(metrics), tracer)
-    server, health_servicer, _port = grpc_server(
-        checker, settings.grpc_addr, recorder, settings.threads, reuse_port=worker is not None
-    )
-    if worker is not None:  # its own port too, for Envoy clusters that list every worker
-        server.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
+    grpc = None
+    if settings.grpc_addr is not None:
+        grpc, health_servicer, _port = grpc_server(
+            GrpcChecker(checks),
+            settings.grpc_addr,
+            recorder,
+            settings.threads,
+            reuse_port=worker is not None,
+        )
+        if worker is not None:  # its own port too, for Envoy clusters that list every worker
+            grpc.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
+    http = None
+    if settings.http_check_addr is not None:
+        # A worker accepts on the socket its supervisor bound; no second bind.
+        sock = workers.inherited_check_socket() or listen(settings.http_check_addr)
+        secret = _proxy_secret(settings.http_proxy_secret_file)
+        http = HttpTransport(HttpChecker(checks, recorder, secret), sock)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     debug = debug_handler(store, **options) if settings.debug_endpoints else None
     ops = OpsServer(settings.http_addr, state.ready, metrics.exposition, debug)
     ops.start()
-    server.start()
-    for name in ("", SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if grpc is not None:
+        grpc.start()
+        for name in ("", SERVICE):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if http is not None:
+        http.start()
     log.info(
         "serving",
         grpc=settings.grpc_addr,
+        http_check=http.address if http is not None else None,
         http=settings.http_addr,
         policy_dir=str(settings.policy_dir) if settings.policy_dir else None,
         kubernetes=settings.kubernetes,
@@ -181,9 +211,14 @@ def serve(settings: ServeSettings) -> int:
     signum = wait_for_signal()
     log.info("draining", signal=signal.Signals(signum).name)
     state.draining.set()
-    health_servicer.enter_graceful_shutdown()
+    if grpc is not None:
+        health_servicer.enter_graceful_shutdown()
     time.sleep(settings.shutdown_delay)  # let load balancers see /readyz fail first
-    server.stop(grace=settings.shutdown_grace).wait()
+    grpc_stopped = grpc.stop(grace=settings.shutdown_grace) if grpc is not None else None
+    if http is not None:
+        http.stop(settings.shutdown_grace)
+    if grpc_stopped is not None:
+        grpc_stopped.wait()
     for stop_source in stoppers:
         stop_source()
     ops.shutdown()

@@ -10,7 +10,9 @@ from pathlib import Path
 @dataclass(frozen=True)
 class ServeSettings:
     policy_dir: Path | None
-    grpc_addr: str = "127.0.0.1:9001"
+    grpc_addr: str | None = "127.0.0.1:9001"  # None: no gRPC transport
+    http_check_addr: str | None = None  # the HTTP transport's checks, when served
+    http_proxy_secret_file: Path | None = None
     http_addr: str = "127.0.0.1:9002"
     realm: str = "authz"
     default_allow: bool = False

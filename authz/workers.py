@@ -2,9 +2,12 @@
 
 Python runs one Check at a time per process, so a core each is how authz uses a
 machine. The supervisor (the process started) runs N workers, each a complete
-server that listens on the shared gRPC port (SO_REUSEPORT: the kernel spreads
-connections) and on its own port `PORT+10+i` (Envoy keeps one HTTP/2 connection
-per Envoy worker, so listing every worker's port as an endpoint balances best).
+server. HTTP checks: the supervisor binds the one listening socket and every worker
+inherits it and accepts on it, so no other process can co-bind the port (issue 11).
+gRPC: grpcio cannot serve an inherited socket, so each worker listens on the shared
+port with SO_REUSEPORT (the kernel spreads connections) and on its own port
+`PORT+10+i` (Envoy keeps one HTTP/2 connection per Envoy worker, so listing every
+worker's port as an endpoint balances best).
 The supervisor restarts a worker that dies, answers `/readyz` only when every
 worker is ready, serves every worker's metrics with a `worker` label, and passes
 SIGTERM on so each worker drains.
@@ -34,10 +37,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from authz.ops import OpsServer
+from authz.transport.sockets import address_of, listen
 
 log = structlog.get_logger("authz.workers")
 
 ENV = "AUTHZ_WORKER"  # "i/N" in a worker's environment
+CHECK_FD_ENV = "AUTHZ_HTTP_CHECK_FD"  # the inherited HTTP check socket's descriptor
 # The supervisor's own series, kept out of the default registry so workers do not export them.
 _OWN = CollectorRegistry()
 RESTARTS = Counter(
@@ -65,6 +70,16 @@ def current() -> Worker | None:
         return None
     index, _, count = value.partition("/")
     return Worker(int(index), int(count))
+
+
+def inherited_check_socket() -> socket.socket | None:
+    """The HTTP check socket the supervisor bound for this worker, or None."""
+    fd = os.environ.get(CHECK_FD_ENV)
+    if not fd or current() is None:
+        return None
+    sock = socket.socket(fileno=int(fd))
+    sock.setblocking(False)
+    return sock
 
 
 OWN_PORT_OFFSET = 10  # not 1: the ops port conventionally sits right after the gRPC port
@@ -195,25 +210,35 @@ class Supervisor:
         count: int,
         http_addr: str,
         drain_seconds: float,
-        grpc_port: int,
+        grpc_port: int | None,
+        *,
+        check_addr: str | None = None,
     ) -> None:
+        """`grpc_port`: the shared gRPC port to watch for foreign listeners (None: no gRPC);
+        `check_addr`: the HTTP check address, bound here once for every worker."""
         self.count = count
         self.grpc_port = grpc_port
         self._foreign: set[int] = set()
         self.http_addr = http_addr
         self.drain_seconds = drain_seconds
         self.ops_ports = [_free_port() for _ in range(count)]
+        # Bound here, before any worker starts: a port in use fails the supervisor at once.
+        self.check_socket = listen(check_addr) if check_addr is not None else None
         self._argv = _without(argv, "--workers", "--http-addr")
         self._procs: list[subprocess.Popen[bytes]] = []
         self._draining = threading.Event()
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, ENV: f"{index}/{self.count}"}
+        inherited: tuple[int, ...] = ()
+        if self.check_socket is not None:
+            inherited = (self.check_socket.fileno(),)
+            env[CHECK_FD_ENV] = str(inherited[0])
         command = [
             sys.executable, "-m", "authz", "serve", *self._argv,
             "--http-addr", f"127.0.0.1:{self.ops_ports[index]}",
         ]  # fmt: skip
-        return subprocess.Popen(command, env=env)
+        return subprocess.Popen(command, env=env, pass_fds=inherited)
 
     def ready(self) -> bool:
         if self._draining.is_set() or self._foreign:
@@ -228,6 +253,8 @@ class Supervisor:
         return True
 
     def _check_listeners(self) -> None:
+        if self.grpc_port is None:  # HTTP checks only: one inherited socket, nothing to join
+            return
         foreign = foreign_listeners(self.grpc_port, [p.pid for p in self._procs])
         if foreign != self._foreign:
             if foreign:
@@ -269,7 +296,12 @@ class Supervisor:
         debug = self.debug if "--debug-endpoints" in self._argv else None
         ops = OpsServer(self.http_addr, self.ready, self.metrics, debug)
         ops.start()
-        log.info("supervising workers", workers=self.count, http=self.http_addr)
+        log.info(
+            "supervising workers",
+            workers=self.count,
+            http=self.http_addr,
+            http_check=address_of(self.check_socket) if self.check_socket else None,
+        )
 
         received: list[int] = []
 
@@ -309,5 +341,7 @@ class Supervisor:
                 proc.kill()
                 code = 1
         ops.shutdown()
+        if self.check_socket is not None:
+            self.check_socket.close()
         log.info("stopped")
         return code

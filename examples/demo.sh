@@ -3,6 +3,8 @@
 #
 #   examples/demo.sh                 run the flows, print a transcript, stop everything
 #   DEMO_HOLD=1 examples/demo.sh     ...then keep the stack up until Ctrl-C
+#   DEMO_TRANSPORT=http examples/demo.sh  Envoy asks authz over HTTP (http_service,
+#                                    examples/envoy/envoy-http.yaml) instead of gRPC
 #   VENV=/path/to/venv examples/demo.sh   (default: .venv in the repo root)
 #   POLICIES=dir examples/demo.sh         (default: examples/policies)
 #   DEMO_LOGIN=1 examples/demo.sh    ...then browser sign-in: Ory Hydra + a login app + authz
@@ -10,8 +12,9 @@
 #                                    (no terminal, or CI set: a headless Chromium signs in
 #                                    and the page is checked; needs `make deps testbin`)
 #
-# Ports (fixed, see examples/envoy/envoy.yaml):
-#   8080 Envoy listener   9901 Envoy admin   9001 authz gRPC   9002 authz HTTP   8081 upstream
+# Ports (fixed, see examples/envoy/envoy.yaml and envoy-http.yaml):
+#   8080 Envoy listener   9901 Envoy admin   9001 authz gRPC checks   9003 authz HTTP checks
+#   9002 authz ops (/readyz, /metrics)   8081 upstream
 # Scratch files, keys and logs go to .demo/ in the repo root (gitignored).
 set -euo pipefail
 
@@ -42,6 +45,15 @@ LISTEN=http://127.0.0.1:8080
 ADMIN=http://127.0.0.1:9901
 AUTHZ_GRPC=127.0.0.1:9001
 AUTHZ_HTTP=127.0.0.1:9002
+AUTHZ_CHECK=127.0.0.1:9003
+TRANSPORT="${DEMO_TRANSPORT:-grpc}"
+case "$TRANSPORT" in
+  grpc) ENVOY_CONFIG=examples/envoy/envoy.yaml TRANSPORT_ARGS=(--grpc-addr "$AUTHZ_GRPC" --http-check-addr off)
+    AUTHZ_CHECKS="grpc $AUTHZ_GRPC" ;;
+  http) ENVOY_CONFIG=examples/envoy/envoy-http.yaml TRANSPORT_ARGS=(--grpc-addr off --http-check-addr "$AUTHZ_CHECK")
+    AUTHZ_CHECKS="http $AUTHZ_CHECK/check/envoy" ;;
+  *) echo "DEMO_TRANSPORT must be grpc or http, not $TRANSPORT" >&2; exit 1 ;;
+esac
 UPSTREAM_PORT=8081
 ISS=https://demo.authz.local
 AUD=orders-api
@@ -95,7 +107,7 @@ wait_http() { # wait_http NAME URL [BODY] : until URL answers 200 (and contains 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # --- setup ----------------------------------------------------------------------------------
-for port in 8080 9901 9001 9002 "$UPSTREAM_PORT"; do
+for port in 8080 9901 9001 9002 9003 "$UPSTREAM_PORT"; do
   port_free "$port" || die "port $port is in use (another demo running?)"
 done
 
@@ -119,12 +131,12 @@ echo "policies: ${policies[*]} -> .demo/policies/"
 start upstream "$PY" examples/upstream.py --port "$UPSTREAM_PORT"
 wait_http upstream "http://127.0.0.1:$UPSTREAM_PORT/"
 start authz "${AUTHZ[@]}" serve --policy-dir "$DEMO/policies" \
-  --grpc-addr "$AUTHZ_GRPC" --http-addr "$AUTHZ_HTTP" --log-level info
+  "${TRANSPORT_ARGS[@]}" --http-addr "$AUTHZ_HTTP" --log-level info
 wait_http authz "http://$AUTHZ_HTTP/readyz"
-start envoy "$ENVOY" -c examples/envoy/envoy.yaml --use-dynamic-base-id \
+start envoy "$ENVOY" -c "$ENVOY_CONFIG" --use-dynamic-base-id \
   --log-level warn --concurrency 1
 wait_http envoy "$ADMIN/ready" LIVE
-echo "up:       envoy $LISTEN -> authz grpc $AUTHZ_GRPC (http $AUTHZ_HTTP) -> upstream :$UPSTREAM_PORT"
+echo "up:       envoy $LISTEN -> authz $AUTHZ_CHECKS (ops $AUTHZ_HTTP) -> upstream :$UPSTREAM_PORT"
 
 # --- tokens ---------------------------------------------------------------------------------
 mint_ttl() { # mint_ttl SCOPE TTL : a token for alice (negative TTL: already expired)

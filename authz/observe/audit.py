@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
+from authz.observe.logs import audit_line
 from authz.observe.metrics import Metrics
 from authz.request.pipeline import Outcome
 from authz.request.respond import http_status
-
-log = structlog.get_logger("authz.audit")
 
 _MAX_COUNTER_CHILDREN = 10_000  # label sets come from policy ids and reason codes
 
@@ -81,4 +78,4 @@ class Audit:
                 jti=_text(claims.get("jti")),
                 kid=verified.kid,
             )
-        log.info("decision", **fields)
+        audit_line("decision", fields)

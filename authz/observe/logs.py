@@ -1,9 +1,11 @@
 """structlog setup: JSON lines on stdout, one audit line per decision, never a token.
 
-The audit line is written for every Check, so it is cheap on purpose: orjson renders
-it (half the cost of the standard library's json) and lines go to a buffer that a
-background thread flushes every 200 ms (and at exit), instead of one write and flush
-syscall per Check. A process killed with SIGKILL may lose the last 200 ms of lines.
+The audit line is written for every Check, so it is cheap on purpose: it skips
+structlog's processor chain (~5 us per line even when empty) and is rendered by orjson
+straight into the same buffer structlog's lines go to, with the same fields (`event`,
+`level`, `timestamp` as structlog writes them). A background thread flushes that buffer
+every 200 ms (and at exit), instead of one write and flush syscall per Check. A process
+killed with SIGKILL may lose the last 200 ms of lines.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from typing import Any, BinaryIO, cast
 
 import orjson
@@ -68,6 +71,41 @@ def _one_line(obj: Any, **options: Any) -> bytes:
     return line
 
 
+class _AuditLines:
+    """Where audit lines go: the JSON sink (fast path), or structlog (console output)."""
+
+    sink: _BufferedLines | None = None
+    enabled = True  # the configured level lets info lines through
+    second = -1
+    prefix = ""
+
+
+_AUDIT = _AuditLines()
+_fallback = structlog.get_logger("authz.audit")
+
+
+def _timestamp(now: float) -> str:
+    """ISO 8601 UTC with microseconds, as structlog's TimeStamper(fmt="iso", utc=True)
+    writes it; the date and time of day are formatted once per second."""
+    second = int(now)
+    if second != _AUDIT.second:
+        _AUDIT.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _AUDIT.second = second
+    return f"{_AUDIT.prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def audit_line(event: str, fields: dict[str, Any]) -> None:
+    """One audit line: `event` and `fields` as a JSON object on one line."""
+    if not _AUDIT.enabled:
+        return
+    sink = _AUDIT.sink
+    if sink is None:
+        _fallback.info(event, **fields)
+        return
+    line = {"event": event, **fields, "level": "info", "timestamp": _timestamp(time.time())}
+    sink.write(_one_line(line) + b"\n")
+
+
 def configure(level: str = "info", json_output: bool = True) -> None:
     processors: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
@@ -78,9 +116,12 @@ def configure(level: str = "info", json_output: bool = True) -> None:
         processors.append(structlog.processors.JSONRenderer(serializer=_one_line))
         sink = _BufferedLines(io.FileIO(sys.stdout.fileno(), "wb", closefd=False))
         factory: structlog.typing.WrappedLogger = structlog.BytesLoggerFactory(cast(BinaryIO, sink))
+        _AUDIT.sink = sink
     else:
         processors.append(structlog.dev.ConsoleRenderer())
         factory = structlog.PrintLoggerFactory(sys.stdout)
+        _AUDIT.sink = None
+    _AUDIT.enabled = logging.getLevelNamesMapping()[level.upper()] <= logging.INFO
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -7,7 +7,15 @@ identity headers (copied upstream with ``copy_headers``), or a denial Caddy rela
 
 from __future__ import annotations
 
-from authz.proxyconfig.model import FORWARD_CHECK_PATH, Deployment, TcpAddress, Transport
+from authz.proxyconfig.model import (
+    FORWARD_CHECK_PATH,
+    PROXY_SECRET_ENV,
+    PROXY_SECRET_HEADER,
+    REMOVE_HEADER,
+    Deployment,
+    TcpAddress,
+    Transport,
+)
 from authz.proxyconfig.render import comment_block
 
 HEADER = """\
@@ -27,10 +35,6 @@ def _title(header: str) -> str:
 
 def config(d: Deployment, command: str) -> str:
     """A complete Caddyfile (tabs, as `caddy fmt` writes it)."""
-    if d.transport is not Transport.HTTP or not isinstance(d.authz, TcpAddress):
-        raise ValueError(
-            "Caddy talks to authz's HTTP transport: --transport http, --authz HOST:PORT"
-        )
     header = comment_block(
         HEADER.format(
             path=FORWARD_CHECK_PATH,
@@ -40,37 +44,60 @@ def config(d: Deployment, command: str) -> str:
             command=command,
         )
     )
-    copy = " ".join(_title(n) for n in d.identity_names)
     return f"""{header}
 {{
-	admin off
-	auto_https off
+\tadmin off
+\tauto_https off
 }}
 
-http://:{d.listen.port} {{
-	bind {d.listen.host}
+{site(d)}"""
 
-	# Every request is checked first. Caddy sets X-Forwarded-Method and -Uri, and
-	# overwrites client-sent X-Forwarded-Host and -Proto (no trusted_proxies here), so the
-	# original request authz reads cannot be spoofed. These headers are trusted only from
-	# Caddy: keep authz's HTTP check port unreachable for clients.
-	forward_auth {d.authz} {{
-		uri {FORWARD_CHECK_PATH}
 
-		# Identity headers come from authz's answer only: copy_headers also removes a
-		# client-sent one when authz sends none. It cannot match by prefix: list every
-		# identity header your policies set (--identity-header).
-		copy_headers {copy}
+def site(d: Deployment) -> str:
+    """The site block: what an existing Caddyfile needs."""
+    if d.transport is not Transport.HTTP or not isinstance(d.authz, TcpAddress):
+        raise ValueError(
+            "Caddy talks to authz's HTTP transport: --transport http, --authz HOST:PORT"
+        )
+    copy = " ".join(_title(n) for n in (*d.identity_names, REMOVE_HEADER))
+    secret = ""
+    if d.proxy_secret:
+        secret = f"""
+\t\t# The shared secret authz checks (--http-proxy-secret-file), from Caddy's environment.
+\t\theader_up {_title(PROXY_SECRET_HEADER)} {{env.{PROXY_SECRET_ENV}}}
+"""
+    return f"""http://:{d.listen.port} {{
+\tbind {d.listen.host}
 
-		# Deadline for one check, above authz's key-fetch wait ({d.key_wait_ms} ms). authz
-		# down or timing out: 502, never "allowed". A denial (401/403 with
-		# WWW-Authenticate and JSON body) is relayed to the client unchanged.
-		transport http {{
-			dial_timeout {d.connect_timeout_ms}ms
-			response_header_timeout {d.timeout_ms}ms
-		}}
-	}}
+\t# Every request is checked first. Caddy sets X-Forwarded-Method and -Uri, and
+\t# overwrites client-sent X-Forwarded-Host and -Proto (no trusted_proxies here), so the
+\t# original request authz reads cannot be spoofed. These headers are trusted only from
+\t# Caddy: keep authz's HTTP check port unreachable for clients.
+\tforward_auth {d.authz} {{
+\t\turi {FORWARD_CHECK_PATH}
 
-	reverse_proxy {d.upstream}
+\t\t# Identity headers come from authz's answer only: copy_headers also removes a
+\t\t# client-sent one when authz sends none. It cannot match by prefix: list every
+\t\t# identity header your policies set (--identity-header).
+\t\tcopy_headers {copy}
+{secret}
+\t\t# Deadline for one check, above authz's key-fetch wait ({d.key_wait_ms} ms). authz
+\t\t# down or timing out: 502, never "allowed". A denial (401/403 with
+\t\t# WWW-Authenticate and JSON body; 503 when authz is overloaded) is relayed to the
+\t\t# client unchanged.
+\t\ttransport http {{
+\t\t\tdial_timeout {d.connect_timeout_ms}ms
+\t\t\tresponse_header_timeout {d.timeout_ms}ms
+\t\t}}
+\t}}
+
+\t# authz names in {_title(REMOVE_HEADER)} what must not reach the upstream, such as a
+\t# verified Authorization header when the policy says stripAuthorization. (request_header
+\t# runs after forward_auth in Caddy's directive order.)
+\t@authz_strip_authorization header {_title(REMOVE_HEADER)} *authorization*
+\trequest_header @authz_strip_authorization -Authorization
+\trequest_header -{_title(REMOVE_HEADER)}
+
+\treverse_proxy {d.upstream}
 }}
 """

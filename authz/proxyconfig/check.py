@@ -216,7 +216,7 @@ def _check_manager(
     assert isinstance(config, ext_authz_v3.ExtAuthz)
     findings += _filter(f"{where} {authz.name}", config, expect)
     findings += _identity_headers(where, manager, filters[:position], expect)
-    findings += _routes(where, manager)
+    findings += _routes(where, manager, http=config.http_service is not None)
     if expect.peer_certificates:
         findings += _peer_certificates(f"{where} {authz.name}", manager, config)
     return findings
@@ -382,7 +382,8 @@ def _identity_headers(
     ]
 
 
-def _routes(where: str, manager: hcm_v3.HttpConnectionManager) -> list[Finding]:
+def _routes(where: str, manager: hcm_v3.HttpConnectionManager, *, http: bool) -> list[Finding]:
+    """Routes that turn checks off, and (HTTP checks) policy bindings Envoy never sends."""
     findings = []
     config = manager.route_config
     for host in config.virtual_hosts if config else []:
@@ -394,7 +395,8 @@ def _routes(where: str, manager: hcm_v3.HttpConnectionManager) -> list[Finding]:
             for r in host.routes
         ]
         for place, per_filter in places:
-            if _disables_ext_authz(_unpack(per_filter.get(EXT_AUTHZ))):
+            per_route = _unpack(per_filter.get(EXT_AUTHZ))
+            if _disables_ext_authz(per_route):
                 findings.append(
                     Finding(
                         "ext_authz disabled",
@@ -402,7 +404,26 @@ def _routes(where: str, manager: hcm_v3.HttpConnectionManager) -> list[Finding]:
                         "requests here are never checked; make public paths allowAnonymous in the policy",
                     )
                 )
+            if http and _binds_policy(per_route):
+                findings.append(
+                    Finding(
+                        "check_settings.context_extensions",
+                        f"{where} {place}",
+                        "Envoy sends context_extensions to gRPC checks only: with http_service "
+                        "this binding is dropped and the policy is selected by host instead",
+                    )
+                )
     return findings
+
+
+def _binds_policy(per_route: betterproto2.Message | None) -> bool:
+    if isinstance(per_route, route_v3.FilterConfig):
+        return _binds_policy(_unpack(per_route.config))
+    return (
+        isinstance(per_route, ext_authz_v3.ExtAuthzPerRoute)
+        and per_route.check_settings is not None
+        and bool(per_route.check_settings.context_extensions)
+    )
 
 
 def _disables_ext_authz(per_route: betterproto2.Message | None) -> bool:

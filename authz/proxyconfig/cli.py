@@ -116,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         help="another identity header your policies set (NGINX and Caddy need each name)",
     )
     authz.add_argument(
+        "--proxy-secret",
+        action="store_true",
+        help="HTTP transport: the proxy sends the shared secret of authz serve "
+        f"--http-proxy-secret-file (Envoy and Caddy from ${model.PROXY_SECRET_ENV}, NGINX from "
+        "an include file)",
+    )
+    authz.add_argument(
         "--check-header",
         action="append",
         default=[],
@@ -173,6 +180,7 @@ def deployment(args: argparse.Namespace) -> Deployment:
         identity_header_prefix=args.identity_header_prefix.lower(),
         identity_headers=tuple(n.lower() for n in args.identity_header),
         check_headers=tuple(n.lower() for n in args.check_header),
+        proxy_secret=args.proxy_secret,
         listen=model.parse_tcp(args.listen, 8080),
         upstream=model.parse_tcp(args.upstream, 80),
         admin=model.parse_tcp(args.admin, 9901),

@@ -39,6 +39,8 @@ from envoy_data_plane.message_pool import default_message_pool
 from authz.proxyconfig.model import (
     DENIAL_CLIENT_HEADERS,
     ENVOY_CHECK_PATH,
+    PROXY_SECRET_ENV,
+    PROXY_SECRET_HEADER,
     Address,
     Deployment,
     ServiceAddress,
@@ -147,6 +149,13 @@ def ext_authz(d: Deployment) -> ext_authz_v3.ExtAuthz:
             allowed_client_headers=_names(*DENIAL_CLIENT_HEADERS),
         ),
     )
+    if d.proxy_secret:
+        secret = core.HeaderValue(
+            key=PROXY_SECRET_HEADER, value=f"%ENVIRONMENT({PROXY_SECRET_ENV})%"
+        )
+        config.http_service.authorization_request = ext_authz_v3.AuthorizationRequest(
+            headers_to_add=[secret]
+        )
     extra = list(d.check_headers)
     if d.peer_certificates:
         extra.append("x-forwarded-client-cert")

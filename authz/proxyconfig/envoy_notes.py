@@ -22,6 +22,8 @@ from authz.proxyconfig.envoy import (
 )
 from authz.proxyconfig.model import (
     ENVOY_CHECK_PATH,
+    PROXY_SECRET_ENV,
+    PROXY_SECRET_HEADER,
     Deployment,
     Transport,
     UnixAddress,
@@ -110,6 +112,11 @@ Client headers sent to authz besides the ones Envoy always sends (Host, Method, 
 Content-Length, Authorization). Never widen this to the x-original-* / x-forwarded-*
 headers that authz's NGINX and forward-auth dialects read as the original request."""
 
+PROXY_SECRET = f"""\
+The shared secret authz checks (authz serve --http-proxy-secret-file), read from Envoy's
+environment variable {PROXY_SECRET_ENV} (set it from a Kubernetes Secret). It proves the check
+came from this Envoy; a client's own {PROXY_SECRET_HEADER} header never reaches authz (only
+Authorization and allowed_headers are sent)."""
 PATH_PREFIX = f"""\
 authz's Envoy dialect: the check goes to {ENVOY_CHECK_PATH} + the original path, with the
 original method and Host."""
@@ -178,6 +185,7 @@ def filter_notes(d: Deployment) -> dict[tuple[str, str], str]:
         notes[(EXT_AUTHZ_TYPE, f"{response}.allowed_upstream_headers")] = ALLOWED_UPSTREAM
         notes[(EXT_AUTHZ_TYPE, f"{response}.allowed_client_headers")] = ALLOWED_CLIENT
         notes[(EXT_AUTHZ_TYPE, "allowed_headers")] = ALLOWED_HEADERS
+        notes[(EXT_AUTHZ_TYPE, "http_service.authorization_request")] = PROXY_SECRET
     return notes
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from authz.policy.schema import FETCH_DEFAULTS, NAMESPACE_CONTEXT_KEY
+from authz.transport import dialects
 
 
 class Transport(enum.StrEnum):
@@ -22,10 +23,17 @@ class Transport(enum.StrEnum):
 
 GRPC_PORT = 9001  # `authz serve --grpc-addr` default
 HTTP_CHECK_PORT = 9003  # `authz serve --http-check-addr` default
-# HTTP check paths, one per proxy dialect. Envoy appends the original path to its prefix.
-ENVOY_CHECK_PATH = "/check/envoy"
-NGINX_CHECK_PATH = "/check/nginx"
-FORWARD_CHECK_PATH = "/check/forward"  # Caddy forward_auth, Traefik ForwardAuth
+# HTTP check paths, one per proxy dialect (authz/transport/dialects.py). Envoy appends the
+# original path to its prefix.
+ENVOY_CHECK_PATH = dialects.ENVOY_PREFIX
+NGINX_CHECK_PATH = dialects.NGINX_PATH
+FORWARD_CHECK_PATH = dialects.FORWARD_PATH  # Caddy forward_auth, Traefik ForwardAuth
+# What authz answers besides identity headers: the shared secret it wants from the proxy
+# (--http-proxy-secret-file), and what must not reach the upstream (NGINX, forward auth).
+PROXY_SECRET_HEADER = dialects.PROXY_SECRET_HEADER
+REMOVE_HEADER = dialects.REMOVE_HEADER
+# The environment variable Envoy and Caddy read the shared secret from.
+PROXY_SECRET_ENV = "AUTHZ_PROXY_SECRET"  # noqa: S105 (a variable name)
 
 # A token with an unknown `kid` may wait this long for one JWKS refetch (issuer
 # `fetch.unknownKidWaitMillis`); the proxy's deadline for one check must be longer, or a
@@ -199,6 +207,9 @@ class Deployment:
     identity_header_prefix: str = IDENTITY_HEADER_PREFIX
     identity_headers: tuple[str, ...] = ()  # exact names outside the prefix
     check_headers: tuple[str, ...] = ()  # client headers the HTTP check needs beyond the defaults
+    proxy_secret: bool = (
+        False  # HTTP: send the shared secret authz's --http-proxy-secret-file holds
+    )
     # The proxy's own side, for complete configurations.
     listen: TcpAddress = TcpAddress("127.0.0.1", 8080)
     upstream: TcpAddress = TcpAddress("127.0.0.1", 8081)
@@ -225,6 +236,13 @@ class Deployment:
                 raise ValueError(f"header name {name!r}: lowercase letters, digits and '-' only")
         if isinstance(self.authz, UnixAddress) and self.transport is Transport.HTTP:
             raise ValueError("the HTTP transport listens on TCP (--http-check-addr)")
+        if self.routes and self.transport is Transport.HTTP:
+            raise ValueError(
+                "route bindings travel as context_extensions, which Envoy sends to gRPC checks "
+                "only (http_service drops them): with --transport http, select policies by host"
+            )
+        if self.proxy_secret and self.transport is not Transport.HTTP:
+            raise ValueError("a proxy secret is for the HTTP transport (--transport http)")
 
     @property
     def identity_names(self) -> tuple[str, ...]:

@@ -7,8 +7,17 @@ authz answers 200 with identity headers, or 401/403 with ``WWW-Authenticate``.
 
 from __future__ import annotations
 
-from authz.proxyconfig.model import NGINX_CHECK_PATH, Deployment, TcpAddress, Transport
+from authz.proxyconfig.model import (
+    NGINX_CHECK_PATH,
+    PROXY_SECRET_HEADER,
+    REMOVE_HEADER,
+    Deployment,
+    TcpAddress,
+    Transport,
+)
 from authz.proxyconfig.render import comment_block
+
+NGINX_SECRET_INCLUDE = "/etc/nginx/authz-proxy-secret.conf"  # noqa: S105 (a path)
 
 HEADER = """\
 NGINX in front of one upstream; every request is checked by authz's HTTP transport
@@ -39,15 +48,6 @@ def _seconds(ms: int) -> str:
 
 def config(d: Deployment, command: str) -> str:
     """A complete nginx.conf; the two ``location`` blocks are what an existing server needs."""
-    if d.transport is not Transport.HTTP or not isinstance(d.authz, TcpAddress):
-        raise ValueError(
-            "NGINX talks to authz's HTTP transport: --transport http, --authz HOST:PORT"
-        )
-    names = d.identity_names
-    captures = "\n".join(
-        f"            auth_request_set {_variable(n)} {_upstream_variable(n)};" for n in names
-    )
-    forwards = "\n".join(f"            proxy_set_header {_title(n)} {_variable(n)};" for n in names)
     header = comment_block(
         HEADER.format(
             path=NGINX_CHECK_PATH,
@@ -61,12 +61,42 @@ def config(d: Deployment, command: str) -> str:
 events {{}}
 
 http {{
-    upstream authz_check {{
+{http_block(d)}}}
+"""
+
+
+def http_block(d: Deployment) -> str:
+    """What goes inside ``http { }``: the upstreams, one map and the server."""
+    if d.transport is not Transport.HTTP or not isinstance(d.authz, TcpAddress):
+        raise ValueError(
+            "NGINX talks to authz's HTTP transport: --transport http, --authz HOST:PORT"
+        )
+    names = d.identity_names
+    captures = "\n".join(
+        f"            auth_request_set {_variable(n)} {_upstream_variable(n)};" for n in names
+    )
+    forwards = "\n".join(f"            proxy_set_header {_title(n)} {_variable(n)};" for n in names)
+    secret = ""
+    if d.proxy_secret:
+        secret = f"""
+            # The shared secret authz checks (--http-proxy-secret-file): a file holding
+            #   proxy_set_header {_title(PROXY_SECRET_HEADER)} "<the secret>";
+            # readable by nginx only.
+            include {NGINX_SECRET_INCLUDE};
+"""
+    return f"""    upstream authz_check {{
         server {d.authz};
         keepalive 16;
     }}
     upstream app {{
         server {d.upstream};
+    }}
+
+    # authz names in {_title(REMOVE_HEADER)} what must not reach the upstream, such as a
+    # verified Authorization header when the policy says stripAuthorization.
+    map $authz_remove $authz_authorization {{
+        "~*(^|,)\\s*authorization\\s*(,|$)" "";
+        default $http_authorization;
     }}
 
     server {{
@@ -81,9 +111,12 @@ http {{
             # (--identity-header), or the upstream may see a client's {d.identity_header_prefix}* header.
 {captures}
 {forwards}
+            auth_request_set $authz_remove {_upstream_variable(REMOVE_HEADER)};
+            proxy_set_header Authorization $authz_authorization;
 
-            # 401: NGINX passes authz's WWW-Authenticate itself. 403 (insufficient_scope)
-            # needs the challenge carried over, and both get a JSON body (NGINX drops authz's).
+            # 401: NGINX passes authz's WWW-Authenticate itself. 403 (insufficient_scope,
+            # or a request authz found malformed: NGINX takes no 400 from auth_request) needs
+            # the challenge carried over, and both get a JSON body (NGINX drops authz's).
             auth_request_set $authz_challenge $upstream_http_www_authenticate;
             error_page 401 = @authz_unauthorized;
             error_page 403 = @authz_forbidden;
@@ -107,10 +140,11 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-
+{secret}
             # Deadline for one check: above authz's key-fetch wait ({d.key_wait_ms} ms). Past
-            # it, or when authz is down or answers anything but 2xx/401/403, NGINX answers
-            # 500: it fails closed by design (there is no "allow on error" setting).
+            # it, or when authz is down or answers anything but 2xx/401/403 (503 when
+            # overloaded), NGINX answers 500: it fails closed by design (there is no "allow
+            # on error" setting).
             proxy_connect_timeout {_seconds(d.connect_timeout_ms)};
             proxy_read_timeout {_seconds(d.timeout_ms)};
         }}
@@ -125,5 +159,4 @@ http {{
             return 403 '{{"error":"forbidden"}}';
         }}
     }}
-}}
 """

@@ -51,8 +51,13 @@ class Reason(StrEnum):
     RULE_DENIED = "rule_denied"
     NO_POLICY = "no_policy"
     NO_RULE = "no_rule"
+    # 403 by the HTTP transport: the proxy-to-authz shared secret was missing or wrong, so
+    # the headers describing the original request cannot be trusted.
+    PROXY_NOT_TRUSTED = "proxy_not_trusted"
     # 403 as Envoy's own status_on_error: a bug must fail closed, never open.
     INTERNAL_ERROR = "internal_error"
+    # 503 by the HTTP transport: too many checks waiting; answered at once rather than queued.
+    OVERLOADED = "overloaded"
     # Browser sign-in (a policy's `login`, issue 15). 302: a navigation without a session
     # is sent to the provider; the callback, having set the session, back to the page; the
     # logout path to the provider's end_session_endpoint.

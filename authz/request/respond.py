@@ -56,7 +56,13 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.RULE_DENIED: (403, "access_denied", "the request is denied by policy"),
     Reason.NO_POLICY: (403, "access_denied", "no policy allows this request"),
     Reason.NO_RULE: (403, "access_denied", "no rule allows this request"),
+    Reason.PROXY_NOT_TRUSTED: (
+        403,
+        "access_denied",
+        "the request did not come from a trusted proxy",
+    ),
     Reason.INTERNAL_ERROR: (403, "access_denied", "the request could not be authorized"),
+    Reason.OVERLOADED: (503, "temporarily_unavailable", "authz is overloaded; retry later"),
     Reason.LOGIN_REQUIRED: (302, None, "sign in first"),
     Reason.LOGIN_COMPLETED: (302, None, "signed in"),
     Reason.LOGGED_OUT: (302, None, "signed out"),
@@ -110,9 +116,10 @@ def http_status(decision: Decision) -> int:
 
 
 def challenge(reason: Reason, realm: str, scopes: tuple[str, ...] = ()) -> str | None:
-    """The WWW-Authenticate value for a denial, or None for non-Bearer denials (403 by rule)."""
+    """The WWW-Authenticate value for a denial, or None for non-Bearer denials (403 by rule,
+    503 overloaded: neither is about the credential; a redirect to sign in is not one)."""
     status, error, description = OUTCOMES[reason]
-    if error == "access_denied" or status < 400:
+    if error == "access_denied" or status < 400 or status >= 500:
         return None
     parts = [f'Bearer realm="{realm}"']
     if error is not None:

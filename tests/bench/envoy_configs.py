@@ -64,6 +64,21 @@ def ext_authz(listen_port: int, admin_port: int, authz_grpc: str) -> dict[str, A
     return _direct_response(bootstrap)
 
 
+def authz_http(listen_port: int, admin_port: int, authz_check: str) -> dict[str, Any]:
+    """Envoy -> authz's HTTP checks (`http_service` at /check/envoy, HTTP/1.1 keep-alive)
+    -> direct response: `authz proxy-config envoy --transport http`, as shipped."""
+    bootstrap = envoy_bootstrap(
+        listen_port=listen_port,
+        admin_port=admin_port,
+        authz_grpc=authz_check,
+        transport="http",
+        upstream_port=UNUSED_PORT,
+        timeout_ms=EXT_AUTHZ_TIMEOUT_MS,
+        policy_routes={},
+    )
+    return _direct_response(bootstrap)
+
+
 def jwt_authn(
     listen_port: int, admin_port: int, *, issuer: str, audience: str, jwks_json: str
 ) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def run(rounds: int = 50) -> dict[str, float]:
             "--kubeconfig", str(cp.kubeconfig_path), "--watch-namespaces", NS,
             "--leader-election-namespace", NS, "--policy-dir", empty,
             "--grpc-addr", f"127.0.0.1:{grpc_port}", "--http-addr", f"127.0.0.1:{http_port}",
-            "--log-level", "warning",
+            "--http-check-addr", "off", "--log-level", "warning",
         ]  # fmt: skip
         with Process(argv, name="authz") as proc:
             wait_for_http(f"http://127.0.0.1:{http_port}/readyz", 30, proc=proc)

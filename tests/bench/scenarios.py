@@ -7,6 +7,7 @@ stacks never compete for the cores. Scenario names (for --scenarios):
   envoy_plain[_open]        Envoy, direct_response, no auth (the ceiling)
   envoy_jwt_authn[_open]    Envoy's native jwt_authn, local JWKS + JWT cache (the anchor)
   authz_hit[_open|_grpc]    authz, one valid token (token-cache hit), via Envoy / direct
+  authz_http_hit[_open]     the same through Envoy's http_service to authz's HTTP checks
   authz_miss_{rs256,es256,eddsa}  authz, every request a never-seen token
   deny_{missing,expired,badsig,scope}  authz deny paths via Envoy
   trivial_envoy[_open], trivial_grpc   the always-allow grpcio server (the gRPC floor)
@@ -191,6 +192,25 @@ def _cache_counts(server: Server) -> dict[str, float]:
         "misses": server.metric("authz_token_cache_misses_total") or 0.0,
         "hits": server.metric("authz_token_cache_hits_total") or 0.0,
     }
+
+
+AUTHZ_HTTP_SCENARIOS = ("authz_http_hit", "authz_http_hit_open")
+
+
+def authz_http_phase(b: Bench, m: Material) -> None:
+    """authz serving HTTP checks only, behind Envoy's `http_service` (the shipped config)."""
+    if not b.any_selected(AUTHZ_HTTP_SCENARIOS):
+        return
+    hit = HttpReq(m.realistic.host, ALLOW_PATH, m.valid)
+    with Stack(b.layout) as stack:
+        server = stack.authz(m.realistic.path, transport="http")
+        assert server.check_http_addr is not None
+        listen, admin = free_port(), free_port()
+        bootstrap = envoy_configs.authz_http(listen, admin, server.check_http_addr)
+        proxy = stack.envoy(bootstrap, listen, admin, front=True)
+        note = "HTTP checks, 20 rules, 5 issuers"
+        b.http_closed("authz_http_hit", proxy, server, hit, note=note)
+        b.http_open("authz_http_hit_open", proxy, server, hit, capacity_from="authz_http_hit")
 
 
 def trivial_phase(b: Bench, m: Material) -> None:
@@ -384,6 +404,7 @@ Phase = Callable[[Bench, Material], None]
 PHASES: tuple[tuple[Phase, tuple[str, ...]], ...] = (
     (envoy_phase, ("envoy_plain", "envoy_plain_open", "envoy_jwt_authn", "envoy_jwt_authn_open")),
     (authz_phase, AUTHZ_SCENARIOS),
+    (authz_http_phase, AUTHZ_HTTP_SCENARIOS),
     (trivial_phase, ("trivial_envoy", "trivial_envoy_open", "trivial_grpc")),
     (trivial_http_phase, TRIVIAL_HTTP_SCENARIOS),
     (opa_phase, OPA_SCENARIOS),
@@ -412,7 +433,7 @@ ALL_SCENARIOS = (
     "envoy_plain", "envoy_plain_open", "envoy_jwt_authn", "envoy_jwt_authn_open",
     "authz_hit", "authz_hit_open", "authz_hit_grpc",
     "deny_missing", "deny_expired", "deny_badsig", "deny_scope",
-    "authz_miss_rs256", "authz_miss_es256", "authz_miss_eddsa",
+    "authz_miss_rs256", "authz_miss_es256", "authz_miss_eddsa", *AUTHZ_HTTP_SCENARIOS,
     "trivial_envoy", "trivial_envoy_open", "trivial_grpc", *TRIVIAL_HTTP_SCENARIOS,
     "opa_envoy", "opa_envoy_open", "opa_grpc",
     *(f"scale_p{p}_i{i}" for p, i in SCALE_VARIANTS),

@@ -136,14 +136,20 @@ class Stack:
         extra_args: Sequence[str] = (),
         grpc_port: int | None = None,
         pinned: bool = True,
+        transport: str = "grpc",
     ) -> Server:
-        """`authz serve` on free ports, on the server CPUs unless `pinned` is false."""
-        grpc_addr, http_port = f"127.0.0.1:{grpc_port or free_port()}", free_port()
+        """`authz serve` on free ports, on the server CPUs unless `pinned` is false;
+        `transport` "grpc" or "http" is the one it serves checks on."""
+        http = transport == "http"
+        grpc_addr = "" if http else f"127.0.0.1:{grpc_port or free_port()}"
+        check_addr = f"127.0.0.1:{free_port()}" if http else ""
+        http_port = free_port()
         argv = [
             *taskset(self.layout.server if pinned else None),
             sys.executable, "-m", "authz", "serve",
             "--policy-dir", str(policy_dir),
-            "--grpc-addr", grpc_addr,
+            "--grpc-addr", grpc_addr or "off",
+            "--http-check-addr", check_addr or "off",
             "--http-addr", f"127.0.0.1:{http_port}",
             *extra_args,
             *extra_authz_args(),
@@ -151,8 +157,8 @@ class Stack:
         proc = self._own(Process(argv, name="authz", env=child_env(), cwd=REPO_ROOT).start())
         http_url = f"http://127.0.0.1:{http_port}"
         wait_for_http(f"{http_url}/readyz", STARTUP_TIMEOUT, proc=proc)
-        wait_for_addr(grpc_addr, STARTUP_TIMEOUT, proc=proc)
-        return Server("authz", proc, grpc_addr, http_url)
+        wait_for_addr(grpc_addr or check_addr, STARTUP_TIMEOUT, proc=proc)
+        return Server("authz", proc, grpc_addr, http_url, check_http_addr=check_addr or None)
 
     def trivial(self) -> Server:
         grpc_addr = f"127.0.0.1:{free_port()}"

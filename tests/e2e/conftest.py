@@ -96,8 +96,9 @@ def short_tmpdir(prefix: str) -> Path:
 class AuthzServer:
     process: Process
     policy_dir: Path
-    grpc_addr: str  # "127.0.0.1:PORT" or "unix:/tmp/.../grpc.sock"
+    grpc_addr: str | None  # "127.0.0.1:PORT" or "unix:/tmp/.../grpc.sock"; None: gRPC off
     http_url: str  # "http://127.0.0.1:PORT" (healthz, readyz, metrics)
+    http_check_addr: str | None = None  # "127.0.0.1:PORT" (HTTP checks); None: off
 
     def metrics(self) -> str:
         return wait_for_http(f"{self.http_url}/metrics", timeout=5.0).decode()
@@ -157,23 +158,29 @@ def start_authz(
     policy_dir: str | os.PathLike[str],
     *,
     grpc_unix: bool = False,
+    grpc: bool = True,
+    http_check: bool = True,
     wait_ready: bool = True,
     log_level: str = "info",
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> AuthzServer:
-    """Start `authz serve`; wait for /readyz (or only /healthz if ``wait_ready=False``)."""
-    if grpc_unix:
+    """Start `authz serve` with gRPC and HTTP checks on free ports (either can be off);
+    wait for /readyz (or only /healthz if ``wait_ready=False``)."""
+    grpc_addr: str | None = None
+    if grpc and grpc_unix:
         sock_dir = short_tmpdir("authz-")
         stack.callback(shutil.rmtree, sock_dir, ignore_errors=True)
         grpc_addr = f"unix:{sock_dir / 'grpc.sock'}"
-    else:
+    elif grpc:
         grpc_addr = f"127.0.0.1:{free_port()}"
+    check_addr = f"127.0.0.1:{free_port()}" if http_check else None
     http_port = free_port()
     argv = [
         *authz_command(), "serve",
         "--policy-dir", os.fspath(policy_dir),
-        "--grpc-addr", grpc_addr,
+        "--grpc-addr", grpc_addr or "off",
+        "--http-check-addr", check_addr or "off",
         "--http-addr", f"127.0.0.1:{http_port}",
         "--log-level", log_level,
         *extra_args,
@@ -182,8 +189,10 @@ def start_authz(
     stack.callback(_stop_and_report, proc)
     http_url = f"http://127.0.0.1:{http_port}"
     wait_for_http(f"{http_url}/{'readyz' if wait_ready else 'healthz'}", STARTUP_TIMEOUT, proc=proc)
-    wait_for_addr(grpc_addr, STARTUP_TIMEOUT, proc=proc)
-    return AuthzServer(proc, Path(policy_dir), grpc_addr, http_url)
+    for addr in (grpc_addr, check_addr):
+        if addr is not None:
+            wait_for_addr(addr, STARTUP_TIMEOUT, proc=proc)
+    return AuthzServer(proc, Path(policy_dir), grpc_addr, http_url, check_addr)
 
 
 def start_upstream(stack: ExitStack) -> Upstream:
@@ -208,20 +217,27 @@ def start_envoy_stack(
     policy_routes: Mapping[str, str] = DEFAULT_POLICY_ROUTES,
     authz_args: Sequence[str] = (),
     authz_env: Mapping[str, str] | None = None,
+    transport: str = "grpc",
 ) -> EnvoyStack:
+    """``transport="http"``: Envoy's http_service against authz's HTTP checks (no route
+    bindings: Envoy sends context_extensions to gRPC checks only)."""
     authz = start_authz(
         stack, policy_dir, grpc_unix=grpc_unix, extra_args=authz_args, env=authz_env
     )
     upstream = start_upstream(stack)
     listen_port, admin_port = free_port(), free_port()
+    http = transport == "http"
+    authz_addr = authz.http_check_addr if http else authz.grpc_addr
+    assert authz_addr is not None
     bootstrap = envoy_bootstrap(
         listen_port=listen_port,
         admin_port=admin_port,
-        authz_grpc=authz.grpc_addr,
+        authz_grpc=authz_addr,
+        transport=transport,
         upstream_port=upstream.port,
         timeout_ms=timeout_ms,
         with_jwt_authn=with_jwt_authn,
-        policy_routes=policy_routes,
+        policy_routes={} if http else policy_routes,
     )
     envoy = EnvoyProcess(bootstrap, admin_port=admin_port, ready_timeout=STARTUP_TIMEOUT)
     stack.callback(_stop_and_report, envoy)

@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ("envoy_plain", "authz_hit", "authz_hit_grpc", "trivial_grpc", "trivial_http_envoy")
+SCENARIOS = (
+    "envoy_plain",
+    "authz_hit",
+    "authz_hit_grpc",
+    "authz_http_hit",
+    "trivial_grpc",
+    "trivial_http_envoy",
+)
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("wrk") and shutil.which("h2load")),
@@ -55,6 +62,7 @@ def test_quick_bench_measures_every_selected_scenario(tmp_path: Path) -> None:
     assert rows["authz_hit"]["server_rss_mb"] > 0
     assert rows["trivial_http_envoy"]["server_us"] > 0  # the HTTP floor's own CPU was read
     assert rows["trivial_http_envoy"]["envoy_us"] > 0
+    assert rows["authz_http_hit"]["server_us"] > 0  # authz's HTTP checks, through http_service
     first = next(t for t in doc["targets"] if t["number"] == 1)
     assert first["met"] is not None, first
     assert doc["machine"]["protobuf_backend"] == "upb"

@@ -210,6 +210,7 @@ def test_default_is_central_mode_with_secure_defaults() -> None:
     args = c["args"]
     assert args[0] == "--kubernetes"
     assert _flag(args, "grpc-addr") == "0.0.0.0:9001"
+    assert _flag(args, "http-check-addr") == "0.0.0.0:9003"
     assert _flag(args, "http-addr") == "0.0.0.0:9002"
     assert _flag(args, "leader-election-namespace") == "chart-default"
     assert _flag(args, "leader-election-id") == "authz-default-status"
@@ -222,7 +223,11 @@ def test_default_is_central_mode_with_secure_defaults() -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 9001, "http": 9002}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "grpc": 9001,
+        "http-check": 9003,
+        "http": 9002,
+    }
     spread = pod["topologySpreadConstraints"]
     assert {s["topologyKey"] for s in spread} == {
         "topology.kubernetes.io/zone",
@@ -234,6 +239,7 @@ def test_default_is_central_mode_with_secure_defaults() -> None:
     service = helm.find(docs, "Service")
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert ports["grpc"]["port"] == 9001 and ports["grpc"]["appProtocol"] == "grpc"
+    assert ports["http-check"]["port"] == 9003 and ports["http-check"]["targetPort"] == "http-check"
     assert ports["http"]["port"] == 9002
     assert service["spec"]["selector"] == selector
     pdb = helm.find(docs, "PodDisruptionBudget")
@@ -258,6 +264,7 @@ def test_sidecar_renders_policies_and_a_patch_but_no_workload_or_rbac() -> None:
     assert c["name"] == "authz" and c["restartPolicy"] == "Always"
     args = c["args"]
     assert _flag(args, "grpc-addr") == "127.0.0.1:9001"  # Check on loopback only
+    assert _flag(args, "http-check-addr") == "127.0.0.1:9003"
     assert _flag(args, "policy-dir") == "/etc/authz/policies"
     assert _flag(args, "workload-labels") == "@/etc/podinfo/labels"
     assert "--kubernetes" not in args  # reads the ConfigMap, needs no API access
@@ -283,6 +290,49 @@ def test_sidecar_on_a_unix_socket_as_a_regular_container() -> None:
     assert {"name": "authz-socket", "mountPath": "/run/authz"} in c["volumeMounts"]
     assert {v["name"] for v in spec["volumes"]} >= {"authz-socket"}
     assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+@pytest.mark.parametrize(
+    ("transport", "ports", "hook"),
+    [
+        ("grpc", {"grpc": 9001}, "--grpc=authz-t.chart-t.svc:9001"),
+        ("http", {"http-check": 9003}, "--http=authz-t.chart-t.svc:9003"),
+        ("both", {"grpc": 9001, "http-check": 9003}, "--grpc=authz-t.chart-t.svc:9001"),
+    ],
+)
+def test_transport_chooses_the_check_ports(
+    transport: str, ports: dict[str, int], hook: str
+) -> None:
+    values = {
+        "transport": transport,
+        "networkPolicy": {"enabled": True},
+        "service": {"headless": True},
+    }
+    docs = helm.template(values, release="authz-t", namespace="chart-t")
+    c = _container(docs)
+    served = {"grpc-addr": "0.0.0.0:9001", "http-check-addr": "0.0.0.0:9003"}
+    assert _flag(c["args"], "grpc-addr") == (served["grpc-addr"] if "grpc" in ports else "off")
+    assert _flag(c["args"], "http-check-addr") == (
+        served["http-check-addr"] if "http-check" in ports else "off"
+    )
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {**ports, "http": 9002}
+    service = helm.find(docs, "Service", "authz-t")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {**ports, "http": 9002}
+    headless = helm.find(docs, "Service", "authz-t-headless")
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == ports
+    policy = helm.find(docs, "NetworkPolicy")
+    allowed = [rule["ports"][0]["port"] for rule in policy["spec"]["ingress"]]
+    assert allowed == [*ports.values(), 9002]
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert hook in pod["spec"]["containers"][0]["args"]
+
+
+def test_http_only_sidecar_answers_http_checks_on_loopback() -> None:
+    values = {**SIDECAR, "transport": "http"}
+    spec = _sidecar_patch(helm.template(values))["spec"]["template"]["spec"]
+    args = spec["initContainers"][0]["args"]
+    assert _flag(args, "grpc-addr") == "off"
+    assert _flag(args, "http-check-addr") == "127.0.0.1:9003"
 
 
 def test_ha_values_scale_with_an_hpa_and_keep_a_quorum() -> None:
@@ -329,7 +379,7 @@ def test_everything_on() -> None:
     assert {"name": "idp-ca", "configMap": {"name": "idp-ca"}} in pod["volumes"]
     headless = helm.find(docs, "Service", "authz-everything-headless")["spec"]
     assert headless["clusterIP"] == "None"
-    assert [p["name"] for p in headless["ports"]] == ["grpc"]
+    assert [p["name"] for p in headless["ports"]] == ["grpc", "http-check"]
     assert headless["selector"] == helm.find(docs, "Deployment")["spec"]["selector"]["matchLabels"]
 
     # Namespaced permissions move from the ClusterRole into a Role per watched namespace,
@@ -362,8 +412,10 @@ def test_everything_on() -> None:
     ]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     policy = helm.find(docs, "NetworkPolicy")
-    grpc_rule, metrics_rule = policy["spec"]["ingress"]
+    grpc_rule, check_rule, metrics_rule = policy["spec"]["ingress"]
     assert grpc_rule["ports"] == [{"port": 9001, "protocol": "TCP"}]
+    assert check_rule["ports"] == [{"port": 9003, "protocol": "TCP"}]
+    assert check_rule["from"] == grpc_rule["from"]  # the proxies, and the helm test pod
     assert metrics_rule["ports"] == [{"port": 9002, "protocol": "TCP"}]
     selectors = [
         peer["namespaceSelector"] for peer in grpc_rule["from"] if "namespaceSelector" in peer
@@ -895,10 +947,17 @@ def test_controller_api_calls_succeed_as_the_service_account(
 
 
 def test_watch_namespaces_scope_namespaced_access(cluster: ControlPlane) -> None:
-    """With controller.watchNamespaces the SA reads policies and secrets only there."""
+    """With controller.watchNamespaces the SA reads policies, Secrets and ConfigMaps only
+    there."""
     namespace, release = "authz-scoped", "authz-scoped"
     _namespace(cluster, namespace)
-    values = {"controller": {"watchNamespaces": [SHOP, PAYMENTS], "readSecrets": True}}
+    values = {
+        "controller": {
+            "watchNamespaces": [SHOP, PAYMENTS],
+            "readSecrets": True,
+            "readConfigMaps": True,
+        }
+    }
     cluster.apply(helm.template(values, release=release, namespace=namespace))
     token = _sa_token(cluster, namespace, release)
     for ns in (SHOP, PAYMENTS):
@@ -984,6 +1043,7 @@ def test_rendered_arguments_parse_with_the_authz_cli(name: str) -> None:
     args = [a.replace("@/etc/podinfo/labels", "app=orders") for a in args]
     parsed = _parser().parse_args(["serve", *args])
     assert parsed.grpc_addr == _flag(args, "grpc-addr")
+    assert parsed.http_check_addr == _flag(args, "http-check-addr")
 
 
 def test_controller_runs_with_the_chart_arguments_as_the_service_account(
@@ -1019,11 +1079,11 @@ def test_controller_runs_with_the_chart_arguments_as_the_service_account(
     )
     docs = helm.template({}, release=release, namespace=ns)
     args = _container(docs)["args"]
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, check_port = free_port(), free_port(), free_port()
     args = [
-        a.replace("0.0.0.0:9001", f"127.0.0.1:{grpc_port}").replace(
-            "0.0.0.0:9002", f"127.0.0.1:{http_port}"
-        )
+        a.replace("0.0.0.0:9001", f"127.0.0.1:{grpc_port}")
+        .replace("0.0.0.0:9002", f"127.0.0.1:{http_port}")
+        .replace("0.0.0.0:9003", f"127.0.0.1:{check_port}")
         for a in args
     ]
     argv = [*authz_command(), "serve", *args, f"--kubeconfig={kubeconfig}"]

@@ -123,11 +123,12 @@ def test_hook_pod_and_monitoring_objects_are_accepted_by_the_api_server(
     ]
 
 
-def _hook_argv(pod: dict[str, Any], grpc_addr: str) -> list[str]:
-    """The pod's command and arguments, with the Service address replaced by ``grpc_addr``
-    and the image's `authz` by this checkout's."""
+def _hook_argv(pod: dict[str, Any], addr: str | None) -> list[str]:
+    """The pod's command and arguments, with the Service address replaced by ``addr`` (gRPC
+    or HTTP checks, whichever the pod calls) and the image's `authz` by this checkout's."""
     (container,) = pod["spec"]["containers"]
-    args = [re.sub(r"^--grpc=.*$", f"--grpc={grpc_addr}", a) for a in container["args"]]
+    assert addr is not None
+    args = [re.sub(r"^--(grpc|http)=.*$", rf"--\1={addr}", a) for a in container["args"]]
     assert container["command"] == ["authz"]
     return [*authz_command(), *args]
 
@@ -169,6 +170,18 @@ def test_hook_command_fails_on_another_answer_or_no_answer(
     server.process.stop()
     down = _run(_hook_argv(pod, server.grpc_addr))
     assert down.returncode == 2 and "UNAVAILABLE" in down.stderr
+
+
+def test_http_only_hook_command_passes_against_a_real_authz(
+    authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    """With `transport: http` the hook sends an HTTP check (`authz check --http`)."""
+    server = authz_server(tmp_path, grpc=False)
+    result = _run(_hook_argv(_hook_pod(_render({"transport": "http"})), server.http_check_addr))
+    assert result.returncode == 0, result.stdout + result.stderr
+    answer = json.loads(result.stdout)
+    assert (answer["decision"], answer["status"]) == ("deny", 403)
+    assert json.loads(answer["body"])["error"] == "access_denied"
 
 
 # -- PrometheusRule and dashboard ---------------------------------------------------------------

@@ -68,6 +68,7 @@ def service(install_docs: list[dict[str, Any]]) -> dict[str, Any]:
         "fqdn": f"{svc['metadata']['name']}.{namespace}.svc.cluster.local",
         "grpc": ports["grpc"],
         "http": ports["http"],
+        "http-check": ports["http-check"],
     }
 
 
@@ -139,6 +140,7 @@ def test_istio_examples_parse() -> None:
     files = sorted(ISTIO_DIR.glob("*.yaml"))
     assert {p.name for p in files} == {
         "meshconfig.yaml",
+        "meshconfig-http.yaml",
         "authorizationpolicy.yaml",
         "sidecar-local-provider.yaml",
         "policies.yaml",
@@ -158,6 +160,18 @@ def test_meshconfig_points_at_the_shipped_service(
         assert grpc.get("failOpen", False) is False  # fail closed
         assert grpc["statusOnError"] == "503"
         assert re.fullmatch(r"\d+(\.\d+)?s", grpc["timeout"])
+
+
+def test_http_meshconfig_points_at_the_shipped_http_check_port(service: dict[str, Any]) -> None:
+    mesh = _docs(ISTIO_DIR / "meshconfig-http.yaml")[0]["meshConfig"]
+    providers = {p["name"]: p["envoyExtAuthzHttp"] for p in mesh["extensionProviders"]}
+    assert providers["authz"]["service"] == service["fqdn"]
+    assert {p["port"] for p in providers.values()} == {service["http-check"]}
+    http_fields = upstream_crds.mesh_config_fields("EnvoyExternalAuthorizationHttpProvider")
+    for provider in providers.values():
+        assert provider["pathPrefix"] == "/check/envoy"
+        assert provider.get("failOpen", False) is False
+        assert set(provider) <= http_fields, provider
 
 
 def test_meshconfig_uses_only_istio_fields(mesh_providers: dict[str, dict[str, Any]]) -> None:
@@ -352,12 +366,13 @@ def test_install_docs_use_the_shipped_service_and_ports(
     )
     headless_fqdn = f"{headless['metadata']['name']}.{service['namespace']}.svc.cluster.local"
     assert service["fqdn"] in fqdns and fqdns <= {service["fqdn"], headless_fqdn}, fqdns
+    checks = {service["grpc"], service["http-check"]}
     for port in re.findall(r"svc\.cluster\.local:(\d+)", section):
-        assert int(port) == service["grpc"]
+        assert int(port) in checks
     for port in re.findall(r"127\.0\.0\.1:(\d+)", section):
-        assert int(port) == service["grpc"]  # the sidecar listens on the same port number
+        assert int(port) in checks  # the sidecar listens on the same port numbers
     documented_ports = {int(p) for p in re.findall(r"`(9\d{3})`", section)}
-    assert documented_ports <= {service["grpc"], service["http"]}, documented_ports
+    assert documented_ports <= {*checks, service["http"]}, documented_ports
     # `helm install RELEASE charts/authz -n NAMESPACE` makes the Service the docs name.
     install = re.search(r"helm install (\S+) charts/authz -n (\S+)", section)
     assert install, "no `helm install RELEASE charts/authz -n NAMESPACE` command"

@@ -1,7 +1,7 @@
 """Real NGINX ``auth_request`` and real Caddy ``forward_auth`` in front of the echo upstream.
 
-These prove the proxy fixtures and the configurations issue 14 will document, with a tiny
-auth server (tests/support/auth_server.py) standing in for authz's coming HTTP transport:
+These prove the proxy fixtures, with a tiny auth server (tests/support/auth_server.py) whose
+answers are fixed (authz's own HTTP checks behind the same proxies: test_http_checks.py):
 allow with the identity header replaced (never the client's), 401 with the challenge copied
 once, 403 with the scope challenge, what the proxy tells the auth service about the original
 request, and the status a client gets when the auth service is down.
@@ -49,8 +49,12 @@ def _caddy(stack: ExitStack, auth: str, upstream: str) -> str:
 
 
 PROXIES = [
-    Proxy("nginx", _nginx, "/check", False, "x-original-method", "x-original-uri", False, 500),
-    Proxy("caddy", _caddy, "/auth", True, "x-forwarded-method", "x-forwarded-uri", True, 502),
+    Proxy(
+        "nginx", _nginx, "/check/nginx", False, "x-original-method", "x-original-uri", False, 500
+    ),
+    Proxy(
+        "caddy", _caddy, "/check/forward", True, "x-forwarded-method", "x-forwarded-uri", True, 502
+    ),
 ]
 
 

@@ -106,7 +106,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bootstrap_and_snippet_validate(tmp_path: Path, variant: str) -> None:
-    d = Deployment(routes=ROUTES, **VARIANTS[variant])
+    routes = ROUTES if variant.startswith("grpc") else ()  # context_extensions: gRPC only
+    d = Deployment(routes=routes, **VARIANTS[variant])
     _valid(tmp_path, envoy.to_data(envoy.bootstrap(d)), f"{variant}-bootstrap")
     snippet = envoy.to_data(envoy.snippet(d))
     _valid(tmp_path, minimal_bootstrap(snippet, 10000, 10001, 10002), f"{variant}-snippet")

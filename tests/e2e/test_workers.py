@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,47 @@ def test_a_process_that_co_binds_the_shared_port_makes_the_pod_unready(
     while ready() != 200:
         assert time.monotonic() < deadline, "not ready again after the listener left"
         time.sleep(0.2)
+
+
+# -- HTTP checks: one socket the supervisor binds, every worker accepts on -------------------
+
+
+def _http_check(server: AuthzServer) -> int:
+    assert server.http_check_addr is not None
+    url = f"http://{server.http_check_addr}"
+    return http_request(url, "GET", "/check/envoy/healthz", {"Host": "api.example"}).status
+
+
+def _decisions_by_worker(server: AuthzServer) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for line in server.metrics().splitlines():
+        if line.startswith("authz_decisions_total{"):
+            worker = line.split('worker="', 1)[1].split('"', 1)[0]
+            counts[worker] = counts.get(worker, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_http_checks_share_one_socket_across_workers(server: AuthzServer) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: _http_check(server), range(80)))
+    assert statuses == [200] * 80
+    counts = _decisions_by_worker(server)
+    assert set(counts) == {"0", "1"} and all(counts.values()), counts
+
+
+def test_no_other_process_can_co_bind_the_http_check_port(server: AuthzServer) -> None:
+    """Issue 11, item 15: with SO_REUSEPORT another process of the same user could bind the
+    check port too and answer ALLOW for its share of connections."""
+    assert server.http_check_addr is not None
+    host, _, port = server.http_check_addr.rpartition(":")
+    with socket.socket() as intruder:
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError) as refused:
+            intruder.bind((host, int(port)))
+        assert refused.value.errno == errno.EADDRINUSE
+
+
+def test_http_checks_continue_when_a_worker_dies(server: AuthzServer) -> None:
+    os.kill(_worker_pids(server.process.pid)[1], signal.SIGKILL)
+    statuses = [_http_check(server) for _ in range(20)]
+    assert statuses == [200] * 20  # the surviving worker accepts on the same socket

@@ -7,8 +7,10 @@ import pytest
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     passed = terminalreporter.stats.get("passed", [])
-    cases = sum(1 for r in passed if "test_adversarial.py::test_adversarial[" in r.nodeid)
-    if cases:
-        terminalreporter.write_line(
-            f"security: {cases} adversarial token/request cases decided as expected over gRPC"
-        )
+    for test, transport in (("test_adversarial", "gRPC"), ("test_adversarial_over_http", "HTTP")):
+        cases = sum(1 for r in passed if f"test_adversarial.py::{test}[" in r.nodeid)
+        if cases:
+            terminalreporter.write_line(
+                f"security: {cases} adversarial token/request cases decided as expected "
+                f"over {transport}"
+            )

@@ -1,4 +1,5 @@
-"""Hostile tokens and requests through the real gRPC Check API: the exact status and reason.
+"""Hostile tokens and requests through the real gRPC Check API, and through the HTTP
+transport: the exact status and reason, the same on both.
 
 Keys are generated at test time. The issuer's clock is fixed at NOW with 60 s of skew, so
 the time cases sit exactly on the boundaries. Cases the unit tests also cover at the
@@ -23,7 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from authz.policy.files import DirectorySource, load
+from authz.server import policy_store
 from tests.support.authz import CheckClient, check_server, header
+from tests.support.http_checks import HttpCheckServer, http_check_server
 from tests.support.keyserver import KeyServer, Route, self_signed_cert_pem
 from tests.support.tokens import (
     AUDIENCE,
@@ -366,3 +370,36 @@ def test_adversarial(client: CheckClient, case: Case) -> None:
 
 def test_case_names_are_unique() -> None:
     assert len({c.name for c in CASES}) == len(CASES)
+
+
+# --- the same table over the HTTP transport (Envoy's http_service dialect) -------------------
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpCheckServer]:
+    directory = tmp_path_factory.mktemp("adversarial-http")
+    (directory / "policies.yaml").write_text(yaml.safe_dump_all(POLICIES))
+    store = policy_store({}, threads=4)
+    load(DirectorySource(directory), store)
+    try:
+        with ATTACKER, http_check_server(store, clock=lambda: NOW) as server:
+            yield server
+    finally:
+        store.close()
+    assert ATTACKER.total_hits() == 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_adversarial_over_http(http_server: HttpCheckServer, case: Case) -> None:
+    """The HTTP answer has no reason code on the wire: authz's decision counter has it."""
+    before = http_server.decisions(case.reason)
+    headers = {"host": HOST, **case.request_headers()}
+    response = http_server.request("GET", "/check/envoy" + case.path, headers)
+    assert response.status == case.status
+    assert http_server.decisions(case.reason) == before + 1
+    if response.status == 200 and case.reason == "allowed":
+        assert response.headers["x-auth-subject"] == "alice"
+    if case.token is not None and response.status != 200:
+        assert case.token.encode() not in response.body
+        assert case.token not in response.headers.get("www-authenticate", "")
+    assert ATTACKER.total_hits() == 0, "a key reference in a token header was fetched"

@@ -47,10 +47,11 @@ def forward_auth_site(
     listen_port: int,
     auth: str,
     upstream: str,
-    auth_path: str = "/auth",
+    auth_path: str = "/check/forward",
     identity_headers: tuple[str, ...] = ("X-Auth-Subject",),
 ) -> str:
-    """The ``forward_auth`` configuration issue 14 documents, as a Caddyfile site block.
+    """A minimal ``forward_auth`` site block, for auth servers other than authz (authz's own,
+    complete one is ``authz.proxyconfig.caddy.site``).
 
     Caddy sends each request's headers to ``auth`` (``host:port``) as a bodiless GET to
     ``auth_path`` plus the original query, with ``X-Forwarded-Method`` and ``X-Forwarded-Uri``;

@@ -135,11 +135,12 @@ def policy_reference() -> str:
     out = [
         BANNER.format(source="authz/policy/schema.py"),
         "# Policy reference\n",
-        f"Three kinds in the API group `{schema.API_VERSION}`: `JWTIssuer` (namespaced) and "
+        f"Four kinds in the API group `{schema.API_VERSION}`: `JWTIssuer` (namespaced) and "
         "`ClusterJWTIssuer` (cluster-scoped) describe a trusted token issuer, `AuthzPolicy` "
-        "(namespaced) the requests it covers and what they need. One schema serves the "
-        "policy files (`authz lint`, `--policy-dir`) and the CRDs, so a field means the same "
-        "in both. Unknown fields are errors.\n",
+        "(namespaced) the requests it covers and what they need, and `HostGrant` "
+        "(cluster-scoped, cluster mode) which hosts a namespace's policies may serve. One "
+        "schema serves the policy files (`authz lint`, `--policy-dir`) and the CRDs, so a "
+        "field means the same in both. Unknown fields are errors.\n",
         "Every object has the usual `apiVersion`, `kind`, `metadata` (`name`, and "
         "`namespace` for the namespaced kinds) and a `spec` as below; in a cluster the "
         "controller writes `status` (conditions `Ready`, `Accepted`, `ResolvedRefs`, "
@@ -151,6 +152,9 @@ def policy_reference() -> str:
         "Checked by `authz lint`, by the file loader and, as CEL rules in the CRDs, by the "
         "API server on `kubectl apply`:\n",
         _rules("issuer"),
+        "A `JWTIssuer` in the cluster is written by a namespace's users, so it gets less "
+        "(see the security model's *Tenancy*):\n",
+        _rules("tenant-issuer"),
         "## AuthzPolicy {#policy}\n",
         " ".join(str(schema.POLICY_SPEC["description"]).split()) + "\n",
     ]
@@ -158,10 +162,16 @@ def policy_reference() -> str:
     # The issuer and policy tables share `spec.` anchors: prefix the policy's.
     policy = re.sub(r"\(#spec-", "(#policy-spec-", policy)
     policy = re.sub(r"\{#spec-", "{#policy-spec-", policy)
+    grant = "\n".join(_object_sections("spec", schema.SPECS["HostGrant"]))
+    grant = re.sub(r"\(#spec-", "(#grant-spec-", grant)
+    grant = re.sub(r"\{#spec-", "{#grant-spec-", grant)
     out += [
         policy,
         "### Cross-field rules {#policy-rules}\n",
         _rules("policy"),
+        "## HostGrant {#hostgrant}\n",
+        " ".join(str(schema.SPECS["HostGrant"]["description"]).split()) + "\n",
+        grant,
     ]
     return "\n".join(out)
 
@@ -302,6 +312,15 @@ ADVICE: dict[Reason, str] = {
     Reason.NO_RULE: "The policy covers the request but no rule matches its method and path, "
     "and `defaultAction` is `deny`. Paths match after normalisation and without the query "
     "string; `/orders/**` also matches `/orders`.",
+    Reason.PROXY_NOT_TRUSTED: "HTTP transport only: authz runs with `--http-proxy-secret-file` "
+    "and the check request did not carry the secret in `x-authz-proxy-secret` (or carried "
+    "another one). Either something other than your proxy reached the check port, or the "
+    "proxy's configuration lacks the header: see the install page for your proxy.",
+    Reason.OVERLOADED: "HTTP transport only: more checks were waiting for a signing-key "
+    "fetch than authz lets wait at once, so this one was answered at once instead of queued "
+    "(Envoy turns the 503 into its `status_on_error`; NGINX into 500). A burst of tokens "
+    "with unknown `kid`s causes it; check the issuer's key state with `authz check` and "
+    'the `authz_decisions_total{reason="overloaded"}` rate.',
     Reason.INTERNAL_ERROR: "A bug: authz failed closed. The log has the traceback; please "
     "report it (see SECURITY.md if a request got through that should not have).",
     Reason.LOGIN_REQUIRED: "Browser sign-in (the policy's `login`): a page load without a "
@@ -366,7 +385,10 @@ def troubleshooting() -> str:
             code, error, description = OUTCOMES[reason]
             status = str(code)
             value = challenge(reason, "authz")
-            answer = f"`{value}`" if value else f'body `{{"error":"{error}"}}`'
+            if code < 400:
+                answer = "a redirect (`Location`), and a page for a browser"
+            else:
+                answer = f"`{value}`" if value else f'body `{{"error":"{error}"}}`'
             answer += f"<br>{description}"
         table.append(f"| [`{reason.value}`](#{reason.value}) | {status} | {_cell(answer)} |")
         sections.append(f"### `{reason.value}` {{#{reason.value}}}\n\n{ADVICE[reason]}\n")

@@ -48,6 +48,7 @@ def envoy_bootstrap(
     upstream_host: str = "127.0.0.1",
     listen_host: str = "127.0.0.1",
     max_connections: int = 10000,
+    transport: str = "grpc",
 ) -> dict[str, Any]:
     """`authz proxy-config envoy` for these ports: HTTP listener -> [jwt_authn] -> ext_authz -> router.
 
@@ -59,10 +60,12 @@ def envoy_bootstrap(
     ``policy_routes``: path prefix -> policy name, sent as per-route ``context_extensions``
     (``{"policy": name}``) in every CheckRequest for that route.
     ``status_on_error``: HTTP status returned when authz is unreachable or times out.
+    ``transport="http"``: ``authz_grpc`` is authz's HTTP check address, used by http_service.
     """
     if not authz_grpc.startswith("unix:") and ":" not in authz_grpc:
         raise ValueError(f"authz_grpc must be host:port or unix:/path, got {authz_grpc!r}")
     deployment = model.Deployment(
+        transport=model.Transport(transport),
         authz=model.parse_address(authz_grpc, model.GRPC_PORT),
         timeout_ms=timeout_ms,
         status_on_error=status_on_error,

@@ -49,10 +49,11 @@ def auth_request_site(
     listen_port: int,
     auth: str,
     upstream: str,
-    auth_path: str = "/check",
+    auth_path: str = "/check/nginx",
     identity_headers: tuple[str, ...] = ("X-Auth-Subject",),
 ) -> str:
-    """The ``auth_request`` configuration issue 14 documents, for ``http { }``.
+    """A minimal ``auth_request`` configuration for ``http { }``, for auth servers other than
+    authz (authz's own, complete one is ``authz.proxyconfig.nginx.http_block``).
 
     Every request is first sent (as a bodiless GET to ``auth_path``, original method and
     URI in ``X-Original-Method`` / ``X-Original-URI``) to ``auth`` (``host:port``); 2xx lets it
@@ -97,6 +98,7 @@ def auth_request_site(
             "            proxy_set_header X-Original-URI $request_uri;",
             "            proxy_set_header X-Original-Method $request_method;",
             "            proxy_set_header X-Original-Host $host;",
+            "            proxy_set_header X-Forwarded-Proto $scheme;",
             "            proxy_set_header Host $host;",
             "        }",
             "    }",

@@ -22,10 +22,9 @@ EXAMPLE_WORKLOAD = ["--namespace", "shop", "--workload", "app=orders"]
 # path -> `authz proxy-config` arguments
 OUTPUTS: dict[Path, list[str]] = {
     Path("examples/envoy/envoy.yaml"): ["envoy", "--route", "/bound/=bound"],
-    Path("examples/envoy/envoy-http.yaml"): [
-        "envoy", "--transport", "http", "--route", "/bound/=bound",
-    ],
+    Path("examples/envoy/envoy-http.yaml"): ["envoy", "--transport", "http"],
     Path("manifests/istio/meshconfig.yaml"): ["istio-mesh"],
+    Path("manifests/istio/meshconfig-http.yaml"): ["istio-mesh", "--transport", "http"],
     Path("manifests/istio/authorizationpolicy.yaml"): [
         "istio-policy", *EXAMPLE_WORKLOAD, "--gateway-host", "orders.example.com",
     ],

@@ -64,6 +64,15 @@ app.kubernetes.io/component: authorizer
 {{- if eq .Values.mode "central" }}true{{ end }}
 {{- end }}
 
+{{/* The transports served (`transport`): gRPC checks, HTTP checks. */}}
+{{- define "authz.grpc" -}}
+{{- if ne .Values.transport "http" }}true{{ end }}
+{{- end }}
+
+{{- define "authz.httpChecks" -}}
+{{- if ne .Values.transport "grpc" }}true{{ end }}
+{{- end }}
+
 {{/* The controller watches the cluster: central mode with controller.enabled. */}}
 {{- define "authz.watching" -}}
 {{- if and (eq .Values.mode "central") .Values.controller.enabled }}true{{ end }}

@@ -352,19 +352,19 @@ def test_a_hanging_key_server_holds_at_most_two_threads_per_issuer(server: KeySe
 
 
 def test_long_wait_slots_are_shared_by_all_issuers(server: KeyServer) -> None:
+    for i in range(2):
+        server.json(f"/jwks{i}", jwks("k1"))  # before the sources start fetching
     manager = KeyManager(wait_slots=1)
     sources = [
         manager.remote(
             f"JWTIssuer/t{i}/idp",
-            RemoteSource("jwksUri", f"{server.url}/jwks{i}", ISSUER, ES),
+            RemoteSource("jwksUri", f"{server.url}/jwks{i}", ISSUER, ES),  # type: ignore[arg-type]
             fetch_settings(wait=2, timeout=5),
         )
         for i in range(2)
     ]
-    for i in range(2):
-        server.json(f"/jwks{i}", jwks("k1"))
     try:
-        assert manager.wait_attempted(5)
+        assert manager.wait_attempted(5) and all(s.state().ready for s in sources)
         for i in range(2):
             server.fault(f"/jwks{i}", body=b"{}", delay=4)
         with ThreadPoolExecutor(2) as pool:

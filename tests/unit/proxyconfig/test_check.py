@@ -25,7 +25,8 @@ def _generated(transport: str = "grpc", **overrides: Any) -> Config:
     d = model.Deployment(
         transport=model.Transport(transport),
         authz=model.TcpAddress("127.0.0.1", port),
-        routes=(model.RouteBinding("/bound/", "bound"),),
+        # Route bindings are context_extensions, which only gRPC checks carry.
+        routes=(model.RouteBinding("/bound/", "bound"),) if transport == "grpc" else (),
         **overrides,
     )
     data: Config = envoy.to_data(envoy.bootstrap(d))
@@ -120,6 +121,15 @@ def _route_disabled_by_filter_config(config: Config) -> None:
     }
 
 
+def _route_bound_over_http(config: Config) -> None:
+    routes(config)[0]["typed_per_filter_config"] = {
+        envoy.EXT_AUTHZ: {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "check_settings": {"context_extensions": {"policy": "bound"}},
+        }
+    }
+
+
 def _upstream_everything(config: Config) -> None:
     _response(config)["allowed_upstream_headers"] = {"patterns": [{"prefix": ""}]}
 
@@ -155,6 +165,7 @@ CASES: list[tuple[str, str, Callable[[Config], None], str]] = [
     ("http-identity-not-upstream", "http", _drop(_response, "allowed_upstream_headers"), "http_service.authorization_response.allowed_upstream_headers"),
     ("http-upstream-everything", "http", _upstream_everything, "http_service.authorization_response.allowed_upstream_headers"),
     ("http-dialect-headers", "http", _dialect_headers_allowed, "allowed_headers"),
+    ("http-route-binding-dropped", "http", _route_bound_over_http, "check_settings.context_extensions"),
 ]  # fmt: skip
 
 

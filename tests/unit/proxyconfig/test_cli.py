@@ -83,3 +83,25 @@ def test_the_server_never_imports_proxy_config() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("target", "line"),
+    [
+        ("envoy", 'value: "%ENVIRONMENT(AUTHZ_PROXY_SECRET)%"'),
+        ("nginx", "include /etc/nginx/authz-proxy-secret.conf;"),
+        ("caddy", "header_up X-Authz-Proxy-Secret {env.AUTHZ_PROXY_SECRET}"),
+    ],
+)
+def test_the_proxy_secret_is_sent_when_asked(
+    target: str, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([target, "--transport", "http", "--proxy-secret"]) == 0
+    assert line in capsys.readouterr().out
+    assert main([target, "--transport", "http"]) == 0
+    assert "authz-proxy-secret" not in capsys.readouterr().out.lower()
+
+
+def test_route_bindings_are_refused_for_http_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["envoy", "--transport", "http", "--route", "/bound/=bound"]) == 2
+    assert "gRPC checks only" in capsys.readouterr().err

@@ -17,7 +17,8 @@ ROUTES = (model.RouteBinding("/bound/", "bound"),)
 
 
 def _bootstrap(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = envoy.to_data(envoy.bootstrap(Deployment(routes=ROUTES, **overrides)))
+    routes = ROUTES if overrides.get("transport") is not Transport.HTTP else ()
+    data: dict[str, Any] = envoy.to_data(envoy.bootstrap(Deployment(routes=routes, **overrides)))
     return data
 
 

@@ -84,3 +84,15 @@ def test_header_names_and_routes_are_checked() -> None:
 def test_identity_names_are_the_contract_plus_extras() -> None:
     d = Deployment(identity_headers=("x-auth-scopes", "x-auth-subject"))
     assert d.identity_names == ("x-auth-subject", "x-auth-issuer", "x-auth-scopes")
+
+
+def test_route_bindings_need_grpc_checks() -> None:
+    """Envoy's http_service never sends context_extensions: a binding would be ignored."""
+    with pytest.raises(ValueError, match="gRPC checks only"):
+        Deployment(
+            transport=Transport.HTTP,
+            authz=TcpAddress("127.0.0.1", 9003),
+            routes=(RouteBinding("/bound/", "bound"),),
+        )
+    with pytest.raises(ValueError, match="HTTP transport"):
+        Deployment(proxy_secret=True)
