@@ -111,6 +111,22 @@ def _last_decision(site: LoginSite, path: str, reason: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def _logged(site: LoginSite, path: str, reason: str, detail: str) -> dict[str, Any]:
+    """A decision logged for `path` with `reason` and `detail` in its detail, once it is
+    flushed."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [
+            e
+            for e in _decisions(site, path)
+            if e["reason"] == reason and detail in e.get("detail", "")
+        ]
+        if found or time.monotonic() > deadline:
+            assert found, _decisions(site, path)
+            return found[-1]
+        time.sleep(0.1)
+
+
 def test_first_visit_signs_in_and_the_page_shows_the_identity(
     site: LoginSite, browser: Callable[..., Browser]
 ) -> None:
@@ -365,9 +381,8 @@ def test_expired_tokens_are_renewed_with_the_refresh_token(
         _sleep_past(current.expires)
         window.driver.get(site.url("/renewing"))  # the session ended: a new sign-in
         window.wait_for_url(site.url("/renewing"), timeout=15)  # (Hydra remembers alice)
-        _last_decision(site, "/renewing", "allowed")
-        refused = [e for e in _decisions(site, "/renewing") if e["reason"] == "login_required"]
-        assert "session_expired: refresh refused: invalid_grant" in refused[-1]["detail"]
+        ended = _logged(site, "/renewing", "login_required", "refresh refused: invalid_grant")
+        assert ended["detail"] == "session_expired: refresh refused: invalid_grant"
         assert _session(window, site).created > current.created
     finally:
         hydra.call("PUT", url, b"{}", {"Content-Type": "application/json"})
@@ -383,6 +398,50 @@ def _settable(cookie: dict[str, Any]) -> dict[str, Any]:
     out = {k: cookie[k] for k in keys if k in cookie}
     out["url"] = f"http://{cookie['domain']}{cookie['path']}"
     return out
+
+
+# -- over HTTP checks --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http_site(provider: HydraServer) -> Iterator[LoginSite]:
+    """The same app, Envoy asking authz over HTTP (http_service, proxy-config
+    --browser-login: the cookie and Fetch Metadata go to authz, Set-Cookie comes back)."""
+    with ExitStack() as stack:
+        yield start_login_site(stack, provider, transport="http")
+
+
+def test_sign_in_renewal_and_logout_over_http_checks(
+    http_site: LoginSite, browser: Callable[..., Browser]
+) -> None:
+    site, hydra = http_site, http_site.provider.hydra
+    url = f"{hydra.admin}/admin/clients/{site.client.client_id}/lifespans"
+    short = {
+        name: "5s"
+        for name in (
+            "authorization_code_grant_access_token_lifespan",
+            "authorization_code_grant_id_token_lifespan",
+            "refresh_token_grant_access_token_lifespan",
+            "refresh_token_grant_id_token_lifespan",
+        )
+    }
+    hydra.call("PUT", url, json.dumps(short).encode(), {"Content-Type": "application/json"})
+    window = browser()
+    _sign_in(window, site)
+    assert _echo(window)["headers"]["x-auth-subject"] == USER
+    assert window.fetch_status("/hello") == 200
+    first = _session(window, site)
+    assert first.expires is not None
+    _sleep_past(first.expires)
+    window.driver.get(site.url("/hello"))  # renewed: the new cookie reaches the browser
+    assert _echo(window)["headers"]["x-auth-subject"] == USER
+    assert _session(window, site).refresh_token != first.refresh_token
+    window.driver.get(site.url("/public/page"))
+    window.driver.get(site.url("/oauth2/logout"))
+    window.wait_for_url(site.signed_out, timeout=15)
+    assert _session_cookie(window) is None
+    assert window.fetch_status("/hello") == 401
+    hydra.call("PUT", url, b"{}", {"Content-Type": "application/json"})
 
 
 # -- sessions in Redis ---------------------------------------------------------------------

@@ -49,6 +49,7 @@ def envoy_bootstrap(
     listen_host: str = "127.0.0.1",
     max_connections: int = 10000,
     transport: str = "grpc",
+    browser_login: bool = False,
 ) -> dict[str, Any]:
     """`authz proxy-config envoy` for these ports: HTTP listener -> [jwt_authn] -> ext_authz -> router.
 
@@ -61,6 +62,7 @@ def envoy_bootstrap(
     (``{"policy": name}``) in every CheckRequest for that route.
     ``status_on_error``: HTTP status returned when authz is unreachable or times out.
     ``transport="http"``: ``authz_grpc`` is authz's HTTP check address, used by http_service.
+    ``browser_login``: `--browser-login` (HTTP: the headers a policy's `login` needs).
     """
     if not authz_grpc.startswith("unix:") and ":" not in authz_grpc:
         raise ValueError(f"authz_grpc must be host:port or unix:/path, got {authz_grpc!r}")
@@ -74,6 +76,7 @@ def envoy_bootstrap(
         upstream=model.TcpAddress(upstream_host, upstream_port),
         admin=model.TcpAddress("127.0.0.1", admin_port),
         max_connections=max_connections,
+        browser_login=browser_login,
     )
     bootstrap: dict[str, Any] = envoy.to_data(envoy.bootstrap(deployment))
     if with_jwt_authn is not None:

@@ -71,9 +71,11 @@ class LoginSite:
 
 
 def login_policy(
-    issuer: str, client: OAuthClient, listen_port: int, **login: Any
+    issuer: str, client: OAuthClient, listen_port: int, *, strip: bool = True, **login: Any
 ) -> list[dict[str, Any]]:
-    """The Hydra issuer and the web app's policy (`login` entries override the block's)."""
+    """The Hydra issuer and the web app's policy (`login` entries override the block's;
+    `strip`: the session cookie is removed before the upstream, which HTTP checks through
+    Envoy cannot do when other cookies stay)."""
     block: dict[str, Any] = {
         "issuer": {"name": "hydra"},
         "clientId": client.client_id,
@@ -107,7 +109,7 @@ def login_policy(
                     {"name": "x-auth-scopes", "claim": "$scopes"},
                     {"name": "x-auth-expires", "claim": "exp"},
                 ],
-                "stripAuthorization": True,
+                "stripAuthorization": strip,
             },
         ),
     ]
@@ -125,9 +127,11 @@ def start_login_site(
     envoy_timeout_ms: int = 3000,
     env: Mapping[str, str] | None = None,
     report: bool = True,
+    transport: str = "grpc",
 ) -> LoginSite:
     """Register a web client at Hydra, write the policy, start authz, the upstream and Envoy.
-    `report`: print each process's log tail when it stops (pytest shows it for failures)."""
+    `report`: print each process's log tail when it stops (pytest shows it for failures).
+    `transport="http"`: Envoy asks authz over HTTP (http_service, `--browser-login`)."""
     stop = _stop if report else _stop_quietly
     hydra = provider.hydra
     port = listen_port or free_port()
@@ -150,11 +154,15 @@ def start_login_site(
     (policy_dir / "session-keys").write_text(ring_text)
     (policy_dir / "client-secret").write_text(client.client_secret + "\n")
     overrides = {"postLogoutRedirectUris": [f"{base}/signed-out"], **(login or {})}
-    docs.write(policy_dir / "policy.yaml", *login_policy(hydra.issuer, client, port, **overrides))
+    documents = login_policy(hydra.issuer, client, port, strip=transport == "grpc", **overrides)
+    docs.write(policy_dir / "policy.yaml", *documents)
 
-    grpc_addr, http_port = f"127.0.0.1:{free_port()}", free_port()
+    check_addr, http_port = f"127.0.0.1:{free_port()}", free_port()
+    grpc = transport == "grpc"
     argv = [sys.executable, "-m", "authz", "serve", "--policy-dir", str(policy_dir)]
-    argv += ["--grpc-addr", grpc_addr, "--http-addr", f"127.0.0.1:{http_port}", *authz_args]
+    argv += ["--grpc-addr", check_addr if grpc else "off"]
+    argv += ["--http-check-addr", "off" if grpc else check_addr]
+    argv += ["--http-addr", f"127.0.0.1:{http_port}", *authz_args]
     authz = Process(
         argv,
         name="authz",
@@ -164,7 +172,7 @@ def start_login_site(
     stack.callback(stop, authz)
     authz_http = f"http://127.0.0.1:{http_port}"
     wait_for_http(f"{authz_http}/readyz", STARTUP_TIMEOUT, proc=authz)
-    wait_for_addr(grpc_addr, STARTUP_TIMEOUT, proc=authz)
+    wait_for_addr(check_addr, STARTUP_TIMEOUT, proc=authz)
 
     upstream_port = free_port()
     upstream = Process(
@@ -177,9 +185,12 @@ def start_login_site(
     bootstrap = envoy_bootstrap(
         listen_port=port,
         admin_port=admin_port,
-        authz_grpc=grpc_addr,
+        authz_grpc=check_addr,
         upstream_port=upstream_port,
         timeout_ms=envoy_timeout_ms,
+        transport=transport,
+        browser_login=True,
+        policy_routes={},
     )
     envoy = EnvoyProcess(bootstrap, admin_port=admin_port, ready_timeout=STARTUP_TIMEOUT)
     stack.callback(stop, envoy)

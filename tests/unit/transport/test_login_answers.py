@@ -1,7 +1,8 @@
-"""Browser sign-in's answers as Envoy gets them over gRPC: a redirect with cookies in the
-denied response, a renewed session cookie in the OK response's `response_headers_to_add`.
-Each Set-Cookie must be appended (a second one must not overwrite the first); the e2e
-tests show Envoy relaying them to a real browser."""
+"""Browser sign-in's answers as the proxies get them: over gRPC a redirect with cookies in
+the denied response and a renewed session cookie in the OK response's
+`response_headers_to_add` (each Set-Cookie appended: a second must not overwrite the
+first); over HTTP the same as response headers, and for NGINX, which cannot relay a
+redirect from auth_request, a 401. The e2e tests show Envoy relaying both to a browser."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from google.rpc import code_pb2
 
 from authz.request.respond import Answer
+from authz.transport.dialects import Dialect, render
 from authz.transport.grpc import GrpcChecker
 
 APPEND = HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
@@ -64,3 +66,26 @@ def test_an_allow_sends_a_renewed_cookie_to_the_client_not_the_upstream() -> Non
     (cookie,) = ok.response_headers_to_add
     assert cookie.header.value == "__Host-authz-session=v; Path=/"
     assert cookie.append_action == APPEND
+
+
+def test_over_http_the_cookies_are_response_headers() -> None:
+    redirect = Answer(
+        302,
+        "login_required",
+        (("location", "https://op.example/a"), ("set-cookie", "a=1"), ("set-cookie", "b=2")),
+        body="<p>",
+    )
+    wire = render(redirect, Dialect.ENVOY).data.decode()
+    assert wire.startswith("HTTP/1.1 302 Found\r\n")
+    assert "set-cookie: a=1\r\nset-cookie: b=2\r\n" in wire
+    allow = Answer(
+        200, "allowed", (("x-auth-subject", "alice"),), response_headers=(("set-cookie", "s=v"),)
+    )
+    wire = render(allow, Dialect.ENVOY).data.decode()
+    assert "x-auth-subject: alice\r\nset-cookie: s=v\r\n" in wire
+
+
+def test_nginx_gets_a_401_for_a_redirect_it_cannot_relay() -> None:
+    redirect = Answer(302, "login_required", (("location", "https://op.example/a"),))
+    assert render(redirect, Dialect.NGINX).status == 401
+    assert render(redirect, Dialect.FORWARD).status == 302  # Caddy and Traefik relay it
