@@ -449,6 +449,7 @@ def test_sign_in_renewal_and_logout_over_http_checks(
 
 @pytest.fixture(scope="module")
 def redis_site(provider: HydraServer) -> Iterator[tuple[LoginSite, RedisServer]]:
+    """Two authz replicas behind one Envoy (round-robin), sessions in one real Redis."""
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         site = start_login_site(
@@ -456,27 +457,80 @@ def redis_site(provider: HydraServer) -> Iterator[tuple[LoginSite, RedisServer]]
             provider,
             login={"session": {"keysFile": "session-keys", "store": "redis"}},
             authz_args=["--session-redis", redis.url],
+            replicas=2,
         )
         yield site, redis
 
 
-def test_a_redis_session_is_gone_after_logout_even_where_copied(
+def _replica_allowed(site: LoginSite) -> list[int]:
+    """How many requests each replica allowed (from its audit log)."""
+    counts = []
+    for replica in site.replicas:
+        assert replica.log_path is not None
+        lines = replica.log_path.read_text().splitlines()
+        counts.append(sum(1 for x in lines if '"event":"decision"' in x and '"allowed"' in x))
+    return counts
+
+
+_PARALLEL = (
+    "const [path, n, done] = arguments;"
+    "Promise.all(Array.from({length: n}, () => fetch(path).then(r => r.status, () => -1)))"
+    ".then(done);"
+)
+
+
+def test_replicas_share_redis_sessions_and_renew_them_once(
     redis_site: tuple[LoginSite, RedisServer], browser: Callable[..., Browser]
 ) -> None:
+    """A session made by one replica is good at the other; when its tokens expire, pages
+    and parallel requests at both replicas renew it once (a rotating refresh token spent
+    twice would be refused, and the session would end); logout at one ends it at both."""
     site, redis = redis_site
-    window = browser()
-    assert _sign_in(window, site)
-    assert _echo(window)["headers"]["x-auth-subject"] == USER
-    cookie = _session_cookie(window)
-    assert cookie is not None and len(cookie["value"]) < 200  # a sealed id, not the tokens
-    keys = redis.client().keys("authz:session:*")
-    assert len(keys) == 1
-    copied = f"{SESSION_COOKIE}={cookie['value']}"
-    assert http_request(site.base_url, "GET", "/api/x", {"cookie": copied}).status == 200
+    hydra = site.provider.hydra
+    url = f"{hydra.admin}/admin/clients/{site.client.client_id}/lifespans"
+    short = {
+        name: "5s"
+        for name in (
+            "authorization_code_grant_access_token_lifespan",
+            "authorization_code_grant_id_token_lifespan",
+            "refresh_token_grant_access_token_lifespan",
+            "refresh_token_grant_id_token_lifespan",
+        )
+    }
+    hydra.call("PUT", url, json.dumps(short).encode(), {"Content-Type": "application/json"})
+    try:
+        window = browser()
+        _sign_in(window, site, "/shared")
+        for _ in range(4):
+            window.driver.get(site.url("/shared"))
+            assert _echo(window)["headers"]["x-auth-subject"] == USER
+        deadline = time.monotonic() + 5  # (each replica flushes its log every 200 ms)
+        while not all(_replica_allowed(site)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_replica_allowed(site))  # both replicas let the session through
+        (key,) = redis.client().keys("authz:session:*")
+        cookie = _session_cookie(window)
+        assert cookie is not None and len(cookie["value"]) < 200  # a sealed id only
+        assert "ory_" not in (redis.client(decode_responses=False).get(key) or b"").decode(
+            "ascii", "replace"
+        )  # the record is sealed too: no token in Redis in the clear
 
+        time.sleep(6)  # the tokens expired
+        statuses = window.driver.execute_async_script(_PARALLEL, "/api/shared", 8)
+        assert statuses == [200] * 8
+        window.driver.get(site.url("/shared"))
+        assert _echo(window)["headers"]["x-auth-subject"] == USER
+        for replica in site.replicas:
+            assert replica.log_path is not None
+            assert "refresh refused" not in replica.log_path.read_text()
+    finally:
+        hydra.call("PUT", url, b"{}", {"Content-Type": "application/json"})
+
+    copied = f"{SESSION_COOKIE}={cookie['value']}"
     window.driver.get(site.url("/oauth2/logout"))
     window.wait_for_url(site.signed_out, timeout=15)
-    replay = http_request(site.base_url, "GET", "/api/x", {"cookie": copied})
-    assert replay.status == 401  # the copy names a session that no longer exists
-    assert "session has ended" in replay.body.decode()
+    for _ in range(4):  # both replicas
+        replay = http_request(site.base_url, "GET", "/api/x", {"cookie": copied})
+        assert replay.status == 401  # the copy names a session that no longer exists
+        assert "session has ended" in replay.body.decode()
     assert redis.client().keys("authz:session:*") == []

@@ -53,6 +53,7 @@ class LoginSite:
     authz: Process
     authz_http: str
     envoy: EnvoyProcess
+    replicas: tuple[Process, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -128,10 +129,13 @@ def start_login_site(
     env: Mapping[str, str] | None = None,
     report: bool = True,
     transport: str = "grpc",
+    replicas: int = 1,
 ) -> LoginSite:
     """Register a web client at Hydra, write the policy, start authz, the upstream and Envoy.
     `report`: print each process's log tail when it stops (pytest shows it for failures).
-    `transport="http"`: Envoy asks authz over HTTP (http_service, `--browser-login`)."""
+    `transport="http"`: Envoy asks authz over HTTP (http_service, `--browser-login`).
+    `replicas`: that many authz processes on one policy, Envoy spreading checks round-robin
+    (`site.authz` is the first; `site.replicas` all)."""
     stop = _stop if report else _stop_quietly
     hydra = provider.hydra
     port = listen_port or free_port()
@@ -157,22 +161,21 @@ def start_login_site(
     documents = login_policy(hydra.issuer, client, port, strip=transport == "grpc", **overrides)
     docs.write(policy_dir / "policy.yaml", *documents)
 
-    check_addr, http_port = f"127.0.0.1:{free_port()}", free_port()
     grpc = transport == "grpc"
-    argv = [sys.executable, "-m", "authz", "serve", "--policy-dir", str(policy_dir)]
-    argv += ["--grpc-addr", check_addr if grpc else "off"]
-    argv += ["--http-check-addr", "off" if grpc else check_addr]
-    argv += ["--http-addr", f"127.0.0.1:{http_port}", *authz_args]
-    authz = Process(
-        argv,
-        name="authz",
-        env=_env(env),
-        cwd=REPO_ROOT,
-    ).start()
-    stack.callback(stop, authz)
-    authz_http = f"http://127.0.0.1:{http_port}"
-    wait_for_http(f"{authz_http}/readyz", STARTUP_TIMEOUT, proc=authz)
-    wait_for_addr(check_addr, STARTUP_TIMEOUT, proc=authz)
+    started: list[tuple[Process, str, str]] = []
+    for _ in range(replicas):
+        check_addr, http_port = f"127.0.0.1:{free_port()}", free_port()
+        argv = [sys.executable, "-m", "authz", "serve", "--policy-dir", str(policy_dir)]
+        argv += ["--grpc-addr", check_addr if grpc else "off"]
+        argv += ["--http-check-addr", "off" if grpc else check_addr]
+        argv += ["--http-addr", f"127.0.0.1:{http_port}", *authz_args]
+        process = Process(argv, name="authz", env=_env(env), cwd=REPO_ROOT).start()
+        stack.callback(stop, process)
+        started.append((process, check_addr, f"http://127.0.0.1:{http_port}"))
+    for process, check_addr, ops in started:
+        wait_for_http(f"{ops}/readyz", STARTUP_TIMEOUT, proc=process)
+        wait_for_addr(check_addr, STARTUP_TIMEOUT, proc=process)
+    authz, check_addr, authz_http = started[0]
 
     upstream_port = free_port()
     upstream = Process(
@@ -192,12 +195,35 @@ def start_login_site(
         browser_login=True,
         policy_routes={},
     )
+    if replicas > 1:
+        _spread(bootstrap, [addr for _, addr, _ in started])
     envoy = EnvoyProcess(bootstrap, admin_port=admin_port, ready_timeout=STARTUP_TIMEOUT)
     stack.callback(stop, envoy)
     envoy.start()
     return LoginSite(
-        provider, client, port, host, policy_dir, KeyRing.parse(ring_text), authz, authz_http, envoy
+        provider,
+        client,
+        port,
+        host,
+        policy_dir,
+        KeyRing.parse(ring_text),
+        authz,
+        authz_http,
+        envoy,
+        tuple(p for p, _, _ in started),
     )
+
+
+def _spread(bootstrap: dict[str, Any], addresses: Sequence[str]) -> None:
+    """Every authz replica an endpoint of Envoy's authz cluster (round-robin)."""
+    cluster = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "authz")
+    endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    template = endpoints[0]
+    endpoints[:] = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        socket_address = {"address": host, "port_value": int(port)}
+        endpoints.append({**template, "endpoint": {"address": {"socket_address": socket_address}}})
 
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
