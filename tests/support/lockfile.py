@@ -57,6 +57,7 @@ class Pin:
     version: str
     hashes: list[str] = field(default_factory=list)
     via: list[str] = field(default_factory=list)
+    marker: str | None = None  # the environments it is for (`python_full_version < '3.11.3'`)
 
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
@@ -100,7 +101,7 @@ def compile_lock(out: Path = LOCK) -> Path:
     return out
 
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(?:\s*;\s*([^\\]+?))?\s*\\?$")
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
 
 
@@ -112,7 +113,7 @@ def parse(text: str) -> dict[str, Pin]:
     for line in text.splitlines():
         match = _PIN.match(line)
         if match:
-            current = Pin(canonicalize_name(match.group(1)), match.group(2))
+            current = Pin(canonicalize_name(match.group(1)), match.group(2), marker=match.group(3))
             pins[current.name] = current
             in_via = False
         if current is None:
