@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from authz.keys.fetch import FetchError
@@ -87,7 +87,7 @@ class PreLogin:
 
     state: str
     nonce: str
-    verifier: str
+    verifier: str = field(repr=False)  # the PKCE secret: never in a log line
     return_to: str
     redirect_uri: str
     expires: float
@@ -389,6 +389,10 @@ class LoginFlow:
         if asked is not None and asked not in login.post_logout_uris:
             raise TokenError(Reason.REDIRECT_NOT_ALLOWED, "return_to is not an allowed address")
         return_to = asked or (login.post_logout_uris[0] if login.post_logout_uris else None)
+        try:  # first: an event loop told to check again elsewhere has changed nothing yet
+            metadata: ProviderMetadata | None = self._runtime.metadata(login, may_wait=may_wait)
+        except TokenError:
+            metadata = None  # signed out here; the provider's session stays
         sealed = cookies.read_chunked(
             cookies.parse(request.headers.get("cookie", "")), login.session.cookie
         )
@@ -400,10 +404,6 @@ class LoginFlow:
                 session = None  # cleared all the same
         cleared = self._jar.end(session, login, held_parts(sealed) if sealed else 1)
         location = return_to or "/"
-        try:
-            metadata = self._runtime.metadata(login, may_wait=may_wait)
-        except TokenError:
-            metadata = None  # signed out here; the provider's session stays
         if metadata is not None and session is not None:
             self._revoke(session, login, metadata)
         if metadata is not None and metadata.end_session_endpoint is not None:
