@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,45 @@ def _parser() -> argparse.ArgumentParser:
         help="OpenTelemetry span per Check, exported by OTLP as OTEL_* says (authz[otel])",
     )
     serve.add_argument(
+        "--dpop-replay-redis",
+        metavar="URL",
+        help="share DPoP proofs' jti values between replicas in Redis (redis://, rediss://, "
+        "unix://; a password in it is never logged); default: remembered per process",
+    )
+    serve.add_argument(
+        "--dpop-replay-timeout-ms",
+        type=int,
+        default=50,
+        help="longest a Check waits for Redis; past it the request fails closed (503)",
+    )
+    serve.add_argument(
+        "--dpop-replay-entries",
+        type=int,
+        default=500_000,
+        help="per-process replay cache size (~150 bytes each); when full, the window narrows",
+    )
+    serve.add_argument(
+        "--dpop-nonce-secret-file",
+        type=Path,
+        help="secret for DPoP server nonces, the same on every replica (default: random)",
+    )
+    serve.add_argument(
+        "--dpop-nonce-seconds", type=int, default=120, help="a nonce lives one to two of these"
+    )
+    serve.add_argument(
+        "--internal-token-issuer",
+        metavar="URL",
+        help="authz's issuer URL for internal tokens; its ops port serves "
+        "/.well-known/openid-configuration and /.well-known/jwks.json under the URL's path",
+    )
+    serve.add_argument(
+        "--internal-token-keys",
+        type=Path,
+        metavar="DIR",
+        help="private JWKs (ES256/EdDSA) that sign internal tokens: a directory or mounted "
+        "Secret, reread when it changes; the file 'active' may name the signing kid",
+    )
+    serve.add_argument(
         "--session-redis",
         metavar="URL",
         help="Redis for browser sign-in sessions (login.session.store: redis), shared by "
@@ -186,6 +226,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--method", default="GET")
     check.add_argument("--host", default="localhost")
     check.add_argument("--path", default="/")
+    check.add_argument(
+        "--scheme",
+        default="https",
+        choices=("https", "http"),
+        help="the scheme the proxy reports (a DPoP proof's htu names it)",
+    )
     check.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")
     check.add_argument("--context", action="append", default=[], help="context extension key=value")
     check.add_argument("--workload-labels", type=_labels, default={})
@@ -245,7 +291,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from authz.observe import logs
-    from authz.server import serve
+    from authz.server import NONCE_SECRET_ENV, serve, well_known
     from authz.settings import ServeSettings
     from authz.workers import Supervisor
 
@@ -254,9 +300,15 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         raise SystemExit("authz serve: give --policy-dir, --kubernetes, or both")
     if args.grpc_addr is None and args.http_check_addr is None:
         raise SystemExit("authz serve: --grpc-addr off and --http-check-addr off: nothing to serve")
+    if (args.internal_token_issuer is None) != (args.internal_token_keys is None):
+        raise SystemExit(
+            "authz serve: --internal-token-issuer and --internal-token-keys go together"
+        )
     if args.workers > 1:
         if args.grpc_addr is not None and args.grpc_addr.startswith("unix:"):
             raise SystemExit("authz serve: --workers needs a TCP --grpc-addr (or --grpc-addr off)")
+        # Workers must accept each other's DPoP nonces: one secret for all of them.
+        os.environ.setdefault(NONCE_SECRET_ENV, secrets.token_hex(32))
         serve_args = argv[argv.index("serve") + 1 :]
         drain = args.shutdown_delay + args.shutdown_grace
         grpc_port = int(args.grpc_addr.rpartition(":")[2]) if args.grpc_addr else None
@@ -267,6 +319,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             drain,
             grpc_port,
             check_addr=args.http_check_addr,
+            well_known=well_known(args.internal_token_issuer, args.internal_token_keys),
         ).run()
     return serve(
         ServeSettings(
@@ -291,6 +344,13 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             watch_namespaces=args.watch_namespaces,
             leader_election_namespace=args.leader_election_namespace,
             leader_election_id=args.leader_election_id,
+            dpop_replay_redis=args.dpop_replay_redis,
+            dpop_replay_timeout_ms=args.dpop_replay_timeout_ms,
+            dpop_replay_entries=args.dpop_replay_entries,
+            dpop_nonce_secret_file=args.dpop_nonce_secret_file,
+            dpop_nonce_seconds=args.dpop_nonce_seconds,
+            internal_token_issuer=args.internal_token_issuer,
+            internal_token_keys=args.internal_token_keys,
             session_redis=args.session_redis,
             session_redis_password_file=args.session_redis_password_file,
         )
@@ -385,6 +445,7 @@ def _check(args: argparse.Namespace) -> int:
             context=context,
             token=token,
             problems=problems,
+            scheme=args.scheme,
         )
     print(json.dumps(out, indent=2))
     if args.expect_status is not None:

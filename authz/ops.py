@@ -1,4 +1,5 @@
-"""The HTTP ops port: `/healthz`, `/readyz`, `/metrics` and, if enabled, `/debug/*`.
+"""The HTTP ops port: `/healthz`, `/readyz`, `/metrics`, if enabled `/debug/*`, and with
+internal tokens their issuer's `/.well-known/openid-configuration` and `/.well-known/jwks.json`.
 
 Served by every `authz serve` process and, with its own answers, by the `--workers`
 supervisor; it knows nothing of Checks, only the callables it is given.
@@ -11,10 +12,14 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from authz.keys.signing import SigningKeys, discovery_document
+
 MAX_BODY = 64 * 1024  # a debug request: a token and a few headers
+WELL_KNOWN_CACHE_SECONDS = 60  # a verifier sees a new key within a minute of its rotation
 # (method, path, body) -> (HTTP status, JSON answer): authz.observe.debug.Debug.handle, or the
 # `--workers` supervisor's forwarding to a worker.
 DebugHandler = Callable[[str, str, bytes], tuple[int, dict[str, Any]]]
@@ -35,6 +40,9 @@ class _OpsHandler(BaseHTTPRequestHandler):
             self._send(200 if ready else 503, b"ok\n" if ready else b"not ready\n", "text/plain")
         elif path == "/metrics":
             self._send(200, self.server.metrics(), CONTENT_TYPE_LATEST)
+        elif self.server.well_known is not None and path in self.server.well_known.paths:
+            body = self.server.well_known.document(path)
+            self._send(200, body, "application/json", cache_seconds=WELL_KNOWN_CACHE_SECONDS)
         elif path.startswith("/debug/"):
             self._debug("GET", path, b"")
         else:
@@ -63,9 +71,11 @@ class _OpsHandler(BaseHTTPRequestHandler):
         status, answer = self.server.debug(method, path, body)
         self._send(status, json.dumps(answer, indent=2).encode() + b"\n", "application/json")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, cache_seconds: int = 0) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if cache_seconds:
+            self.send_header("Cache-Control", f"public, max-age={cache_seconds}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -85,14 +95,35 @@ class OpsServer(ThreadingHTTPServer):
         ready: Callable[[], bool],
         metrics: Callable[[], bytes] = generate_latest,
         debug: DebugHandler | None = None,
+        well_known: WellKnown | None = None,
     ) -> None:
         super().__init__(_host_port(addr), _OpsHandler)
         self.ready = ready
         self.metrics = metrics
         self.debug = debug
+        self.well_known = well_known
 
     def start(self) -> None:
         threading.Thread(target=self.serve_forever, name="ops-http", daemon=True).start()
+
+
+class WellKnown:
+    """authz as the issuer of internal tokens: its OpenID discovery document and JWKS, under
+    the issuer URL's path, so ordinary libraries (and another authz) verify those tokens.
+    The JWKS is read from the signing keys on every request: a rotation shows at once."""
+
+    def __init__(self, issuer: str, keys: SigningKeys) -> None:
+        base = urlsplit(issuer).path.rstrip("/")
+        self._discovery = json.dumps(discovery_document(issuer), indent=2).encode() + b"\n"
+        self._keys = keys
+        self.discovery_path = f"{base}/.well-known/openid-configuration"
+        self.jwks_path = f"{base}/.well-known/jwks.json"
+        self.paths = frozenset({self.discovery_path, self.jwks_path})
+
+    def document(self, path: str) -> bytes:
+        if path == self.discovery_path:
+            return self._discovery
+        return json.dumps(self._keys.current().jwks(), indent=2).encode() + b"\n"
 
 
 def _host_port(addr: str) -> tuple[str, int]:

@@ -17,7 +17,9 @@ from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health_pb2
 
 from authz import workers
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
+from authz.keys.signing import SigningKeys
 from authz.observe import tracing
 from authz.observe.audit import Audit
 from authz.observe.debug import Debug
@@ -25,13 +27,16 @@ from authz.observe.metrics import Metrics
 from authz.observe.recorder import Recorder
 from authz.oidc.jobs import Jobs
 from authz.oidc.store import RedisSessions
-from authz.ops import DebugHandler, OpsServer
+from authz.ops import DebugHandler, OpsServer, WellKnown
 from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
 from authz.policy.tenancy import own_namespace
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
+from authz.request.internal_token import InternalTokens
 from authz.request.login.runtime import LoginRuntime
+from authz.request.nonces import Nonces
+from authz.request.replay import LocalReplayCache, ReplayCache
 from authz.settings import ServeSettings
 from authz.transport.grpc import SERVICE, GrpcChecker, grpc_server
 from authz.transport.http import HttpChecker, HttpTransport
@@ -39,15 +44,22 @@ from authz.transport.sockets import listen
 
 log = structlog.get_logger("authz.server")
 
+# A DPoP nonce secret (hex) the `--workers` supervisor hands its workers when no
+# --dpop-nonce-secret-file is given, so each accepts the nonces the others hand out.
+NONCE_SECRET_ENV = "AUTHZ_DPOP_NONCE_SECRET"  # noqa: S105 (the variable's name)
+
 
 def policy_store(
     workload_labels: Mapping[str, str], threads: int, workload_namespace: str | None = None
 ) -> PolicyStore:
-    """The store with its key manager: a quarter of the handler threads may wait long for a
-    key refetch, so a slow key server never holds the threads other requests need."""
+    """The store with its key manager and introspection manager: a quarter of the handler
+    threads may wait long for a key refetch, half for an introspection answer (the normal
+    path of a new opaque token), so a slow key server or introspection endpoint never
+    holds all the threads other requests need."""
     return PolicyStore(
         workload_labels,
         KeyManager(wait_slots=max(1, threads // 4)),
+        introspection=IntrospectionManager(wait_slots=max(1, threads // 2)),
         workload_namespace=workload_namespace,
     )
 
@@ -57,6 +69,54 @@ def debug_handler(store: PolicyStore, **options: Any) -> DebugHandler:
     and without a recorder: they neither fill nor read the serving cache, nor count as
     decisions. `options` as `assembly.pipeline` takes."""
     return Debug(store, pipeline(store, TokenCache(max_entries=0), **options)).handle
+
+
+def nonces(settings: ServeSettings) -> Nonces:
+    """DPoP server nonces: the secret from its file, else the supervisor's, else random."""
+    secret: bytes | None = None
+    if settings.dpop_nonce_secret_file is not None:
+        secret = settings.dpop_nonce_secret_file.read_bytes().rstrip(b"\r\n")
+        if not secret:
+            raise SystemExit(f"authz serve: {settings.dpop_nonce_secret_file} is empty")
+    elif os.environ.get(NONCE_SECRET_ENV):
+        secret = bytes.fromhex(os.environ[NONCE_SECRET_ENV])
+    return Nonces(secret, period=settings.dpop_nonce_seconds)
+
+
+def replay_cache(settings: ServeSettings) -> ReplayCache:
+    """Where DPoP proofs' jti values are remembered: this process, or Redis for all replicas."""
+    if settings.dpop_replay_redis is None:
+        return LocalReplayCache(settings.dpop_replay_entries)
+    from authz.request.replay_redis import RedisReplayCache  # noqa: PLC0415 (only when asked)
+
+    log.info("DPoP replay cache in Redis", timeout_ms=settings.dpop_replay_timeout_ms)
+    return RedisReplayCache(
+        settings.dpop_replay_redis, timeout=settings.dpop_replay_timeout_ms / 1000
+    )
+
+
+def well_known(issuer: str | None, keys_dir: Path | None) -> WellKnown | None:
+    """The internal tokens' discovery and JWKS documents, their keys reread as they change
+    (the `--workers` supervisor serves them too, on its own ops port)."""
+    if issuer is None or keys_dir is None:
+        return None
+    keys = SigningKeys(keys_dir)
+    keys.start()
+    return WellKnown(issuer, keys)
+
+
+def internal_tokens(settings: ServeSettings) -> tuple[InternalTokens, WellKnown | None]:
+    """The minter (without keys when none were given: a policy asking for internal tokens
+    then gets 503, never an upstream request without one) and what the ops port serves."""
+    issuer, keys_dir = settings.internal_token_issuer, settings.internal_token_keys
+    if issuer is None or keys_dir is None:
+        return InternalTokens(None, ""), None
+    keys = SigningKeys(keys_dir)
+    if keys.current().active is None:
+        problems = "; ".join(keys.current().problems) or "no key files"
+        raise SystemExit(f"authz serve: no usable signing key in {keys_dir}: {problems}")
+    keys.start()
+    return InternalTokens(keys, issuer), WellKnown(issuer, keys)
 
 
 def login_runtime(settings: ServeSettings) -> LoginRuntime:
@@ -139,6 +199,7 @@ def serve(settings: ServeSettings) -> int:
     }
     metrics = Metrics()
     metrics.watch(store, cache)
+    metrics.watch_introspection(store.introspection)
     stoppers: list[Callable[[], None]] = []
     tracer = tracing.from_environment() if settings.tracing else None
     if tracer is not None:
@@ -166,10 +227,14 @@ def serve(settings: ServeSettings) -> int:
         stoppers.append(controller.stop)
     stoppers.append(store.close)  # last: the sources above may rebuild until they stop
 
+    minter, documents = internal_tokens(settings)
+    replay = replay_cache(settings)
+    stoppers.append(replay.close)
+    shared: dict[str, Any] = {"nonces": nonces(settings), "internal_tokens": minter}
     sign_in = login_runtime(settings)
     stoppers.append(sign_in.close)
-    # one pipeline (and cache, and sign-in runtime) for both transports
-    checks = pipeline(store, cache, login=sign_in, **options)
+    # One pipeline (and token cache, replay cache, nonces, sign-in runtime) for both transports.
+    checks = pipeline(store, cache, replay=replay, login=sign_in, **shared, **options)
     recorder = Recorder(Audit(metrics), tracer)
     grpc = None
     if settings.grpc_addr is not None:
@@ -189,8 +254,9 @@ def serve(settings: ServeSettings) -> int:
         secret = _proxy_secret(settings.http_proxy_secret_file)
         http = HttpTransport(HttpChecker(checks, recorder, secret), sock)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
-    debug = debug_handler(store, **options) if settings.debug_endpoints else None
-    ops = OpsServer(settings.http_addr, state.ready, metrics.exposition, debug)
+    # An explanation never records a DPoP proof as used: it gets a replay cache of its own.
+    debug = debug_handler(store, **shared, **options) if settings.debug_endpoints else None
+    ops = OpsServer(settings.http_addr, state.ready, metrics.exposition, debug, documents)
     ops.start()
     if grpc is not None:
         grpc.start()

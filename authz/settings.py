@@ -31,6 +31,15 @@ class ServeSettings:
     watch_namespaces: tuple[str, ...] = ()
     leader_election_namespace: str | None = None
     leader_election_id: str = "authz-status"
+    # DPoP (RFC 9449): where proofs' jti values are remembered, and the server nonces.
+    dpop_replay_redis: str | None = None  # redis:// or unix:// URL; None: per process
+    dpop_replay_timeout_ms: int = 50
+    dpop_replay_entries: int = 500_000
+    dpop_nonce_secret_file: Path | None = None
+    dpop_nonce_seconds: int = 120
+    # Internal tokens: authz as their issuer (its URL) and the directory of its signing keys.
+    internal_token_issuer: str | None = None
+    internal_token_keys: Path | None = None
     # Browser sign-in sessions kept in Redis (`login.session.store: redis`), shared by replicas.
     session_redis: str | None = None
     session_redis_password_file: Path | None = None

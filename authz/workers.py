@@ -36,7 +36,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from authz.ops import OpsServer
+from authz.ops import OpsServer, WellKnown
 from authz.transport.sockets import address_of, listen
 
 log = structlog.get_logger("authz.workers")
@@ -213,10 +213,12 @@ class Supervisor:
         grpc_port: int | None,
         *,
         check_addr: str | None = None,
+        well_known: WellKnown | None = None,
     ) -> None:
         """`grpc_port`: the shared gRPC port to watch for foreign listeners (None: no gRPC);
         `check_addr`: the HTTP check address, bound here once for every worker."""
         self.count = count
+        self.well_known = well_known  # internal tokens' discovery and JWKS, served here too
         self.grpc_port = grpc_port
         self._foreign: set[int] = set()
         self.http_addr = http_addr
@@ -294,7 +296,7 @@ class Supervisor:
     def run(self) -> int:
         self._procs = [self._spawn(i) for i in range(self.count)]
         debug = self.debug if "--debug-endpoints" in self._argv else None
-        ops = OpsServer(self.http_addr, self.ready, self.metrics, debug)
+        ops = OpsServer(self.http_addr, self.ready, self.metrics, debug, self.well_known)
         ops.start()
         log.info(
             "supervising workers",

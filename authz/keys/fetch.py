@@ -1,10 +1,12 @@
-"""One HTTP GET of a key document, with the limits a background fetcher needs.
+"""One HTTP exchange with an issuer, with the limits a background fetcher needs.
 
-Only the key manager's refresh threads call this; the Check path never does I/O.
+A GET of a key document (the key manager's refresh threads) or a form POST (token
+introspection, on its own bounded pool); the Check path never does I/O.
 A whole fetch (connect, headers, body) is bounded by one deadline, the body by
-`MAX_BYTES`, redirects are not followed (a moved JWKS is a configuration change,
-not something to chase), and TLS is verified against the system CAs or the
-configured bundle. Every failure is a FetchError with a stable `result` code.
+`MAX_BYTES` (or less), redirects are not followed (a moved JWKS is a configuration
+change, not something to chase; a redirected POST could carry a token elsewhere), and
+TLS is verified against the system CAs or the configured bundle. Every failure is a
+FetchError with a stable `result` code.
 With `public_only`, the address a host name resolves to is checked when connecting (so
 a name that resolves differently later cannot slip past): loopback, link-local (the
 cloud metadata service 169.254.169.254 included) and unspecified addresses are refused.
@@ -20,6 +22,7 @@ import socket
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -129,6 +132,53 @@ def get_json(
 ) -> Fetched:
     """GET `url` and parse its body as JSON; raises FetchError. `public_only`: refuse to
     connect to loopback, link-local and unspecified addresses."""
+    return _exchange(
+        "GET", url, None, _HEADERS, timeout=timeout, tls=tls, allow_http=allow_http,
+        max_bytes=max_bytes, public_only=public_only,
+    )  # fmt: skip
+
+
+def post_form(
+    url: str,
+    form: Mapping[str, str],
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    tls: ssl.SSLContext,
+    allow_http: bool,
+    max_bytes: int = MAX_BYTES,
+    decode: Callable[[bytes], Any] = json.loads,
+    public_only: bool = False,
+) -> Fetched:
+    """POST `form` (application/x-www-form-urlencoded) to `url` with `headers` and parse
+    the answer with `decode` (a ValueError from it is an INVALID result); raises
+    FetchError. Messages name the URL, never the form or headers (they carry credentials)."""
+    body = urllib.parse.urlencode(form).encode("ascii")
+    sent = {
+        "Accept": "application/json",
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": "authz",
+        **headers,
+    }
+    return _exchange(
+        "POST", url, body, sent, timeout=timeout, tls=tls, allow_http=allow_http,
+        max_bytes=max_bytes, decode=decode, public_only=public_only,
+    )  # fmt: skip
+
+
+def _exchange(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    tls: ssl.SSLContext,
+    allow_http: bool,
+    max_bytes: int,
+    decode: Callable[[bytes], Any] = json.loads,
+    public_only: bool = False,
+) -> Fetched:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise FetchError(FetchResult.INVALID, f"not an http(s) URL: {url}")
@@ -145,7 +195,7 @@ def get_json(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     response: http.client.HTTPResponse | None = None
     try:
-        conn.request("GET", target, headers=_HEADERS)
+        conn.request(method, target, body=body, headers=dict(headers))
         _bound(conn, deadline)
         response = conn.getresponse()
         if 300 <= response.status < 400:
@@ -155,7 +205,7 @@ def get_json(
             )
         if response.status != 200:
             raise FetchError(FetchResult.HTTP_STATUS, f"{url}: HTTP {response.status}")
-        body = _read(conn, response, deadline, max_bytes, url)
+        content = _read(conn, response, deadline, max_bytes, url)
         max_age = _max_age(response.getheader("Cache-Control", ""))
     except FetchError:
         raise
@@ -170,9 +220,9 @@ def get_json(
             response.close()  # else its socket stays open until garbage collection
         conn.close()
     try:
-        document = json.loads(body)
+        document = decode(content)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise FetchError(FetchResult.INVALID, f"{url}: not JSON: {exc}") from None
+        raise FetchError(FetchResult.INVALID, f"{url}: not usable JSON: {exc}") from None
     return Fetched(document, max_age)
 
 

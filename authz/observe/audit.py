@@ -68,6 +68,9 @@ class Audit:
         request = outcome.request
         if request is not None:
             fields.update(method=request.method, host=request.host, path=request.path)
+        auth = outcome.authentication
+        if auth is not None and auth.binding is not None:
+            fields["binding"] = auth.binding  # dpop, x5t#S256: what proved the key
         verified = outcome.verified
         if verified is not None:
             claims = verified.claims

@@ -88,6 +88,7 @@ class Debug:
             context=_strings(doc, "context"),
             token=token,
             problems=_problems(self._store),
+            scheme=_text(doc, "scheme", "https"),
         )
 
 

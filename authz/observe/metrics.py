@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from authz import __version__
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.provider import KeyState
 from authz.policy.snapshot import Snapshot
 from authz.request.cache import TokenCache
@@ -96,6 +97,10 @@ class Metrics:
             self.policy_errors.set(sum(1 for s in store.statuses.values() if not s.accepted))
 
         store.on_swap(on_swap)
+
+    def watch_introspection(self, introspection: IntrospectionManager) -> None:
+        """Export the introspectors' live state (calls, refusals, breaker, cache)."""
+        self.registry.register(IntrospectionCollector(introspection))
 
     def exposition(self) -> bytes:
         """The text format served on /metrics."""
@@ -181,3 +186,64 @@ def _key_metrics(
         refetches.add_metric([issuer], state.unknown_kid_refetches)
         cut_short.add_metric([issuer], state.waits_cut_short)
     yield from (keys, ready, age, fetches, refetches, cut_short)
+
+
+class IntrospectionCollector(Collector):
+    """Per-issuer introspection, read at scrape time: what an outage looks like from outside
+    (failed calls by result, refusals, an open circuit) and what the cache saves."""
+
+    def __init__(self, manager: IntrospectionManager) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        calls = CounterMetricFamily(
+            "authz_introspection_calls",
+            "Introspection calls by issuer and result (ok, timeout, http_status, redirect, "
+            "too_large, invalid, client_auth, ...).",
+            labels=["issuer", "result"],
+        )
+        refused = CounterMetricFamily(
+            "authz_introspection_refused",
+            "Requests refused with introspection_unavailable without a call, by issuer and "
+            "why: circuit_open, busy (maxInFlight calls out), pool (shutting down).",
+            labels=["issuer", "reason"],
+        )
+        cut_short = CounterMetricFamily(
+            "authz_introspection_waits_cut_short",
+            "Waits for an introspection answer that stopped early: no wait slot was free.",
+            labels=["issuer"],
+        )
+        open_ = GaugeMetricFamily(
+            "authz_introspection_circuit_open",
+            "1 while the issuer's introspection circuit breaker is open (new opaque tokens are "
+            "refused: introspection_unavailable).",
+            labels=["issuer"],
+        )
+        in_flight = GaugeMetricFamily(
+            "authz_introspection_in_flight", "Introspection calls under way.", labels=["issuer"]
+        )
+        for state in self._manager.states():
+            issuer = state.issuer
+            for result, count in sorted(state.calls.items()):
+                calls.add_metric([issuer, result], count)
+            for reason, count in sorted(state.refused.items()):
+                refused.add_metric([issuer, reason], count)
+            cut_short.add_metric([issuer], state.waits_cut_short)
+            open_.add_metric([issuer], 1 if state.circuit_open else 0)
+            in_flight.add_metric([issuer], state.in_flight)
+        yield from (calls, refused, cut_short, open_, in_flight)
+        cache = self._manager.cache
+        yield GaugeMetricFamily(
+            "authz_introspection_cache_entries", "Introspection answers cached.", value=len(cache)
+        )
+        yield GaugeMetricFamily(
+            "authz_introspection_cache_bytes",
+            "Memory the cached introspection answers hold.",
+            value=cache.bytes,
+        )
+        yield CounterMetricFamily(
+            "authz_introspection_cache_hits", "Introspection cache hits.", value=cache.hits
+        )
+        yield CounterMetricFamily(
+            "authz_introspection_cache_misses", "Introspection cache misses.", value=cache.misses
+        )

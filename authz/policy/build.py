@@ -14,14 +14,17 @@ directory is never taken over by a cluster object. What compiled last time is re
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.policy import schema
-from authz.policy.compile import CompileError, compile_issuer
+from authz.policy.compile import CompileError, compile_issuer, compile_revocation
 from authz.policy.issuer import CompiledIssuer
 from authz.policy.reuse import PolicyCompile, Workload, compile_policy_again, same_issuer
+from authz.policy.revocation import RevocationList, Revocations
 from authz.policy.snapshot import CompiledPolicy, Snapshot
 from authz.policy.tenancy import Grants
 from authz.policy.validate import PolicyObject
@@ -60,6 +63,7 @@ class LastGood:
     grants: Mapping[str, PolicyObject] = field(default_factory=dict)
     compiled_issuers: Mapping[str, CompiledIssuer] = field(default_factory=dict)
     compiled_policies: Mapping[str, PolicyCompile] = field(default_factory=dict)
+    revocations: Mapping[str, RevocationList] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +117,29 @@ def build(
     version: int,
     workload_namespace: str | None = None,
     shadowed: Mapping[str, tuple[str, str]] | None = None,
+    introspection: IntrospectionManager | None = None,
+    now: float | None = None,
 ) -> Build:
-    """Compile every object; an invalid one falls back to its last good version."""
+    """Compile every object; an invalid one falls back to its last good version. `now`
+    (wall clock) decides which revocation entries have lapsed."""
     statuses: dict[str, ObjectStatus] = {}
     present = {o.key for o in objects} | set(failures)
     for key, (origin, errors) in failures.items():
-        serving = key in last_good.issuers or key in last_good.policies or key in last_good.grants
+        serving = any(
+            key in served
+            for served in (
+                last_good.issuers,
+                last_good.policies,
+                last_good.grants,
+                last_good.revocations,
+            )
+        )
         statuses[key] = ObjectStatus(key, origin, False, serving, tuple(errors), reason=INVALID)
     grants = _grants(objects, failures, last_good, statuses)
-    issuers, compiled_issuers = _issuers(objects, failures, last_good, keys, statuses)
+    issuers, compiled_issuers = _issuers(
+        objects, failures, last_good, keys, statuses, introspection=introspection
+    )
+    revocations = _revocations(objects, failures, last_good, statuses)
     compiled, policies, compiled_policies = _policies(
         objects,
         failures=failures,
@@ -135,12 +153,18 @@ def build(
     compiled.sort(key=lambda p: (policies[p.id].created, p.id))
     snapshot = Snapshot.build(version, compiled)
     _refuse_conflicts(snapshot, statuses)
+    snapshot = dataclasses.replace(
+        snapshot,
+        revocations=Revocations.merge(revocations.values(), time.time() if now is None else now),
+    )
     refused = _refuse_shadowed(shadowed or {}, statuses)
     serving_issuers = {k: v for k, v in issuers.items() if k in present}
     return Build(
         snapshot,
         statuses,
-        LastGood(serving_issuers, policies, grants, compiled_issuers, compiled_policies),
+        LastGood(
+            serving_issuers, policies, grants, compiled_issuers, compiled_policies, revocations
+        ),
         refused,
     )
 
@@ -166,6 +190,8 @@ def _issuers(
     last_good: LastGood,
     keys: KeyManager,
     statuses: dict[str, ObjectStatus],
+    *,
+    introspection: IntrospectionManager | None,
 ) -> tuple[dict[str, CompiledIssuer], dict[str, CompiledIssuer]]:
     """The issuers serving, and the ones compiled from current versions (for reuse)."""
     issuers = {k: v for k, v in last_good.issuers.items() if k in failures}
@@ -174,7 +200,7 @@ def _issuers(
         if obj.kind not in schema.ISSUER_KINDS:
             continue
         try:
-            issuer = compile_issuer(obj, keys)
+            issuer = compile_issuer(obj, keys, introspection)
         except CompileError as exc:
             last = last_good.issuers.get(obj.key)
             if last is not None:
@@ -194,6 +220,31 @@ def _issuers(
         problems = state.warnings if state.last_refresh is not None and not state.ready else ()
         statuses[obj.key] = ObjectStatus(obj.key, obj.origin, True, True, problems)
     return issuers, compiled
+
+
+def _revocations(
+    objects: list[PolicyObject],
+    failures: Failures,
+    last_good: LastGood,
+    statuses: dict[str, ObjectStatus],
+) -> dict[str, RevocationList]:
+    """Compile every TokenRevocation; one that fails keeps its last good version: a typo
+    must never give revoked tokens back."""
+    lists = {k: v for k, v in last_good.revocations.items() if k in failures}
+    for obj in objects:
+        if obj.kind != schema.REVOCATION_KIND:
+            continue
+        try:
+            lists[obj.key] = compile_revocation(obj)
+            statuses[obj.key] = ObjectStatus(obj.key, obj.origin, True, True)
+        except CompileError as exc:
+            last = last_good.revocations.get(obj.key)
+            if last is not None:
+                lists[obj.key] = last
+            statuses[obj.key] = ObjectStatus(
+                obj.key, obj.origin, False, last is not None, (str(exc),), reason=INVALID
+            )
+    return lists
 
 
 def _policies(

@@ -7,8 +7,10 @@ policy layer never reads the server's settings.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes import client, config
 
@@ -36,6 +38,15 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
         return config.new_client_from_config(config_file=kubeconfig)
     config.load_incluster_config()
     return client.ApiClient()
+
+
+def entries_status(store: PolicyStore, key: str) -> dict[str, Any] | None:
+    """A TokenRevocation's `status.entries`: how many entries refuse tokens now."""
+    revocation = store.snapshot.revocations.lists.get(key)
+    if revocation is None:
+        return None
+    active, lapsed = revocation.counts(time.time())
+    return {"active": active, "lapsed": lapsed}
 
 
 def start_controller(
@@ -69,8 +80,11 @@ def start_controller(
         is_leader=lambda: elector.is_leader,
         identity=identity,
         keys_status=lambda key: (
-            issuer.keys.state().status() if (issuer := store.issuer(key)) else None
+            issuer.keys.state().status()
+            if (issuer := store.issuer(key)) and issuer.has_keys
+            else None
         ),
+        entries_status=lambda key: entries_status(store, key),
     )
     writer.start()
     elector.start()

@@ -6,14 +6,25 @@ prepared structures. Errors are per object; one bad object never blocks the rest
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from authz.introspection.client_auth import (
+    ClientAuth,
+    ClientAuthError,
+    FileSecret,
+    InlineSecret,
+    Method,
+    Secret,
+)
+from authz.introspection.introspector import IntrospectionSettings
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.fetch import tls_context
 from authz.keys.jwk import JWKSError, KeySet, NoUsableKeys, parse_jwks
 from authz.keys.provider import KeyProvider, StaticKeys
@@ -30,6 +41,16 @@ from authz.policy import schema, tenancy
 from authz.policy.compile_login import LoginError, compile_login, issuer_key
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.patterns import LinearPattern, PatternError, PatternSet
+from authz.policy.possession import (
+    DPOP_ALGORITHMS,
+    DPOP_DEFAULTS,
+    INTERNAL_TOKEN_HEADER,
+    INTERNAL_TOKEN_LIFETIME,
+    ClientCertificateSettings,
+    DPoPSettings,
+    InternalTokenSpec,
+)
+from authz.policy.revocation import SKEW_MARGIN, RevocationList, RevokedEntry
 from authz.policy.snapshot import (
     DEFAULT_HEADERS,
     ClaimCondition,
@@ -37,6 +58,7 @@ from authz.policy.snapshot import (
     CompiledRule,
     HeaderFromClaim,
     HostMatcher,
+    IntrospectionRoute,
     PathMatcher,
     Requirement,
     ResponseSpec,
@@ -59,8 +81,16 @@ def claim_path(text: str) -> ClaimPath:
     return tuple(parts)
 
 
-def compile_issuer(obj: PolicyObject, keys: KeyManager) -> CompiledIssuer:
-    """Compile an issuer; remote key sources come from (and are kept by) `keys`."""
+# Where the cluster source puts the introspection client secret (or private key) that
+# `clientSecretRef` / `privateKeyRef` names (PolicyObject.refs).
+CLIENT_SECRET_REF = "introspection.clientAuth.secret"  # noqa: S105  (a field name)
+
+
+def compile_issuer(
+    obj: PolicyObject, keys: KeyManager, introspection: IntrospectionManager | None = None
+) -> CompiledIssuer:
+    """Compile an issuer; remote key sources come from (and are kept by) `keys`, its
+    introspector (if it introspects) from `introspection` (a manager of its own if None)."""
     spec = obj.spec
     algorithms = frozenset(spec.get("algorithms", schema.ASYMMETRIC_ALGORITHMS))
     claims = spec.get("claims", {})
@@ -72,16 +102,160 @@ def compile_issuer(obj: PolicyObject, keys: KeyManager) -> CompiledIssuer:
         "max_lifetime": spec.get("maxLifetimeSeconds"),
         "require_exp": spec.get("requireExp", True),
         "require_typ": spec.get("requireTyp"),
+        "require_dpop": spec.get("requireDPoP", False),
         "token_sources": tuple(_token_source(s) for s in spec.get("tokenSources", ())) or (BEARER,),
         "scope_claims": tuple(claim_path(p) for p in claims.get("scopes", ("scope", "scp"))),
         "role_claims": tuple(claim_path(p) for p in claims.get("roles", ())),
         "iss_values": tuple(dict.fromkeys(names)),
     }
-    # Last, once nothing else can fail: asking for a remote source starts its fetching.
-    provider = _key_provider(obj, algorithms, keys)
+    introspect = spec.get("introspection")
+    introspector = None
+    if introspect is not None:
+        settings = introspection_settings(
+            introspect, Path(obj.origin).parent, obj.refs, public_only=obj.tenant
+        )
+        manager = introspection if introspection is not None else _default_introspection()
+        introspector = manager.introspector(obj.key, settings)
+        fields["introspection"] = introspector
+        fields["introspect_jwts"] = introspect.get("tokens") == "all" or not _has_keys(spec)
+    if not _has_keys(spec):  # an issuer of opaque tokens only: no key verifies anything
+        provider: KeyProvider = StaticKeys(KeySet.empty(), "none (introspection only)")
+        fields["has_keys"] = False
+    else:
+        # Last, once nothing else can fail: asking for a remote source starts its fetching.
+        provider = _key_provider(obj, algorithms, keys)
     return CompiledIssuer(
         id=obj.key, issuer=spec["issuer"], keys=provider, algorithms=algorithms, **fields
     )
+
+
+_KEY_SOURCE_FIELDS = (
+    "jwks", "jwksFile", "jwksUri", "publicKeys", "x509CertificatesUri", "hmacSecretFile",
+    "hmacSecretRef",
+)  # fmt: skip
+
+
+def _has_keys(spec: Mapping[str, Any]) -> bool:
+    return spec.get("discovery") is True or any(k in spec for k in _KEY_SOURCE_FIELDS)
+
+
+_DEFAULT_INTROSPECTION: list[IntrospectionManager] = []
+
+
+def _default_introspection() -> IntrospectionManager:
+    """For builds without a manager (tests, `authz lint`): one per process, so compiling
+    an issuer twice does not start a second pool."""
+    if not _DEFAULT_INTROSPECTION:
+        _DEFAULT_INTROSPECTION.append(IntrospectionManager())
+    return _DEFAULT_INTROSPECTION[0]
+
+
+def introspection_settings(
+    spec: Mapping[str, Any], base: Path, refs: Mapping[str, str], *, public_only: bool = False
+) -> IntrospectionSettings:
+    """An issuer's `introspection` block; raises CompileError for unusable credentials.
+    `public_only`: a tenant's endpoint may not resolve to loopback or link-local addresses."""
+
+    def get(name: str) -> int:
+        value: int = spec.get(name, schema.INTROSPECTION_DEFAULTS[name])
+        return value
+
+    auth = _client_auth(spec["clientAuth"], base, refs)
+    try:
+        auth.check()
+    except ClientAuthError as exc:
+        raise CompileError(f"spec.introspection.clientAuth: {exc}") from exc
+    ca_pem = None
+    if "caFile" in spec:
+        try:
+            ca_pem = _read(base / spec["caFile"], "introspection.caFile").decode("ascii")
+            tls_context(ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise CompileError(f"spec.introspection.caFile: not a PEM CA bundle: {exc}") from exc
+    hint = spec.get("tokenTypeHint", "access_token")
+    return IntrospectionSettings(
+        endpoint=spec["endpoint"],
+        auth=auth,
+        token_type_hint=hint or None,
+        cache_seconds=get("cacheSeconds"),
+        negative_cache_seconds=get("negativeCacheSeconds"),
+        wait=get("waitMillis") / 1000,
+        timeout=get("timeoutSeconds"),
+        max_in_flight=get("maxInFlight"),
+        failure_threshold=get("failureThreshold"),
+        open_seconds=get("openSeconds"),
+        ca_pem=ca_pem,
+        allow_http=spec.get("allowInsecureHttp", False),
+        public_only=public_only,
+    )
+
+
+def _client_auth(spec: Mapping[str, Any], base: Path, refs: Mapping[str, str]) -> ClientAuth:
+    method = cast(Method, spec["method"])
+    secret: Secret | None = None
+    if CLIENT_SECRET_REF in refs:  # the cluster source read the Secret a *Ref names
+        secret = InlineSecret(refs[CLIENT_SECRET_REF].encode("utf-8", "surrogateescape"))
+    elif "clientSecretRef" in spec or "privateKeyRef" in spec:
+        where = "clientSecretRef" if "clientSecretRef" in spec else "privateKeyRef"
+        raise CompileError(
+            f"spec.introspection.clientAuth.{where}: Kubernetes Secrets are read in cluster "
+            "mode only"
+        )
+    elif "clientSecretFile" in spec:
+        secret = FileSecret(base / spec["clientSecretFile"])
+    elif "privateKeyFile" in spec:
+        secret = FileSecret(base / spec["privateKeyFile"])
+    return ClientAuth(
+        method=method,
+        client_id=spec.get("clientId", ""),
+        secret=secret,
+        algorithm=spec.get("signingAlgorithm"),
+        key_id=spec.get("keyId"),
+        audience=spec.get("assertionAudience"),
+    )
+
+
+def compile_revocation(obj: PolicyObject) -> RevocationList:
+    """A TokenRevocation's entries with their times read; raises CompileError."""
+    spec = obj.spec
+    lifetime = spec.get("maxTokenLifetimeSeconds", schema.DEFAULT_MAX_TOKEN_LIFETIME)
+    entries = []
+    for i, entry in enumerate(spec.get("entries", ())):
+        where = f"spec.entries[{i}]"
+        issued_before = _instant(entry, "issuedBefore", where)
+        expires_at = _instant(entry, "expiresAt", where)
+        lapses = []
+        if expires_at is not None:
+            lapses.append(expires_at)
+        if issued_before is not None:
+            lapses.append(issued_before + lifetime)
+        entries.append(
+            RevokedEntry(
+                source=obj.key,
+                index=i,
+                lapses_at=max(lapses) + SKEW_MARGIN,
+                jti=entry.get("jti"),
+                subject=entry.get("subject"),
+                issuer=entry.get("issuer"),
+                # A jti names one token: its time only says when the entry lapses.
+                issued_before=None if "jti" in entry else issued_before,
+            )
+        )
+    return RevocationList(obj.key, tuple(entries))
+
+
+def _instant(entry: Mapping[str, Any], name: str, where: str) -> float | None:
+    """An RFC 3339 time as epoch seconds; a time without an offset is refused."""
+    text = entry.get(name)
+    if text is None:
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise CompileError(f"{where}.{name}: {text[:64]!r} is not an RFC 3339 time") from None
+    if value.tzinfo is None:
+        raise CompileError(f"{where}.{name}: {text[:64]!r} has no UTC offset (add Z)")
+    return value.timestamp()
 
 
 def _key_provider(obj: PolicyObject, algorithms: frozenset[str], keys: KeyManager) -> KeyProvider:
@@ -402,6 +576,7 @@ def _compile_rule(spec: Mapping[str, Any], index: int) -> CompiledRule:
         claims=tuple(
             _condition(c, f"{where}.claims[{j}]") for j, c in enumerate(spec.get("claims", ()))
         ),
+        require_dpop=spec.get("requireDPoP", False),
         login=spec.get("login", True),
     )
 
@@ -464,6 +639,13 @@ def compile_policy(
             problems.append(f"spec.issuers[{i}]: {key} has the same iss as {clash.id}; ignored")
         else:
             by_iss.update(dict.fromkeys(issuer.accepted_iss, issuer))
+    if "dpop" not in spec:
+        problems += [
+            f"{issuer.id} requires DPoP and this policy has no dpop block: "
+            "its tokens are always refused (dpop_required)"
+            for issuer in dict.fromkeys(by_iss.values())
+            if issuer.require_dpop
+        ]
     problems += host_problems(targets.get("hosts", ()), "spec.targets.hosts")
     for i, rule_spec in enumerate(spec["rules"]):
         hosts = rule_spec.get("match", {}).get("hosts", ())
@@ -491,6 +673,8 @@ def compile_policy(
         )
         for h in response.get("headers", ())
     )
+    route, route_problems = _introspection_route(by_iss)
+    problems += route_problems
     policy = CompiledPolicy(
         id=obj.key,
         issuers_by_iss=by_iss,
@@ -506,6 +690,57 @@ def compile_policy(
         context=tuple(sorted(context.items())),
         dry_run=spec.get("dryRun", False),
         patterns=_pattern_set([r.paths.pattern for r in rules if r.paths and r.paths.pattern]),
+        introspection=route,
+        **possession(spec),
         login=login,
     )
     return PolicyResult(policy, tuple(problems), tuple(unresolved))
+
+
+def _introspection_route(
+    by_iss: Mapping[str, CompiledIssuer],
+) -> tuple[IntrospectionRoute | None, list[str]]:
+    """Where a policy's tokens go for introspection. An opaque token names no issuer, so
+    it goes to one endpoint only (sending it to several would hand it to every provider):
+    the first introspecting issuer the policy lists."""
+    introspecting = [i for i in dict.fromkeys(by_iss.values()) if i.introspection is not None]
+    if not introspecting:
+        return None, []
+    first, *others = introspecting
+    problems = [
+        f"spec.issuers: {o.id} introspects too; opaque tokens go to {first.id} only "
+        "(list the issuer whose opaque tokens this policy takes first)"
+        for o in others
+    ]
+    jwt_routes = {
+        iss: issuer
+        for issuer in introspecting
+        if issuer.introspect_jwts
+        for iss in issuer.accepted_iss
+        if by_iss.get(iss) is issuer
+    }
+    return IntrospectionRoute(first, jwt_routes), problems
+
+
+def possession(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy's proof-of-possession and internal-token blocks, compiled."""
+    out: dict[str, Any] = {}
+    if "dpop" in spec:
+        dpop = spec["dpop"]
+        out["dpop"] = DPoPSettings(
+            algorithms=tuple(dpop.get("algorithms", DPOP_ALGORITHMS)),
+            max_age=dpop.get("proofMaxAgeSeconds", DPOP_DEFAULTS["proofMaxAgeSeconds"]),
+            skew=dpop.get("clockSkewSeconds", DPOP_DEFAULTS["clockSkewSeconds"]),
+            require_nonce=dpop.get("requireNonce", False),
+        )
+    if "clientCertificate" in spec:
+        trust = spec["clientCertificate"].get("trustForwardedClientCert", False)
+        out["client_certificate"] = ClientCertificateSettings(trust_forwarded=trust)
+    if "internalToken" in spec:
+        internal = spec["internalToken"]
+        out["internal_token"] = InternalTokenSpec(
+            audience=internal["audience"],
+            lifetime=internal.get("lifetimeSeconds", INTERNAL_TOKEN_LIFETIME),
+            header=internal.get("header", INTERNAL_TOKEN_HEADER).lower(),
+        )
+    return out

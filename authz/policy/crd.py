@@ -51,6 +51,20 @@ _KEYS_STATUS = {
 }
 
 
+_ENTRIES_STATUS = {
+    "type": "object",
+    "description": "The list's entries as this authorizer serves them.",
+    "properties": {
+        "active": {"type": "integer", "description": "Entries that still refuse tokens."},
+        "lapsed": {
+            "type": "integer",
+            "description": "Entries past the time any token they match could be valid: they "
+            "refuse nothing and can be removed.",
+        },
+    },
+}
+
+
 def status_schema(kind: str) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "observedGeneration": {"type": "integer", "format": "int64"},
@@ -63,6 +77,8 @@ def status_schema(kind: str) -> dict[str, Any]:
     }
     if kind in schema.ISSUER_KINDS:
         properties["keys"] = _KEYS_STATUS
+    if kind == schema.REVOCATION_KIND:
+        properties["entries"] = _ENTRIES_STATUS
     return {
         "type": "object",
         "description": "What the authorizer made of this object.",
@@ -110,6 +126,8 @@ def _columns(kind: str) -> list[dict[str, Any]]:
     if kind in schema.ISSUER_KINDS:
         columns.insert(0, {"name": "Issuer", "type": "string", "jsonPath": ".spec.issuer"})
         columns.append({"name": "Keys", "type": "integer", "jsonPath": ".status.keys.count"})
+    if kind == schema.REVOCATION_KIND:
+        columns.append({"name": "Active", "type": "integer", "jsonPath": ".status.entries.active"})
     columns.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
     return columns
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from authz.introspection.introspector import Introspector
 from authz.keys.provider import KeyProvider
 
 ClaimPath = tuple[str, ...]
@@ -33,6 +34,8 @@ class CompiledIssuer:
     `keys` is read on every verification: a fixed set, or a remote source the key
     manager refreshes in the background. `iss_values` holds the concrete `iss` values
     of a multi-tenant template (`issuer` keeps the template); empty means just `issuer`.
+    `introspection` checks its opaque tokens (and, with `introspect_jwts`, its JWTs) at
+    its RFC 7662 endpoint; `has_keys` is false for an issuer of opaque tokens only.
     """
 
     id: str
@@ -45,10 +48,14 @@ class CompiledIssuer:
     max_lifetime: int | None = None
     require_exp: bool = True
     require_typ: str | None = None
+    require_dpop: bool = False  # tokens only with a DPoP proof (RFC 9449)
     token_sources: tuple[TokenSource, ...] = (BEARER,)
     scope_claims: tuple[ClaimPath, ...] = (("scope",), ("scp",))
     role_claims: tuple[ClaimPath, ...] = ()
     iss_values: tuple[str, ...] = ()
+    introspection: Introspector | None = None
+    introspect_jwts: bool = False
+    has_keys: bool = True
 
     @property
     def accepted_iss(self) -> tuple[str, ...]:

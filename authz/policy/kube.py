@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from authz.policy import compile_login as login
 from authz.policy import schema
-from authz.policy.compile import CA_BUNDLE_REF
+from authz.policy.compile import CA_BUNDLE_REF, CLIENT_SECRET_REF
 from authz.policy.store import PolicyStore
 from authz.policy.validate import PolicyError, PolicyObject, validate_document
 
@@ -43,7 +43,19 @@ def _file_fields(spec: Mapping[str, Any]) -> list[str]:
         for i, k in enumerate(spec.get("publicKeys", ()))
         if "file" in k
     ]
+    client_auth = spec.get("introspection", {}).get("clientAuth", {})
+    found += [
+        f"spec.introspection.clientAuth.{f}"
+        for f in ("clientSecretFile", "privateKeyFile")
+        if f in client_auth
+    ]
     return found + login.file_fields(spec)
+
+
+def _client_ref(spec: Mapping[str, Any]) -> str | None:
+    """The introspection client credential a Secret holds (its field name), if any."""
+    client_auth = (spec.get("introspection") or {}).get("clientAuth") or {}
+    return next((f for f in ("clientSecretRef", "privateKeyRef") if f in client_auth), None)
 
 
 SECRET_REFRESH_SECONDS = 300.0  # Secrets are read, not watched: re-read this often
@@ -293,6 +305,7 @@ def _references(spec: Mapping[str, Any]) -> bool:
     return (
         "hmacSecretRef" in spec
         or "caBundleRef" in (spec.get("fetch") or {})
+        or _client_ref(spec) is not None
         or bool(login.secret_refs(spec))
     )
 
@@ -340,11 +353,14 @@ class ClusterValidator:
 
     def _resolve(self, obj: PolicyObject) -> PolicyObject:
         """Read what the object's references name: a Secret's HMAC key becomes an inline
-        JWK, a ConfigMap's CA bundle goes into `refs`."""
+        JWK, a ConfigMap's CA bundle and an introspection client secret go into `refs`."""
         if "hmacSecretRef" in obj.spec:
             obj = _with_secret(obj, self._read_secret)
         if "caBundleRef" in obj.spec.get("fetch", {}):
             obj = _with_ca_bundle(obj, self._read_configmap)
+        field_name = _client_ref(obj.spec)
+        if field_name is not None:
+            obj = _with_client_secret(obj, field_name, self._read_secret)
         refs = login.secret_refs(obj.spec)
         if refs:
             obj = _with_login_secrets(obj, refs, self._read_secret)
@@ -431,6 +447,24 @@ def _with_ca_bundle(obj: PolicyObject, read_configmap: ConfigMapReader | None) -
     except ValueError as exc:
         raise _RefError(f"spec.{CA_BUNDLE_REF}: {exc}") from None
     return replace(obj, refs={**obj.refs, CA_BUNDLE_REF: pem})
+
+
+def _with_client_secret(
+    obj: PolicyObject, field_name: str, read_secret: SecretReader | None
+) -> PolicyObject:
+    """The introspection client secret or private key a Secret holds, for the compiler
+    (`refs`; one trailing newline is not part of it)."""
+    ref = obj.spec["introspection"]["clientAuth"][field_name]
+    try:
+        namespace = _ref_namespace(obj, ref, "Secret")
+        if read_secret is None:
+            raise ValueError("Secrets cannot be read here")
+        value = read_secret(namespace, ref["name"], ref["key"])
+    except ValueError as exc:
+        raise _RefError(f"spec.introspection.clientAuth.{field_name}: {exc}") from None
+    value = value[:-2] if value.endswith(b"\r\n") else value.removesuffix(b"\n")
+    secret = value.decode("utf-8", "surrogateescape")
+    return replace(obj, refs={**obj.refs, CLIENT_SECRET_REF: secret})
 
 
 def _with_login_secrets(

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz.policy.possession import (
+    DPOP_ALGORITHMS,
+    DPOP_DEFAULTS,
+    INTERNAL_TOKEN_HEADER,
+    INTERNAL_TOKEN_LIFETIME,
+    INTERNAL_TOKEN_MAX_LIFETIME,
+)
+
 GROUP = "authz.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -17,8 +25,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 ISSUER_KINDS = ("JWTIssuer", "ClusterJWTIssuer")
 POLICY_KIND = "AuthzPolicy"
 GRANT_KIND = "HostGrant"
-KINDS = (*ISSUER_KINDS, POLICY_KIND, GRANT_KIND)
-CLUSTER_SCOPED = frozenset({"ClusterJWTIssuer", GRANT_KIND})
+REVOCATION_KIND = "TokenRevocation"
+KINDS = (*ISSUER_KINDS, POLICY_KIND, GRANT_KIND, REVOCATION_KIND)
+CLUSTER_SCOPED = frozenset({"ClusterJWTIssuer", GRANT_KIND, REVOCATION_KIND})
 # kind -> (plural, singular, short names): the CRDs' names, the API paths the cluster source
 # lists and watches, and the status writer's patch target.
 NAMES = {
@@ -26,6 +35,7 @@ NAMES = {
     "ClusterJWTIssuer": ("clusterjwtissuers", "clusterjwtissuer", ["cjwtiss"]),
     "AuthzPolicy": ("authzpolicies", "authzpolicy", ["azpol"]),
     "HostGrant": ("hostgrants", "hostgrant", ["hgrant"]),
+    REVOCATION_KIND: ("tokenrevocations", "tokenrevocation", ["tokrev"]),
 }
 # The context extension that names the namespace of the policy a route is bound to: a
 # namespaced cluster policy's `contextExtensions` binding matches only routes that carry it.
@@ -47,6 +57,21 @@ FETCH_DEFAULTS = {
     "maxStaleSeconds": 86400,
     "timeoutSeconds": 5,
 }
+# Defaults of the issuer's `introspection` block, shared by the schema and the compiler.
+INTROSPECTION_DEFAULTS = {
+    "cacheSeconds": 60,
+    "negativeCacheSeconds": 5,
+    "waitMillis": 250,
+    "timeoutSeconds": 2,
+    "maxInFlight": 8,
+    "failureThreshold": 5,
+    "openSeconds": 10,
+}
+CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+ASSERTION_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+DEFAULT_MAX_TOKEN_LIFETIME = 86400
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 ACTIONS = ("requireToken", "allowAnonymous", "deny")
 
@@ -99,10 +124,35 @@ _TOKEN_SOURCE = _obj(
     },
 )
 
+
+def _intro_int(name: str, description: str, **extra: Any) -> JSON:
+    default = INTROSPECTION_DEFAULTS[name]
+    return {"type": "integer", "description": description, "default": default, **extra}
+
+
+def _secret_ref(what: str) -> JSON:
+    return _obj(
+        f"A Kubernetes Secret holding {what} (cluster mode only; read when referenced, again "
+        "on every policy change and every 5 minutes).",
+        {
+            "name": _str("Secret name.", minLength=1, maxLength=253),
+            "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
+            "namespace": _str(
+                "The Secret's namespace: ClusterJWTIssuer only (a JWTIssuer reads Secrets in "
+                "its own namespace).",
+                minLength=1,
+                maxLength=63,
+            ),
+        },
+        required=["name", "key"],
+    )
+
+
 ISSUER_SPEC: JSON = _obj(
     "A trusted token issuer: its `iss`, where its keys come from and how its tokens are checked. "
     "Set exactly one key source: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-    "x509CertificatesUri, hmacSecretFile or hmacSecretRef.",
+    "x509CertificatesUri, hmacSecretFile or hmacSecretRef; or none, with `introspection`, "
+    "for an issuer of opaque tokens only.",
     {
         "issuer": _str(
             "The exact `iss` value of this issuer's tokens, or a template with `{tenant}` "
@@ -271,6 +321,139 @@ ISSUER_SPEC: JSON = _obj(
                 },
             },
         ),
+        "introspection": _obj(
+            "Check this issuer's opaque tokens (those that are not JWTs) at its RFC 7662 "
+            "introspection endpoint; with `tokens: all`, its JWTs too. Calls run off the "
+            "request path: an answer is cached (active: until min(exp, cacheSeconds); "
+            "inactive: negativeCacheSeconds), one call per token is in flight, a request "
+            "waits at most `waitMillis`, and an endpoint that keeps failing opens a circuit "
+            "breaker. Without a key source the issuer accepts introspected tokens only. "
+            "Answers are limited to 64 KiB and redirects are not followed.",
+            {
+                "endpoint": _str(
+                    "The introspection endpoint URL (the `introspection_endpoint` of the "
+                    "provider's metadata).",
+                    pattern="^https?://",
+                    maxLength=2048,
+                ),
+                "tokens": {
+                    "type": "string",
+                    "enum": ["opaque", "all"],
+                    "default": "opaque",
+                    "description": "opaque: introspect tokens that are not JWTs (JWTs of this "
+                    "issuer are verified with its keys); all: introspect this issuer's JWTs "
+                    "too, so a token revoked at the provider is refused within cacheSeconds. "
+                    "A policy sends opaque tokens to its first introspecting issuer only.",
+                },
+                "clientAuth": _obj(
+                    "How authz authenticates to the endpoint (RFC 7662 2.1). Set exactly one "
+                    "of clientSecretFile, clientSecretRef for the secret methods, exactly one "
+                    "of privateKeyFile, privateKeyRef for private_key_jwt, neither for none.",
+                    {
+                        "method": {
+                            "type": "string",
+                            "enum": list(CLIENT_AUTH_METHODS),
+                            "description": "client_secret_basic (HTTP Basic), "
+                            "client_secret_post (form fields), private_key_jwt (a signed "
+                            "assertion, RFC 7523), or none (an endpoint protected another "
+                            "way: a mesh, a private network).",
+                        },
+                        "clientId": _str("The client id authz introspects as.", minLength=1),
+                        "clientSecretFile": _str(
+                            "Path of a file holding the client secret (one trailing newline "
+                            "is ignored), relative to the policy file's directory; re-read "
+                            "when it changes. File source only.",
+                            minLength=1,
+                        ),
+                        "clientSecretRef": _secret_ref("the client secret"),
+                        "privateKeyFile": _str(
+                            "Path of a PEM private key (RSA, EC P-256/384/521 or Ed25519, "
+                            "unencrypted) that signs the client assertion, relative to the "
+                            "policy file's directory; re-read when it changes. File source only.",
+                            minLength=1,
+                        ),
+                        "privateKeyRef": _secret_ref("the PEM private key"),
+                        "signingAlgorithm": {
+                            "type": "string",
+                            "enum": list(ASSERTION_ALGORITHMS),
+                            "description": "The assertion's algorithm. Default: RS256 for RSA, "
+                            "ES256/384/512 by curve, EdDSA for Ed25519.",
+                        },
+                        "keyId": _str("The assertion's `kid` header.", minLength=1),
+                        "assertionAudience": _str(
+                            "The assertion's `aud`. Default: the endpoint URL.", minLength=1
+                        ),
+                    },
+                    required=["method"],
+                ),
+                "tokenTypeHint": _str(
+                    "The `token_type_hint` sent with each token; empty: none.",
+                    default="access_token",
+                    maxLength=64,
+                ),
+                "cacheSeconds": _intro_int(
+                    "cacheSeconds",
+                    "How long an active answer is trusted at most (never past the token's "
+                    "`exp`): a token revoked at the provider is refused within this time. "
+                    "0: ask on every request.",
+                    minimum=0,
+                    maximum=3600,
+                ),
+                "negativeCacheSeconds": _intro_int(
+                    "negativeCacheSeconds",
+                    "How long an inactive answer is kept (a flood of one bad token costs "
+                    "one call per this many seconds).",
+                    minimum=0,
+                    maximum=300,
+                ),
+                "waitMillis": _intro_int(
+                    "waitMillis",
+                    "How long a request may wait for an answer; then it is refused "
+                    "(introspection_unavailable, 503) while the call goes on and its answer "
+                    "is cached. The proxy's ext_authz timeout must be longer.",
+                    minimum=0,
+                    maximum=5000,
+                ),
+                "timeoutSeconds": _intro_int(
+                    "timeoutSeconds",
+                    "Time limit for one call (connect, headers and body).",
+                    minimum=1,
+                    maximum=30,
+                ),
+                "maxInFlight": _intro_int(
+                    "maxInFlight",
+                    "Calls in flight at once for this issuer; more new tokens are refused "
+                    "(503) rather than queued.",
+                    minimum=1,
+                    maximum=256,
+                ),
+                "failureThreshold": _intro_int(
+                    "failureThreshold",
+                    "Failed calls in a row that open the circuit breaker.",
+                    minimum=1,
+                    maximum=100,
+                ),
+                "openSeconds": _intro_int(
+                    "openSeconds",
+                    "How long an open circuit refuses new tokens without a call before one "
+                    "call probes the endpoint again.",
+                    minimum=1,
+                    maximum=600,
+                ),
+                "caFile": _str(
+                    "PEM CA bundle to verify the endpoint's certificate with, instead of the "
+                    "system CAs; relative to the policy file's directory.",
+                    minLength=1,
+                ),
+                "allowInsecureHttp": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Allow a plain-http endpoint. Development only: tokens and "
+                    "client credentials would cross the network in clear.",
+                },
+            },
+            required=["endpoint", "clientAuth"],
+        ),
         "algorithms": _list(
             {"type": "string", "enum": list(ALGORITHMS)},
             "Accepted JWS algorithms. Default: all asymmetric ones. HS* only verify with an "
@@ -310,6 +493,13 @@ ISSUER_SPEC: JSON = _obj(
             "(case-insensitive, `application/` prefix optional).",
             minLength=1,
         ),
+        "requireDPoP": {
+            "type": "boolean",
+            "default": False,
+            "description": "Every token of this issuer must be DPoP-bound (`cnf.jkt`) and sent "
+            "as `Authorization: DPoP` with a proof (RFC 9449); a policy trusting it needs a "
+            "`dpop` block. A DPoP-bound token sent as a bearer token is refused whatever this says.",
+        },
         "tokenSources": _list(
             _TOKEN_SOURCE,
             "Where this issuer's tokens are looked for. Default: `Authorization: Bearer`.",
@@ -404,6 +594,12 @@ _RULE = _obj(
         "requireScopes": _REQUIREMENT,
         "requireRoles": _REQUIREMENT,
         "claims": _list(_CLAIM_CONDITION, "Claim conditions; all must hold.", maxItems=64),
+        "requireDPoP": {
+            "type": "boolean",
+            "default": False,
+            "description": "The token must be DPoP-bound and sent with a valid proof (RFC 9449); "
+            "a bearer token gets 401 `dpop_required`. Needs the policy's `dpop` block.",
+        },
         "login": {
             "type": "boolean",
             "default": True,
@@ -424,8 +620,85 @@ _HEADER_FROM_CLAIM = _obj(
     required=["name", "claim"],
 )
 
+_DPOP = _obj(
+    "Accept DPoP-bound tokens (RFC 9449): `Authorization: DPoP <token>` with a `DPoP` proof "
+    "header, checked against the request as the proxy received it (method, scheme, host, "
+    "path). A proof is accepted once (its `jti` is remembered while it could be accepted).",
+    {
+        "algorithms": _list(
+            {"type": "string", "enum": list(DPOP_ALGORITHMS)},
+            "Proof algorithms accepted (asymmetric only), sent in challenges as `algs`. "
+            "Default: all of them.",
+            minItems=1,
+            maxItems=len(DPOP_ALGORITHMS),
+        ),
+        "proofMaxAgeSeconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 600,
+            "default": DPOP_DEFAULTS["proofMaxAgeSeconds"],
+            "description": "How long after its `iat` a proof is accepted; its `jti` is "
+            "remembered that long. RFC 9449 advises seconds to a few minutes.",
+        },
+        "clockSkewSeconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 60,
+            "default": DPOP_DEFAULTS["clockSkewSeconds"],
+            "description": "How far in the future a proof's `iat` may be (client clocks ahead).",
+        },
+        "requireNonce": {
+            "type": "boolean",
+            "default": False,
+            "description": "Proofs must carry a recent server nonce: a proof without one gets "
+            "401 `use_dpop_nonce` with a `DPoP-Nonce` header to retry with (RFC 9449 section 9).",
+        },
+    },
+)
 
-def _secret_ref(what: str) -> JSON:
+_CLIENT_CERTIFICATE = _obj(
+    "Where the client certificate of a certificate-bound token (RFC 8705, `cnf.x5t#S256`) "
+    "is read. By default only from the connection: Envoy's ext_authz filter sends it with "
+    "`include_peer_certificate: true`.",
+    {
+        "trustForwardedClientCert": {
+            "type": "boolean",
+            "default": False,
+            "description": "Also read the `x-forwarded-client-cert` header (its first element: "
+            "the client of the edge proxy), as an Istio gateway or sidecar sets it. Only when "
+            "every proxy in front sanitises that header: otherwise a client can write its own.",
+        },
+    },
+)
+
+_INTERNAL_TOKEN = _obj(
+    "Replace the external credential with a short-lived JWT that authz signs (its keys: "
+    "`authz serve --internal-token-keys`), carrying the normalised identity (`sub`, `scope`, "
+    "`roles`, `original_iss`, `act`) for one upstream audience. The upstream verifies it "
+    "with the JWKS on authz's ops port.",
+    {
+        "audience": _str("The `aud` of the internal token: the upstream.", minLength=1),
+        "lifetimeSeconds": {
+            "type": "integer",
+            "minimum": 10,
+            "maximum": INTERNAL_TOKEN_MAX_LIFETIME,
+            "default": INTERNAL_TOKEN_LIFETIME,
+            "description": "Lifetime of an internal token; never beyond the external one's.",
+        },
+        "header": _str(
+            "Header that carries it: `authorization` (as `Bearer <token>`) or another "
+            "header (the bare token). A client-sent header of that name never reaches the "
+            "upstream.",
+            pattern="^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$",
+            default=INTERNAL_TOKEN_HEADER,
+        ),
+    },
+    required=["audience"],
+)
+
+
+def _policy_secret_ref(what: str) -> JSON:
+    """A Secret an AuthzPolicy names: always in its own namespace."""
     return _obj(
         f"A Kubernetes Secret in the policy's namespace holding {what} (cluster mode only; "
         "read when referenced, again on every policy change and every 5 minutes).",
@@ -483,9 +756,11 @@ LOGIN_SPEC: JSON = _obj(
         ),
         "clientId": _str("The client id registered at the provider.", minLength=1, maxLength=256),
         "clientSecretFile": _file("the client secret (one trailing newline is ignored)"),
-        "clientSecretRef": _secret_ref("the client secret"),
+        "clientSecretRef": _policy_secret_ref("the client secret"),
         "privateKeyFile": _file("the client's private JWK (JSON) for `private_key_jwt`"),
-        "privateKeyRef": _secret_ref("the client's private JWK (JSON) for `private_key_jwt`"),
+        "privateKeyRef": _policy_secret_ref(
+            "the client's private JWK (JSON) for `private_key_jwt`"
+        ),
         "clientAuthentication": {
             "type": "string",
             "enum": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
@@ -588,7 +863,7 @@ LOGIN_SPEC: JSON = _obj(
                     "with any listed key stay valid, so add a key first and remove old ones "
                     "after the absolute timeout"
                 ),
-                "keysRef": _secret_ref("the key ring (as for keysFile)"),
+                "keysRef": _policy_secret_ref("the key ring (as for keysFile)"),
                 "store": {
                     "type": "string",
                     "enum": ["cookie", "redis"],
@@ -709,6 +984,9 @@ POLICY_SPEC: JSON = _obj(
             "headers when it carried a valid token.",
         },
         "rules": _list(_RULE, "Rules in order; the first match decides.", minItems=1, maxItems=256),
+        "dpop": _DPOP,
+        "clientCertificate": _CLIENT_CERTIFICATE,
+        "internalToken": _INTERNAL_TOKEN,
         "login": LOGIN_SPEC,
         "response": _obj(
             "What an allowed request carries to the upstream.",
@@ -751,11 +1029,62 @@ GRANT_SPEC: JSON = _obj(
     required=["hosts", "namespaces"],
 )
 
+_REVOCATION_ENTRY = _obj(
+    "Tokens refused although they have not expired: one token (`jti`), or every token of a "
+    "`subject` and/or an `issuer` issued before `issuedBefore`. Fields given must all match.",
+    {
+        "jti": _str(
+            "The token's `jti` (JWT ID, or an introspection answer's).", minLength=1, maxLength=256
+        ),
+        "subject": _str("The token's `sub`.", minLength=1, maxLength=1024),
+        "issuer": _str(
+            "The token's `iss`, as the issuer's `issuer` names it. Absent: any issuer.",
+            minLength=1,
+            maxLength=2048,
+        ),
+        "issuedBefore": _str(
+            "Refuse the matching tokens issued (`iat`) before this RFC 3339 time; a token "
+            "without `iat` counts as issued before. On a `jti` entry it only dates the entry "
+            "(write when the token was revoked): it lapses maxTokenLifetimeSeconds later.",
+            format="date-time",
+            maxLength=64,
+        ),
+        "expiresAt": _str(
+            "A `jti` entry: the token's `exp` as an RFC 3339 time, when known; the entry "
+            "lapses then.",
+            format="date-time",
+            maxLength=64,
+        ),
+        "reason": _str("Why, for the humans reading the list.", maxLength=256),
+    },
+)
+
+REVOCATION_SPEC: JSON = _obj(
+    "Tokens refused before they expire, whatever policy or issuer they meet: cached tokens "
+    "included, checked on every request. An entry lapses on its own once no token it matches "
+    "can still be valid: at its `expiresAt`, or `maxTokenLifetimeSeconds` after its "
+    "`issuedBefore` (plus 10 minutes, the largest clock skew an issuer may allow).",
+    {
+        "maxTokenLifetimeSeconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 31536000,
+            "default": DEFAULT_MAX_TOKEN_LIFETIME,
+            "description": "The longest lifetime of the tokens these entries concern (exp - "
+            "iat): an entry stops matching this long after its issuedBefore. Too short and a "
+            "revoked token would be accepted again before it expires.",
+        },
+        "entries": _list(_REVOCATION_ENTRY, "The revoked tokens.", maxItems=10000),
+    },
+    required=["entries"],
+)
+
 SPECS: dict[str, JSON] = {
     "JWTIssuer": ISSUER_SPEC,
     "ClusterJWTIssuer": ISSUER_SPEC,
     "AuthzPolicy": POLICY_SPEC,
     "HostGrant": GRANT_SPEC,
+    REVOCATION_KIND: REVOCATION_SPEC,
 }
 
 
@@ -765,6 +1094,8 @@ def rule_families(kind: str, *, cluster: bool) -> frozenset[str]:
     if kind in ISSUER_KINDS:
         tenant = cluster and kind not in CLUSTER_SCOPED
         return frozenset({"issuer", "tenant-issuer"} if tenant else {"issuer"})
+    if kind == REVOCATION_KIND:
+        return frozenset({"revocation"})
     return frozenset({"policy"} if kind == POLICY_KIND else {"grant"})
 
 
@@ -774,14 +1105,11 @@ def _exactly_one(*conditions: str) -> str:
     return " + ".join(f"({c} ? 1 : 0)" for c in conditions) + " == 1"
 
 
-# Cross-field rules: (family, field path, CEL expression for the CRD, message); `rule_families`
-# says which families apply to a kind.
-# `validate` enforces the same rules in Python; a test keeps the two in step.
-RULES: tuple[tuple[str, str, str, str], ...] = (
-    (
-        "issuer",
-        "spec",
-        _exactly_one(
+def _key_sources() -> str:
+    """Exactly one key source, or none on an introspection-only issuer."""
+    count = " + ".join(
+        f"({c} ? 1 : 0)"
+        for c in (
             "has(self.jwks)",
             "has(self.jwksFile)",
             "has(self.jwksUri)",
@@ -790,9 +1118,24 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
             "has(self.x509CertificatesUri)",
             "has(self.hmacSecretFile)",
             "has(self.hmacSecretRef)",
-        ),
+        )
+    )
+    return f"{count} == 1 || ({count} == 0 && has(self.introspection))"
+
+
+_SECRETS = "(has(self.clientSecretFile) ? 1 : 0) + (has(self.clientSecretRef) ? 1 : 0)"
+_KEYS = "(has(self.privateKeyFile) ? 1 : 0) + (has(self.privateKeyRef) ? 1 : 0)"
+
+# Cross-field rules: (family, field path, CEL expression for the CRD, message); `rule_families`
+# says which families apply to a kind.
+# `validate` enforces the same rules in Python; a test keeps the two in step.
+RULES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "issuer",
+        "spec",
+        _key_sources(),
         "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-        "x509CertificatesUri, hmacSecretFile or hmacSecretRef",
+        "x509CertificatesUri, hmacSecretFile or hmacSecretRef (none: introspection only)",
     ),
     (
         "issuer",
@@ -892,6 +1235,12 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "policy",
+        "spec",
+        "has(self.dpop) || !self.rules.exists(r, has(r.requireDPoP) && r.requireDPoP)",
+        "rules with requireDPoP need the policy's dpop block",
+    ),
+    (
+        "policy",
         "spec.login",
         _exactly_one(
             "has(self.clientSecretFile)",
@@ -948,5 +1297,83 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
             "has(self.equals)", "has(self.__in__)", "has(self.present)", "has(self.regex)"
         ),
         "exactly one of equals, in, present, regex must be set",
+    ),
+    (
+        "issuer",
+        "spec.introspection",
+        "self.endpoint.startsWith('https://') || "
+        "(has(self.allowInsecureHttp) && self.allowInsecureHttp)",
+        "introspection.endpoint must use https unless introspection.allowInsecureHttp is true",
+    ),
+    (
+        "issuer",
+        "spec.introspection.clientAuth",
+        f"self.method == 'private_key_jwt' || self.method == 'none' || {_SECRETS} == 1",
+        "client_secret_basic and client_secret_post need exactly one of clientSecretFile, "
+        "clientSecretRef",
+    ),
+    (
+        "issuer",
+        "spec.introspection.clientAuth",
+        f"self.method != 'private_key_jwt' || {_KEYS} == 1",
+        "private_key_jwt needs exactly one of privateKeyFile, privateKeyRef",
+    ),
+    (
+        "issuer",
+        "spec.introspection.clientAuth",
+        f"self.method == 'private_key_jwt' ? {_SECRETS} == 0 : {_KEYS} == 0",
+        "a client secret goes with client_secret_basic or client_secret_post, a private key "
+        "with private_key_jwt",
+    ),
+    (
+        "issuer",
+        "spec.introspection.clientAuth",
+        f"self.method != 'none' || ({_SECRETS} == 0 && !has(self.clientId))",
+        "method none sends no client credentials: no clientId, clientSecretFile or clientSecretRef",
+    ),
+    (
+        "issuer",
+        "spec.introspection.clientAuth",
+        "self.method == 'none' || has(self.clientId)",
+        "clientId is required unless method is none",
+    ),
+    (
+        "issuer",
+        "spec.introspection.clientAuth",
+        "self.method == 'private_key_jwt' || "
+        "!(has(self.signingAlgorithm) || has(self.keyId) || has(self.assertionAudience))",
+        "signingAlgorithm, keyId and assertionAudience apply to private_key_jwt only",
+    ),
+    (
+        "revocation",
+        "spec.entries[]",
+        "has(self.jti) || has(self.subject) || has(self.issuer)",
+        "an entry names a jti, a subject or an issuer",
+    ),
+    (
+        "revocation",
+        "spec.entries[]",
+        "has(self.issuedBefore) || (has(self.jti) && has(self.expiresAt))",
+        "an entry needs issuedBefore (a jti entry: issuedBefore or expiresAt)",
+    ),
+    (
+        "revocation",
+        "spec.entries[]",
+        "!has(self.expiresAt) || has(self.jti)",
+        "expiresAt applies to jti entries only",
+    ),
+    (
+        "tenant-issuer",
+        "spec.introspection",
+        "!has(self.allowInsecureHttp) || !self.allowInsecureHttp",
+        "a JWTIssuer in the cluster calls its introspection endpoint over https only: "
+        "introspection.allowInsecureHttp is for policy files and ClusterJWTIssuers",
+    ),
+    (
+        "tenant-issuer",
+        "spec.introspection",
+        "!has(self.caFile)",
+        "introspection.caFile reads the authorizer's filesystem: a JWTIssuer in the cluster "
+        "verifies its introspection endpoint with the system CAs",
     ),
 )

@@ -16,6 +16,13 @@ from typing import Literal, NamedTuple
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.login import LoginSettings
 from authz.policy.patterns import LinearPattern, PatternSet
+from authz.policy.possession import (
+    CONNECTION_ONLY,
+    ClientCertificateSettings,
+    DPoPSettings,
+    InternalTokenSpec,
+)
+from authz.policy.revocation import NO_REVOCATIONS, Revocations
 from authz.policy.schema import NAMESPACE_CONTEXT_KEY
 
 Action = Literal["requireToken", "allowAnonymous", "deny"]
@@ -89,6 +96,7 @@ class CompiledRule:
     scopes: Requirement = Requirement()
     roles: Requirement = Requirement()
     claims: tuple[ClaimCondition, ...] = ()
+    require_dpop: bool = False
     login: bool = True  # with the policy's login: a browser without a session signs in
 
 
@@ -111,6 +119,16 @@ class ResponseSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class IntrospectionRoute:
+    """Which of a policy's issuers introspects what: tokens that are not JWTs go to
+    `opaque` (the first introspecting issuer the policy lists), JWTs whose `iss` is in
+    `by_iss` to that issuer's endpoint instead of its keys."""
+
+    opaque: CompiledIssuer | None
+    by_iss: Mapping[str, CompiledIssuer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     id: str
     issuers_by_iss: Mapping[str, CompiledIssuer]
@@ -123,6 +141,10 @@ class CompiledPolicy:
     context: tuple[tuple[str, str], ...]
     dry_run: bool = False  # deny decisions are logged and counted, and the request allowed
     patterns: PatternSet | None = None  # every rule's glob pattern, matched in one pass
+    introspection: IntrospectionRoute | None = None  # None: no issuer of it introspects
+    dpop: DPoPSettings | None = None  # None: `Authorization: DPoP` is not read
+    client_certificate: ClientCertificateSettings = CONNECTION_ONLY
+    internal_token: InternalTokenSpec | None = None
     login: LoginSettings | None = None  # browser sign-in (OIDC code flow) and sessions
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
@@ -210,6 +232,8 @@ class Snapshot:
     # Every identity header any policy sets (and the defaults): removed from a request
     # allowed by default, which no policy covers, so a client cannot send its own.
     identity_headers: tuple[str, ...] = tuple(h.name for h in DEFAULT_HEADERS)
+    # Every TokenRevocation, indexed: checked on every request that presents a valid token.
+    revocations: Revocations = NO_REVOCATIONS
 
     @classmethod
     def build(cls, version: int, policies: Sequence[CompiledPolicy]) -> Snapshot:
@@ -246,6 +270,12 @@ class Snapshot:
                     [
                         *(h.name for h in DEFAULT_HEADERS),
                         *(h.name for p in policies for h in p.response.headers),
+                        *(
+                            p.internal_token.header
+                            for p in policies
+                            if p.internal_token is not None
+                            and p.internal_token.header != "authorization"
+                        ),
                     ]
                 )
             ),

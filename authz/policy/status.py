@@ -145,6 +145,7 @@ def _comparable(status: Mapping[str, Any] | None) -> Any:
         status.get("observedGeneration"),
         sorted(map(repr, conditions)),
         repr(status.get("keys")),
+        repr(status.get("entries")),
     )
 
 
@@ -166,6 +167,7 @@ class StatusWriter:
         is_leader: Callable[[], bool],
         identity: str,
         keys_status: Callable[[str], dict[str, Any] | None] = lambda _key: None,
+        entries_status: Callable[[str], dict[str, Any] | None] = lambda _key: None,
     ) -> None:
         self._identity = identity  # field manager and event reporter: shows who wrote what
         self._custom = client.CustomObjectsApi(api)
@@ -174,6 +176,7 @@ class StatusWriter:
         self._statuses = statuses
         self._is_leader = is_leader
         self._keys_status = keys_status
+        self._entries_status = entries_status
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._evented: set[tuple[str, int, str]] = set()
@@ -216,6 +219,9 @@ class StatusWriter:
             }
             if keys is not None:
                 body["keys"] = keys
+            entries = self._entries_status(key)
+            if entries is not None:
+                body["entries"] = entries
             if status is not None and not status.accepted:
                 self._event(obj, key, generation, status)
             if _comparable(body) == _comparable(current):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.provider import KeyState
 from authz.keys.remote import KeyManager
 from authz.policy.build import (
@@ -40,6 +41,7 @@ class PolicyStore:
         keys: KeyManager | None = None,
         *,
         workload_namespace: str | None = None,
+        introspection: IntrospectionManager | None = None,
     ) -> None:
         self.snapshot = Snapshot(version=0)
         self.ready = False
@@ -47,6 +49,7 @@ class PolicyStore:
         # cluster objects refused because the policy directory defines the same key
         self.shadowed: dict[str, ObjectStatus] = {}
         self.keys = keys if keys is not None else KeyManager()
+        self.introspection = introspection if introspection is not None else IntrospectionManager()
         self._workload_labels = dict(workload_labels or {})
         self._workload_namespace = workload_namespace
         self._last_good = LastGood()
@@ -58,17 +61,21 @@ class PolicyStore:
         self._listeners.append(listener)
 
     def key_states(self) -> dict[str, KeyState]:
-        """Key state of every issuer serving (referenced by a policy or not), by issuer id."""
+        """Key state of every issuer serving (referenced by a policy or not) that verifies
+        with keys (not an issuer of opaque tokens only), by issuer id."""
         issuers = self._last_good.issuers
-        return {key: issuer.keys.state() for key, issuer in sorted(issuers.items())}
+        return {
+            key: issuer.keys.state() for key, issuer in sorted(issuers.items()) if issuer.has_keys
+        }
 
     def issuer(self, key: str) -> CompiledIssuer | None:
         """The serving version of an issuer object, e.g. `JWTIssuer/default/idp`."""
         return self._last_good.issuers.get(key)
 
     def close(self) -> None:
-        """Stop fetching keys."""
+        """Stop fetching keys and introspecting."""
         self.keys.close()
+        self.introspection.close()
 
     def update(
         self, objects: list[PolicyObject], failures: Failures, *, source: str = "files"
@@ -89,9 +96,12 @@ class PolicyStore:
                 workload_namespace=self._workload_namespace,
                 version=self.snapshot.version + 1,
                 shadowed=merged.shadowed,
+                introspection=self.introspection,
             )
             self._last_good = result.last_good
-            self.keys.retain(i.keys for i in result.last_good.issuers.values())
+            serving = result.last_good.issuers.values()
+            self.keys.retain(i.keys for i in serving)
+            self.introspection.retain(i.introspection for i in serving if i.introspection)
             self.snapshot = result.snapshot
             self.statuses = result.statuses
             self.shadowed = result.shadowed

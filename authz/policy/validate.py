@@ -116,6 +116,8 @@ _KEY_SOURCES = (
     "hmacSecretRef",
 )  # fmt: skip
 _REMOTE = ("jwksUri", "x509CertificatesUri")
+_CLIENT_SECRETS = ("clientSecretFile", "clientSecretRef")
+_PRIVATE_KEYS = ("privateKeyFile", "privateKeyRef")
 _D = schema.FETCH_DEFAULTS
 _L = schema.LOGIN_DEFAULTS
 _Check = Callable[[Mapping[str, Any]], bool]
@@ -130,8 +132,9 @@ def _no(name: str) -> _Check:
 # check fails if a rule has no twin or a twin no rule, so the two cannot drift apart.
 _CHECKS: dict[str, _Check] = {
     "exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, publicKeys, "
-    "x509CertificatesUri, hmacSecretFile or hmacSecretRef": lambda s: (
-        _count(s, _KEY_SOURCES) + _on(s, "discovery") == 1
+    "x509CertificatesUri, hmacSecretFile or hmacSecretRef (none: introspection only)": lambda s: (
+        (n := _count(s, _KEY_SOURCES) + _on(s, "discovery")) == 1
+        or (n == 0 and "introspection" in s)
     ),
     "hmacSecretFile and hmacSecretRef need algorithms listing only HS256, HS384 or HS512": lambda s: (
         ("hmacSecretFile" not in s and "hmacSecretRef" not in s)
@@ -172,9 +175,50 @@ _CHECKS: dict[str, _Check] = {
         r.get("action", "requireToken") == "requireToken"
         or _count(r, ("requireScopes", "requireRoles", "claims")) == 0
     ),
+    "rules with requireDPoP need the policy's dpop block": lambda s: (
+        "dpop" in s or not any(_on(r, "requireDPoP") for r in s["rules"])
+    ),
     "exactly one of equals, in, present, regex must be set": lambda c: (
         _count(c, ("equals", "in", "present", "regex")) == 1
     ),
+    "introspection.endpoint must use https unless introspection.allowInsecureHttp is true": (
+        lambda i: i["endpoint"].startswith("https://") or _on(i, "allowInsecureHttp")
+    ),
+    "client_secret_basic and client_secret_post need exactly one of clientSecretFile, "
+    "clientSecretRef": lambda a: (
+        a["method"] in ("private_key_jwt", "none") or _count(a, _CLIENT_SECRETS) == 1
+    ),
+    "private_key_jwt needs exactly one of privateKeyFile, privateKeyRef": lambda a: (
+        a["method"] != "private_key_jwt" or _count(a, _PRIVATE_KEYS) == 1
+    ),
+    "a client secret goes with client_secret_basic or client_secret_post, a private key "
+    "with private_key_jwt": lambda a: (
+        _count(a, _CLIENT_SECRETS if a["method"] == "private_key_jwt" else _PRIVATE_KEYS) == 0
+    ),
+    "method none sends no client credentials: no clientId, clientSecretFile or "
+    "clientSecretRef": lambda a: (
+        a["method"] != "none" or _count(a, (*_CLIENT_SECRETS, "clientId")) == 0
+    ),
+    "clientId is required unless method is none": lambda a: (
+        a["method"] == "none" or "clientId" in a
+    ),
+    "signingAlgorithm, keyId and assertionAudience apply to private_key_jwt only": lambda a: (
+        a["method"] == "private_key_jwt"
+        or _count(a, ("signingAlgorithm", "keyId", "assertionAudience")) == 0
+    ),
+    "an entry names a jti, a subject or an issuer": lambda e: (
+        _count(e, ("jti", "subject", "issuer")) > 0
+    ),
+    "an entry needs issuedBefore (a jti entry: issuedBefore or expiresAt)": lambda e: (
+        "issuedBefore" in e or ("jti" in e and "expiresAt" in e)
+    ),
+    "expiresAt applies to jti entries only": lambda e: "expiresAt" not in e or "jti" in e,
+    "a JWTIssuer in the cluster calls its introspection endpoint over https only: "
+    "introspection.allowInsecureHttp is for policy files and ClusterJWTIssuers": lambda i: (
+        not _on(i, "allowInsecureHttp")
+    ),
+    "introspection.caFile reads the authorizer's filesystem: a JWTIssuer in the cluster "
+    "verifies its introspection endpoint with the system CAs": _no("caFile"),
     "login needs exactly one client credential: clientSecretFile, clientSecretRef, "
     "privateKeyFile or privateKeyRef": lambda g: (
         _count(g, ("clientSecretFile", "clientSecretRef", "privateKeyFile", "privateKeyRef")) == 1

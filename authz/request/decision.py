@@ -44,6 +44,32 @@ class Reason(StrEnum):
     TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
     LIFETIME_EXCEEDED = "lifetime_exceeded"
     AUDIENCE_MISMATCH = "audience_mismatch"
+    # The issuer's introspection endpoint says the token is not active (revoked, expired,
+    # unknown to it): RFC 7662 2.2.
+    TOKEN_INACTIVE = "token_inactive"
+    # A TokenRevocation entry matches the token.
+    TOKEN_REVOKED = "token_revoked"
+    # 503: the introspection endpoint could not answer (failing, circuit open, too slow).
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
+    # 401 invalid_dpop_proof: the DPoP proof (RFC 9449 section 4.3) is missing or fails a check.
+    DPOP_PROOF_MISSING = "dpop_proof_missing"
+    DPOP_PROOF_MALFORMED = "dpop_proof_malformed"
+    DPOP_ALGORITHM_NOT_ALLOWED = "dpop_algorithm_not_allowed"
+    DPOP_KEY_INVALID = "dpop_key_invalid"
+    DPOP_SIGNATURE_INVALID = "dpop_signature_invalid"
+    DPOP_METHOD_MISMATCH = "dpop_method_mismatch"
+    DPOP_URI_MISMATCH = "dpop_uri_mismatch"
+    DPOP_PROOF_EXPIRED = "dpop_proof_expired"
+    DPOP_TOKEN_HASH_MISMATCH = "dpop_token_hash_mismatch"
+    DPOP_PROOF_REPLAYED = "dpop_proof_replayed"
+    # 401 use_dpop_nonce: the policy wants a server nonce in the proof (RFC 9449 section 9).
+    DPOP_NONCE_REQUIRED = "dpop_nonce_required"
+    # 401 invalid_token: the token's key binding (its `cnf` claim) does not hold.
+    DPOP_KEY_MISMATCH = "dpop_key_mismatch"
+    DPOP_REQUIRED = "dpop_required"
+    DPOP_BOUND_AS_BEARER = "dpop_bound_as_bearer"
+    CERTIFICATE_MISSING = "certificate_missing"
+    CERTIFICATE_MISMATCH = "certificate_mismatch"
     # 403: a valid token without the permission the route needs.
     INSUFFICIENT_SCOPE = "insufficient_scope"
     INSUFFICIENT_ROLE = "insufficient_role"
@@ -58,6 +84,10 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     # 503 by the HTTP transport: too many checks waiting; answered at once rather than queued.
     OVERLOADED = "overloaded"
+    # 503: the shared DPoP replay cache did not answer in time; replay cannot be ruled out.
+    DPOP_REPLAY_UNAVAILABLE = "dpop_replay_unavailable"
+    # 503: the policy replaces the credential with an internal token and none can be signed.
+    INTERNAL_TOKEN_UNAVAILABLE = "internal_token_unavailable"
     # Browser sign-in (a policy's `login`, issue 15). 302: a navigation without a session
     # is sent to the provider; the callback, having set the session, back to the page; the
     # logout path to the provider's end_session_endpoint.

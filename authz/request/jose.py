@@ -58,16 +58,36 @@ class JWS:
     signature: bytes
 
 
-def parse(token: str, max_size: int = 16384) -> ParsedToken:
+class Headers:
+    """Decoded JOSE headers by their exact encoded bytes, bounded: for a verifier that sees
+    one header again and again (every DPoP proof of a client carries the same one). A hit
+    is the very header these bytes decoded to and passed the header checks as; it is
+    shared, so it is never mutated."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._decoded: dict[bytes, dict[str, Any]] = {}
+
+    def get(self, segment: bytes) -> dict[str, Any] | None:
+        return self._decoded.get(segment)
+
+    def put(self, segment: bytes, header: dict[str, Any]) -> None:
+        if len(self._decoded) >= self.max_entries:
+            self._decoded.clear()
+        self._decoded[segment] = header
+
+
+def parse(token: str, max_size: int = 16384, headers: Headers | None = None) -> ParsedToken:
     """Split, decode and JSON-parse a compact JWS; raises TokenError on anything non-canonical."""
-    jws = parse_jws(token, max_size)
+    jws = parse_jws(token, max_size, headers)
     return ParsedToken(
         jws.header, _json_object(jws.payload, "payload"), jws.signing_input, jws.signature
     )
 
 
-def parse_jws(token: str, max_size: int = 16384) -> JWS:
-    """The JWS layer of `parse`: header checks and strict decoding, payload left as bytes."""
+def parse_jws(token: str, max_size: int = 16384, headers: Headers | None = None) -> JWS:
+    """The JWS layer of `parse`: header checks and strict decoding, payload left as bytes.
+    With `headers`, a header seen before is not decoded again."""
     if len(token) > max_size:
         raise TokenError(Reason.TOKEN_TOO_LARGE, f"token is {len(token)} bytes, over {max_size}")
     if not token.isascii() or (raw := token.encode("ascii")).translate(None, _TOKEN_BYTES):
@@ -80,7 +100,19 @@ def parse_jws(token: str, max_size: int = 16384) -> JWS:
             Reason.TOKEN_MALFORMED, f"expected 3 dot-separated parts, got {len(parts)}"
         )
     header_b64, claims_b64, signature_b64 = parts
-    header = _decode_json(header_b64, "header")
+    header = headers.get(header_b64) if headers is not None else None
+    if header is None:
+        header = _checked_header(header_b64)
+        if headers is not None:
+            headers.put(header_b64, header)
+    payload = _decode_b64url(claims_b64, "payload")
+    signature = _decode_b64url(signature_b64, "signature")
+    signing_input = raw[: len(header_b64) + 1 + len(claims_b64)]
+    return JWS(header, payload, signing_input, signature)
+
+
+def _checked_header(segment: bytes) -> dict[str, Any]:
+    header = _decode_json(segment, "header")
     if not isinstance(header.get("alg"), str):
         raise TokenError(Reason.TOKEN_MALFORMED, "header 'alg' missing or not a string")
     if "kid" in header and not isinstance(header["kid"], str):
@@ -91,10 +123,7 @@ def parse_jws(token: str, max_size: int = 16384) -> JWS:
         raise TokenError(Reason.HEADER_UNSUPPORTED, "header 'crit' is not supported")
     if "b64" in header:
         raise TokenError(Reason.HEADER_UNSUPPORTED, "header 'b64' is not supported")
-    payload = _decode_b64url(claims_b64, "payload")
-    signature = _decode_b64url(signature_b64, "signature")
-    signing_input = raw[: len(header_b64) + 1 + len(claims_b64)]
-    return JWS(header, payload, signing_input, signature)
+    return header
 
 
 def _decode_b64url(segment: bytes, name: str) -> bytes:

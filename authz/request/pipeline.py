@@ -7,14 +7,17 @@ it a `RequestView` and render the `Answer`; `authz check` and `/debug/explain` u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from authz.keys.signing import NoSigningKey
 from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
 from authz.request.authorize import authorize
 from authz.request.credentials import Authentication
 from authz.request.decision import BrowserStep, Decision, Reason
+from authz.request.internal_token import InternalTokens
+from authz.request.nonces import Nonces
 from authz.request.respond import Answer, Responder
 from authz.request.verify import VerifiedToken, WouldWait
 
@@ -32,6 +35,8 @@ class Outcome:
     authentication: Authentication | None = None
     snapshot_version: int = 0
     would_deny: Decision | None = None  # dry-run: the denial that was not enforced
+    # allow: the internal token that replaces the credential upstream (never logged)
+    internal_token: str | None = field(default=None, repr=False)
     step: BrowserStep | None = None  # browser sign-in: a redirect, cookies, a retry
 
     @property
@@ -75,12 +80,15 @@ class Pipeline:
         *,
         realm: str = "authz",
         default_allow: bool = False,
+        nonces: Nonces | None = None,
+        internal_tokens: InternalTokens | None = None,
         sign_in: SignIn | None = None,
     ) -> None:
         self._serving = serving
         self._authenticator = authenticator
-        self.responder = Responder(realm)
+        self.responder = Responder(realm, nonces)
         self.default_allow = default_allow
+        self.internal_tokens = internal_tokens
         self._sign_in = sign_in
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
@@ -97,13 +105,17 @@ class Pipeline:
         if outcome.step is not None:
             return self.responder.step(decision, outcome.step), outcome
         if not decision.allowed:
-            return self.responder.deny(decision), outcome
+            return self.responder.deny(decision, outcome.policy, outcome.authentication), outcome
         if outcome.policy is None:  # allowed by default: strip every identity header
             headers = self._serving.snapshot.identity_headers
             return self.responder.allow_unlisted(decision, headers), outcome
         assert outcome.request is not None  # only a rejected request has none, and is denied
         answer = self.responder.allow(
-            decision, outcome.policy, outcome.request, outcome.authentication
+            decision,
+            outcome.policy,
+            outcome.request,
+            outcome.authentication,
+            outcome.internal_token,
         )
         return answer, outcome
 
@@ -127,7 +139,9 @@ class Pipeline:
             reason = Reason.RULE_DENIED if rule is not None else Reason.NO_RULE
             decision = Decision(False, reason, "", policy.id, rule_name)
         else:
-            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
+            authentication = self._authenticator.authenticate(
+                request, policy, may_wait=may_wait, revocations=snapshot.revocations
+            )
             decision = _authorize(action, rule, rule_name, policy, authentication)
         if not decision.allowed and policy.dry_run:
             return self._dry_run(
@@ -137,6 +151,7 @@ class Pipeline:
                 authentication=authentication,
                 version=version,
                 may_wait=may_wait,
+                snapshot=snapshot,
             )
         if not decision.allowed and sign_in is not None:
             handled = sign_in.challenge(
@@ -146,7 +161,32 @@ class Pipeline:
                 return Outcome(
                     handled[0], request, policy, authentication, version, step=handled[1]
                 )
-        return Outcome(decision, request, policy, authentication, version)
+        return self._internal_token(Outcome(decision, request, policy, authentication, version))
+
+    def _internal_token(self, outcome: Outcome) -> Outcome:
+        """An allowed request of a policy with `internalToken` carries one upstream; none can
+        be signed (no key loaded): the request is refused (503), never sent on without it.
+        A pipeline without a minter (an explanation) says what is decided and mints nothing."""
+        policy, auth, minter = outcome.policy, outcome.authentication, self.internal_tokens
+        spec = policy.internal_token if policy is not None else None
+        if spec is None or auth is None or auth.identity is None or minter is None:
+            return outcome
+        if not outcome.decision.allowed:
+            return outcome
+        assert policy is not None
+        try:
+            token = minter.mint(auth, policy.id, spec)
+        except NoSigningKey as exc:
+            denied = Decision(
+                False,
+                Reason.INTERNAL_TOKEN_UNAVAILABLE,
+                str(exc)[:200],
+                policy.id,
+                outcome.decision.rule,
+                auth.identity,
+            )
+            return replace(outcome, decision=denied)
+        return replace(outcome, internal_token=token)
 
     def _dry_run(
         self,
@@ -157,17 +197,24 @@ class Pipeline:
         authentication: Authentication | None,
         version: int,
         may_wait: bool,
+        snapshot: Snapshot,
     ) -> Outcome:
         """Allow what a dry-run policy would deny. Identity headers come from the credential
         only when it is valid for the policy; a denial by rule was decided before any
         credential was read, so it is authenticated here."""
         if authentication is None and denied.identity is None:
-            authentication = self._authenticator.authenticate(request, policy, may_wait=may_wait)
+            authentication = self._authenticator.authenticate(
+                request, policy, may_wait=may_wait, revocations=snapshot.revocations
+            )
         who = denied.identity or (authentication.identity if authentication else None)
         decision = Decision(
             True, Reason.ALLOWED_DRY_RUN, denied.detail, policy.id, denied.rule, who
         )
-        return Outcome(decision, request, policy, authentication, version, would_deny=denied)
+        outcome = Outcome(decision, request, policy, authentication, version, would_deny=denied)
+        if who is None or authentication is None or authentication.identity is not who:
+            return outcome
+        minted = self._internal_token(outcome)
+        return outcome if not minted.decision.allowed else minted
 
 
 def _authorize(
@@ -186,6 +233,9 @@ def _authorize(
         failure = authentication.failure
         assert failure is not None
         return Decision(False, failure.reason, failure.detail, policy.id, rule_name)
+    if rule is not None and rule.require_dpop and authentication.binding != "dpop":
+        detail = "the rule requires a DPoP-bound token with a proof"
+        return Decision(False, Reason.DPOP_REQUIRED, detail, policy.id, rule_name, who)
     if rule is None or action == "allowAnonymous":
         reason = Reason.ALLOWED if action == "requireToken" else Reason.ALLOWED_ANONYMOUS
         return Decision(True, reason, "", policy.id, rule_name, who)

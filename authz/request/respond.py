@@ -19,9 +19,12 @@ from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.claims import claim, scalar_text
 from authz.request.credentials import Authentication
+from authz.request.credentials.dpop import PROOF_HEADER
+from authz.request.credentials.dpop import SOURCE as DPOP_SOURCE
 from authz.request.decision import BrowserStep, Decision, Identity, Reason
 from authz.request.extract import unverified_carriers, without_cookie
 from authz.request.login.cookies import chunk_names
+from authz.request.nonces import Nonces
 from authz.request.view import RequestView
 
 # reason -> (HTTP status, RFC 6750 error code or None, what the client is told)
@@ -50,6 +53,59 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     Reason.TOKEN_ISSUED_IN_FUTURE: (401, "invalid_token", "the token is issued in the future"),
     Reason.LIFETIME_EXCEEDED: (401, "invalid_token", "the token lifetime is too long"),
     Reason.AUDIENCE_MISMATCH: (401, "invalid_token", "the token audience is not accepted"),
+    Reason.TOKEN_INACTIVE: (401, "invalid_token", "the token is not active"),
+    Reason.TOKEN_REVOKED: (401, "invalid_token", "the token has been revoked"),
+    # RFC 6749 4.1.2.1's code for a server that cannot answer now; no challenge: the
+    # credentials may be fine, so the client should retry rather than re-authenticate.
+    Reason.INTROSPECTION_UNAVAILABLE: (
+        503,
+        "temporarily_unavailable",
+        "the token could not be checked; try again",
+    ),
+    Reason.DPOP_PROOF_MISSING: (401, "invalid_dpop_proof", "a DPoP proof is required"),
+    Reason.DPOP_PROOF_MALFORMED: (401, "invalid_dpop_proof", "the DPoP proof is malformed"),
+    Reason.DPOP_ALGORITHM_NOT_ALLOWED: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof algorithm is not accepted",
+    ),
+    Reason.DPOP_KEY_INVALID: (401, "invalid_dpop_proof", "the DPoP proof key is not acceptable"),
+    Reason.DPOP_SIGNATURE_INVALID: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof signature is invalid",
+    ),
+    Reason.DPOP_METHOD_MISMATCH: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof is for another method",
+    ),
+    Reason.DPOP_URI_MISMATCH: (401, "invalid_dpop_proof", "the DPoP proof is for another URI"),
+    Reason.DPOP_PROOF_EXPIRED: (401, "invalid_dpop_proof", "the DPoP proof is not fresh"),
+    Reason.DPOP_TOKEN_HASH_MISMATCH: (
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof is for another token",
+    ),
+    Reason.DPOP_PROOF_REPLAYED: (401, "invalid_dpop_proof", "the DPoP proof was used before"),
+    Reason.DPOP_NONCE_REQUIRED: (401, "use_dpop_nonce", "the DPoP proof needs the server nonce"),
+    Reason.DPOP_KEY_MISMATCH: (401, "invalid_token", "the token is not bound to the proof key"),
+    Reason.DPOP_REQUIRED: (401, "invalid_token", "a DPoP-bound token with a proof is required"),
+    Reason.DPOP_BOUND_AS_BEARER: (
+        401,
+        "invalid_token",
+        "a DPoP-bound token must be sent with the DPoP scheme and a proof",
+    ),
+    Reason.CERTIFICATE_MISSING: (
+        401,
+        "invalid_token",
+        "the token is bound to a client certificate that was not presented",
+    ),
+    Reason.CERTIFICATE_MISMATCH: (
+        401,
+        "invalid_token",
+        "the token is bound to another client certificate",
+    ),
     Reason.INSUFFICIENT_SCOPE: (403, "insufficient_scope", "the token lacks a required scope"),
     Reason.INSUFFICIENT_ROLE: (403, "insufficient_scope", "the token lacks a required role"),
     Reason.CLAIM_MISMATCH: (403, "insufficient_scope", "the token does not meet the policy"),
@@ -63,6 +119,16 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
     ),
     Reason.INTERNAL_ERROR: (403, "access_denied", "the request could not be authorized"),
     Reason.OVERLOADED: (503, "temporarily_unavailable", "authz is overloaded; retry later"),
+    Reason.DPOP_REPLAY_UNAVAILABLE: (
+        503,
+        "temporarily_unavailable",
+        "the DPoP replay check is unavailable; retry later",
+    ),
+    Reason.INTERNAL_TOKEN_UNAVAILABLE: (
+        503,
+        "temporarily_unavailable",
+        "the internal token cannot be issued; retry later",
+    ),
     Reason.LOGIN_REQUIRED: (302, None, "sign in first"),
     Reason.LOGIN_COMPLETED: (302, None, "signed in"),
     Reason.LOGGED_OUT: (302, None, "signed out"),
@@ -79,6 +145,15 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
         "the sign-in provider did not answer in time; retry",
     ),
 }
+# Denials about the proof itself: their challenge is a DPoP one (RFC 9449 section 7.1).
+DPOP_REASONS = frozenset(
+    {
+        reason
+        for reason, (_, error, _) in OUTCOMES.items()
+        if error in ("invalid_dpop_proof", "use_dpop_nonce")
+    }
+    | {Reason.DPOP_KEY_MISMATCH, Reason.DPOP_REQUIRED, Reason.DPOP_BOUND_AS_BEARER}
+)
 
 
 Metadata = tuple[tuple[str, str | tuple[str, ...]], ...]
@@ -115,19 +190,34 @@ def http_status(decision: Decision) -> int:
     return 200 if decision.allowed else OUTCOMES[decision.reason][0]
 
 
-def challenge(reason: Reason, realm: str, scopes: tuple[str, ...] = ()) -> str | None:
-    """The WWW-Authenticate value for a denial, or None for non-Bearer denials (403 by rule,
-    503 overloaded: neither is about the credential; a redirect to sign in is not one)."""
+def challenge(
+    reason: Reason,
+    realm: str,
+    scopes: tuple[str, ...] = (),
+    *,
+    dpop_algs: str | None = None,
+    dpop_presented: bool = False,
+) -> str | None:
+    """The WWW-Authenticate value for a denial, or None when the denial is not about the
+    credential (403 by rule, 503: overloaded, an introspection endpoint, a DPoP replay check
+    or an internal token that cannot be had; a 302: browser sign-in's redirects). `dpop_algs`
+    (a policy that reads DPoP): a failure of a DPoP-presented credential or of a proof gets
+    a DPoP challenge with `algs`; any other gets the Bearer challenge followed by a bare
+    DPoP one, offering both (RFC 9449 7.1)."""
     status, error, description = OUTCOMES[reason]
     if error == "access_denied" or status < 400 or status >= 500:
         return None
-    parts = [f'Bearer realm="{realm}"']
+    params = [f'realm="{realm}"']
     if error is not None:
-        parts.append(f'error="{error}"')
-        parts.append(f'error_description="{description}"')
+        params.append(f'error="{error}"')
+        params.append(f'error_description="{description}"')
     if scopes and status == 403:
-        parts.append(f'scope="{" ".join(scopes)}"')
-    return ", ".join(parts)
+        params.append(f'scope="{" ".join(scopes)}"')
+    if dpop_algs is None:
+        return "Bearer " + ", ".join(params)
+    if dpop_presented or reason in DPOP_REASONS:
+        return "DPoP " + ", ".join([*params, f'algs="{dpop_algs}"'])
+    return f'Bearer {", ".join(params)}, DPoP realm="{realm}", algs="{dpop_algs}"'
 
 
 # Bounds on the memos below: denials vary only by policy-defined scope sets; allow answers
@@ -135,6 +225,8 @@ def challenge(reason: Reason, realm: str, scopes: tuple[str, ...] = ()) -> str |
 _MAX_DENIALS = 4096
 _MAX_ALLOWED = 4096
 _AllowKey = tuple[int, str, str | None, str | None, TokenSource | None, tuple[str, ...]]
+_DenyKey = tuple[Reason, tuple[str, ...], str | None, bool]
+NONCE_HEADER = "dpop-nonce"
 
 
 class Responder:
@@ -143,14 +235,28 @@ class Responder:
     cache-hit Check reuse the answer (and the transport its rendering) instead of
     rebuilding identity headers from claims every time."""
 
-    def __init__(self, realm: str) -> None:
+    def __init__(self, realm: str, nonces: Nonces | None = None) -> None:
         self.realm = realm
-        self._denials: dict[tuple[Reason, tuple[str, ...]], Answer] = {}
+        self.nonces = nonces
+        self._denials: dict[_DenyKey, Answer] = {}
         self._allowed: dict[_AllowKey, tuple[Identity, CompiledPolicy, Answer]] = {}
         self._unlisted: Answer | None = None
 
-    def deny(self, decision: Decision) -> Answer:
-        key = (decision.reason, decision.required_scopes)
+    def deny(
+        self,
+        decision: Decision,
+        policy: CompiledPolicy | None = None,
+        auth: Authentication | None = None,
+    ) -> Answer:
+        """A denial; under a policy that reads DPoP its challenge says so, and a missing
+        server nonce comes with a fresh one (`DPoP-Nonce`), which is why those are not kept."""
+        algs = policy.dpop.algs if policy is not None and policy.dpop is not None else None
+        presented = auth is not None and auth.source == DPOP_SOURCE
+        key = (decision.reason, decision.required_scopes, algs, presented)
+        if decision.reason == Reason.DPOP_NONCE_REQUIRED and self.nonces is not None:
+            denial = self._denial(*key)
+            nonce = (NONCE_HEADER, self.nonces.current())
+            return Answer(denial.status, denial.reason, (*denial.headers, nonce), body=denial.body)
         answer = self._denials.get(key)
         if answer is None:
             answer = self._denial(*key)
@@ -158,10 +264,12 @@ class Responder:
                 self._denials[key] = answer
         return answer
 
-    def _denial(self, reason: Reason, scopes: tuple[str, ...]) -> Answer:
+    def _denial(
+        self, reason: Reason, scopes: tuple[str, ...], algs: str | None, presented: bool
+    ) -> Answer:
         status, error, description = OUTCOMES[reason]
         headers = [("content-type", "application/json")]
-        value = challenge(reason, self.realm, scopes)
+        value = challenge(reason, self.realm, scopes, dpop_algs=algs, dpop_presented=presented)
         if value is not None:
             headers.append(("www-authenticate", value))
         body = {"error": error or "unauthorized", "error_description": description}
@@ -179,24 +287,32 @@ class Responder:
         policy: CompiledPolicy,
         request: RequestView,
         auth: Authentication | None,
+        internal_token: str | None = None,
     ) -> Answer:
         """Allow with identity headers. A cached identity's answer is kept for the next
         request (a fresh identity's is not: keeping it would only load the GC), unless it
-        depends on the request beyond the credential (a stripped cookie)."""
+        depends on the request beyond the credential (a stripped cookie, an internal token
+        that expires)."""
         who = decision.identity
         source = auth.source if auth is not None else None
         unverified = unverified_carriers(request, policy.token_sources, source)
         cookie = source is not None and source.kind == "cookie"
         if auth is not None and auth.cookies:  # a renewed session: this request's own answer
-            answer = self._allow(decision, policy, request, source, unverified)
+            answer = self._allow(
+                decision, policy, request, source, unverified, internal_token=internal_token
+            )
             return replace(answer, response_headers=tuple(("set-cookie", c) for c in auth.cookies))
+        strip = policy.response.strip_authorization or policy.internal_token is not None
         if (
             who is None
             or auth is None
             or not auth.reused
-            or (cookie and policy.response.strip_authorization)
+            or (cookie and strip)
+            or policy.internal_token is not None
         ):
-            return self._allow(decision, policy, request, source, unverified)
+            return self._allow(
+                decision, policy, request, source, unverified, internal_token=internal_token
+            )
         # The memo holds `who`, so its id cannot be reused while the entry lives.
         key = (id(who), decision.reason.value, decision.policy, decision.rule, source, unverified)
         memo = self._allowed.get(key)
@@ -245,10 +361,13 @@ class Responder:
         unverified: tuple[str, ...],
         *,
         shared: bool = False,
+        internal_token: str | None = None,
     ) -> Answer:
         """Every configured identity header is either set or removed, so a client cannot
         smuggle its own `x-auth-subject` to the upstream; a credential authz did not verify
-        (`unverified`) never reaches the upstream as if it had been (issue 11, item 6)."""
+        (`unverified`) never reaches the upstream as if it had been (issue 11, item 6).
+        An internal token replaces the credential: the credential (and a DPoP proof) is
+        removed, and the internal token's header is set, or removed when there is none."""
         headers: list[tuple[str, str]] = []
         remove: list[str] = list(unverified)
         remove_query: tuple[str, ...] = ()
@@ -261,9 +380,19 @@ class Responder:
                 remove.append(spec.name)
             else:
                 headers.append((spec.name, value))
-        if policy.response.strip_authorization and source is not None:
+        internal = policy.internal_token
+        if internal is not None:
+            if internal_token is not None:
+                headers.append((internal.header, internal.value_prefix + internal_token))
+            else:
+                remove.append(internal.header)
+        strip = policy.response.strip_authorization or internal is not None
+        if strip and source == DPOP_SOURCE:
+            remove.append(PROOF_HEADER)
+        if strip and source is not None:
             if source.kind == "header":
-                remove.append(source.name)
+                if internal is None or internal_token is None or source.name != internal.header:
+                    remove.append(source.name)
             elif source.kind == "query":
                 remove_query = (source.name,)
             else:

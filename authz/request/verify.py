@@ -31,7 +31,8 @@ class WouldWait(Exception):
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
     """A token whose signature and time window checked out; `expires_at` bounds any cache
-    entry, and `keys` is the key set it verified against, so a cache entry dies with it.
+    entry, and `keys` is the key set it verified against, so a cache entry dies with it
+    (None: the issuer vouched for it by introspection, no key was involved).
     `identity` is what the token says about its bearer, read once with the issuer's claim
     mapping (it is cached with the token). The header is not kept (only its kid): 100k
     cached tokens is the memory budget."""
@@ -40,7 +41,7 @@ class VerifiedToken:
     claims: Mapping[str, Any]
     kid: str | None
     expires_at: float | None
-    keys: KeySet
+    keys: KeySet | None
     identity: Identity
 
 
@@ -102,12 +103,13 @@ def verify(
     for key in candidates:
         if verify_signature(key, alg, parsed.signing_input, parsed.signature):
             return VerifiedToken(
-                issuer, claims, kid, expires_at, keys, _identity(issuer, claims, kid)
+                issuer, claims, kid, expires_at, keys, identity_of(issuer, claims, kid)
             )
     raise TokenError(Reason.SIGNATURE_INVALID, "signature does not verify")
 
 
-def _identity(issuer: CompiledIssuer, claims: Mapping[str, Any], kid: str | None) -> Identity:
+def identity_of(issuer: CompiledIssuer, claims: Mapping[str, Any], kid: str | None) -> Identity:
+    """What the claims say about the bearer, read with the issuer's claim mapping."""
     sub = claims.get("sub")
     return Identity(
         issuer=issuer.issuer,

@@ -212,6 +212,38 @@ def targets(results: Mapping[str, Result], micro: Sequence[MicroResult]) -> list
         lambda v: v >= 1.7,
         workers.note if workers is not None and workers.note else "workers_* not run",
     )
+    add(
+        7,
+        "rps through Envoy, authz HTTP checks vs trivial grpcio server",
+        _ratio(rps("authz_http_hit"), rps("trivial_envoy")),
+        ">= 1.5x",
+        lambda v: v >= 1.5,
+        "authz_http_hit or trivial_envoy not run",
+    )
+    add(
+        7,
+        "rps through Envoy, authz HTTP checks vs trivial HTTP server",
+        _ratio(rps("authz_http_hit"), rps("trivial_http_envoy")),
+        ">= 0.85x",
+        lambda v: v >= 0.85,
+        "authz_http_hit or trivial_http_envoy not run",
+    )
+    add(
+        7,
+        "cache-hit CPU/req, authz HTTP checks vs trivial HTTP server",
+        _ratio(server_us("authz_http_hit"), server_us("trivial_http_envoy")),
+        "<= 3x",
+        lambda v: v <= 3,
+        "authz_http_hit or trivial_http_envoy not run",
+    )
+    add(
+        7,
+        "rps, 2 workers vs 1 (HTTP checks, direct)",
+        _ratio(rps("workers_http_2"), rps("workers_http_1")),
+        ">= 1.8x",
+        lambda v: v >= 1.8,
+        "workers_http_* not run",
+    )
     memory = results.get("memory_100k")
     filled = memory.extra.get("cache_entries", 0) if memory is not None else 0
     add(
@@ -224,6 +256,26 @@ def targets(results: Mapping[str, Result], micro: Sequence[MicroResult]) -> list
         if memory is not None
         else "memory_100k not run",
         fmt="{:.0f} MB",
+    )
+    by_name = {m.name: m for m in micro}
+    dpop, miss, hit = (
+        by_name.get(n)
+        for n in (
+            "check() DPoP, token cached",
+            "check() JWT miss, DPoP policy",
+            "check() JWT hit, DPoP policy",
+        )
+    )
+    added = verification = None
+    if dpop is not None and miss is not None and hit is not None:
+        added, verification = dpop.us - hit.us, miss.us - hit.us
+    add(
+        7,
+        "DPoP: added to a cache-hit check vs one token verification",
+        _ratio(added, verification),
+        "<= 1.0x",
+        lambda v: v <= 1.0,
+        "the DPoP microbenchmarks did not run",
     )
     return out
 

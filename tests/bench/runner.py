@@ -26,6 +26,7 @@ from tests.bench.layout import Layout
 from tests.bench.machine import cpu_seconds, machine_busy_seconds, rss_mb
 from tests.bench.report import Result
 from tests.bench.stack import CHECK_METHOD, Proxy, Server, grpc_frame
+from tests.support.procs import http_request
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,34 @@ class Bench:
         else:
             if finish is not None:
                 finish(result)
+        return self.record(result)
+
+    def http_direct_closed(
+        self, name: str, server: Server, req: HttpReq, *, note: str = ""
+    ) -> Result | None:
+        """wrk straight at the server's HTTP check port, as Envoy's http_service asks:
+        `/check/envoy` + the original path, the original Host and Authorization."""
+        if not self.settings.selected(name):
+            return None
+        assert server.check_http_addr is not None
+        url, path = f"http://{server.check_http_addr}", "/check/envoy" + req.path
+        headers = {"host": req.host}
+        if req.token is not None:
+            headers["authorization"] = f"Bearer {req.token}"
+        status = http_request(url, "GET", path, headers).status
+        if status != 200:
+            return self.record(Result(name, "wrk", ok=False, note=f"probe got {status}"))
+
+        def run(seconds: int) -> LoadResult:
+            return drivers.wrk(url, path, req.host, seconds=seconds, token=req.token)
+
+        driver = f"wrk c{drivers.CONNECTIONS} direct"
+        try:
+            result = self.measure(
+                name, driver, run, proxy=None, server=server, expect="2xx", note=note
+            )
+        except DriverError as exc:
+            result = Result(name, driver, ok=False, note=str(exc).splitlines()[0])
         return self.record(result)
 
     def http_open(

@@ -15,6 +15,7 @@ stacks never compete for the cores. Scenario names (for --scenarios):
   opa_envoy[_open], opa_grpc           OPA-Envoy with the equivalent Rego
   scale_p{1,100,1000}_i{1,100}         policy/issuer count, direct gRPC, cache hit
   workers_{1,2}             `authz serve --workers N`, direct gRPC
+  workers_http_{1,2}        the same serving HTTP checks (one shared socket), wrk direct
   memory_100k               RSS with 100k cached tokens and 1000 policies
   micro                     in-process: verify() vs raw cryptography, check() timings
 """
@@ -351,7 +352,7 @@ def workers_supported() -> bool:
     return "--workers" in out.stdout
 
 
-WORKER_SCENARIOS = ("workers_1", "workers_2")
+WORKER_SCENARIOS = ("workers_1", "workers_2", "workers_http_1", "workers_http_2")
 
 
 def worker_addresses(count: int) -> tuple[int, list[str]]:
@@ -396,6 +397,17 @@ def workers_phase(b: Bench, m: Material) -> None:
                 name, server, request, clients=drivers.H2_CLIENTS // max(1, len(own)),
                 addrs=own, note=note,
             )  # fmt: skip
+    hit = HttpReq(m.realistic.host, ALLOW_PATH, m.valid)
+    for n in (1, 2):
+        name = f"workers_http_{n}"
+        if not b.settings.selected(name):
+            continue
+        with Stack(b.layout) as stack:
+            server = stack.authz(
+                m.realistic.path, ["--workers", str(n)], pinned=n == 1, transport="http"
+            )
+            note = "one socket shared by the workers" if n > 1 else "pinned"
+            b.http_direct_closed(name, server, hit, note=note)
 
 
 Phase = Callable[[Bench, Material], None]

@@ -164,9 +164,11 @@ def start_authz(
     log_level: str = "info",
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    http_port: int | None = None,
 ) -> AuthzServer:
     """Start `authz serve` with gRPC and HTTP checks on free ports (either can be off);
-    wait for /readyz (or only /healthz if ``wait_ready=False``)."""
+    wait for /readyz (or only /healthz if ``wait_ready=False``). ``http_port``: the ops
+    port, when an argument must name it (default: a free one)."""
     grpc_addr: str | None = None
     if grpc and grpc_unix:
         sock_dir = short_tmpdir("authz-")
@@ -175,7 +177,7 @@ def start_authz(
     elif grpc:
         grpc_addr = f"127.0.0.1:{free_port()}"
     check_addr = f"127.0.0.1:{free_port()}" if http_check else None
-    http_port = free_port()
+    http_port = http_port or free_port()
     argv = [
         *authz_command(), "serve",
         "--policy-dir", os.fspath(policy_dir),
@@ -218,11 +220,17 @@ def start_envoy_stack(
     authz_args: Sequence[str] = (),
     authz_env: Mapping[str, str] | None = None,
     transport: str = "grpc",
+    authz_http_port: int | None = None,
 ) -> EnvoyStack:
     """``transport="http"``: Envoy's http_service against authz's HTTP checks (no route
     bindings: Envoy sends context_extensions to gRPC checks only)."""
     authz = start_authz(
-        stack, policy_dir, grpc_unix=grpc_unix, extra_args=authz_args, env=authz_env
+        stack,
+        policy_dir,
+        grpc_unix=grpc_unix,
+        extra_args=authz_args,
+        env=authz_env,
+        http_port=authz_http_port,
     )
     upstream = start_upstream(stack)
     listen_port, admin_port = free_port(), free_port()

@@ -390,6 +390,8 @@ def test_everything_on() -> None:
         "clusterjwtissuers/status",
         "hostgrants",
         "hostgrants/status",
+        "tokenrevocations",
+        "tokenrevocations/status",
     }
     roles = {
         d["metadata"]["namespace"]: d
@@ -788,6 +790,9 @@ ALLOWED_CLUSTER_WIDE = [
     _authz("patch", "jwtissuers", SHOP, subresource="status"),
     _authz("patch", "authzpolicies", SHOP, subresource="status"),
     _authz("patch", "clusterjwtissuers", subresource="status"),
+    _authz("list", "tokenrevocations"),
+    _authz("watch", "tokenrevocations"),
+    _authz("patch", "tokenrevocations", subresource="status"),
     _core("create", "events", SHOP),
     _core("create", "events", "default"),
     {"verb": "create", "group": "events.k8s.io", "resource": "events", "namespace": SHOP},
@@ -807,6 +812,8 @@ DENIED_ALWAYS = [
     _authz("delete", "authzpolicies", SHOP, name="orders"),
     _authz("delete", "jwtissuers", SHOP, name="demo"),
     _authz("deletecollection", "clusterjwtissuers"),
+    _authz("create", "tokenrevocations"),  # revoking is for admins, not the controller
+    _authz("update", "tokenrevocations", name="incident"),
     _authz("update", "authzpolicies", SHOP, subresource="status"),  # patch only
     _core("list", "pods", SHOP),
     _core("list", "configmaps", SHOP),
@@ -869,7 +876,13 @@ def test_controller_api_calls_succeed_as_the_service_account(
 
     # kube.py: list all namespaces, then watch from the list's resourceVersion.
     listed = {}
-    for plural in ("jwtissuers", "authzpolicies", "clusterjwtissuers", "hostgrants"):
+    for plural in (
+        "jwtissuers",
+        "authzpolicies",
+        "clusterjwtissuers",
+        "hostgrants",
+        "tokenrevocations",
+    ):
         result = custom.list_cluster_custom_object(GROUP, "v1alpha1", plural)
         listed[plural] = [o["metadata"]["name"] for o in result["items"]]
         version = result["metadata"]["resourceVersion"]

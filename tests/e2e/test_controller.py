@@ -22,6 +22,7 @@ from authz.policy import crd, schema
 from authz.policy.kube import KubeSource, _Gone
 from authz.policy.store import PolicyStore
 from tests.e2e.conftest import AuthzFactory, AuthzServer
+from tests.support.dpop import DPoPClient
 from tests.support.kube import ControlPlane, KubeError
 from tests.support.kube_fixtures import control_plane, control_plane_users  # noqa: F401
 from tests.support.procs import http_request
@@ -283,6 +284,11 @@ CEL_CASES = [
     ),
     ("no rules", lambda ns: policy(ns, rules=[]), "should have at least 1 items"),
     (
+        "requireDPoP without a dpop block",
+        lambda ns: policy(ns, rules=[{"name": "pay", "requireDPoP": True}]),
+        "rules with requireDPoP need the policy's dpop block",
+    ),
+    (
         "two CA bundles",
         lambda ns: _drop(
             issuer(
@@ -371,7 +377,108 @@ CEL_CASES = [
         },
         "spec.hosts[0]: Invalid value",
     ),
+    (
+        "introspection over plain http",
+        lambda ns: introspecting(ns, endpoint="http://idp.test/introspect"),
+        "introspection.endpoint must use https",
+    ),
+    (
+        "client secret method without a secret",
+        lambda ns: introspecting(ns, clientAuth={"method": "client_secret_basic", "clientId": "a"}),
+        "client_secret_basic and client_secret_post need exactly one of",
+    ),
+    (
+        "private_key_jwt without a key",
+        lambda ns: introspecting(ns, clientAuth={"method": "private_key_jwt", "clientId": "a"}),
+        "private_key_jwt needs exactly one of privateKeyFile, privateKeyRef",
+    ),
+    (
+        "a private key with a secret method",
+        lambda ns: introspecting(
+            ns, clientAuth={**SECRET_AUTH, "privateKeyRef": {"name": "k", "key": "pem"}}
+        ),
+        "a client secret goes with client_secret_basic or client_secret_post",
+    ),
+    (
+        "method none with a client id",
+        lambda ns: introspecting(ns, clientAuth={"method": "none", "clientId": "a"}),
+        "method none sends no client credentials",
+    ),
+    (
+        "secret method without a client id",
+        lambda ns: introspecting(
+            ns,
+            clientAuth={
+                "method": "client_secret_post",
+                "clientSecretRef": {"name": "s", "key": "k"},
+            },
+        ),
+        "clientId is required unless method is none",
+    ),
+    (
+        "assertion fields on a secret method",
+        lambda ns: introspecting(ns, clientAuth={**SECRET_AUTH, "keyId": "k1"}),
+        "signingAlgorithm, keyId and assertionAudience apply to private_key_jwt only",
+    ),
+    (
+        "plain-http introspection on a namespaced issuer",
+        lambda ns: introspecting(ns, endpoint="http://idp.test/i", allowInsecureHttp=True),
+        "calls its introspection endpoint over https only",
+    ),
+    (
+        "an introspection CA file on a namespaced issuer",
+        lambda ns: introspecting(ns, caFile="/etc/hostname"),
+        "introspection.caFile reads the authorizer's filesystem",
+    ),
+    (
+        "revocation entry naming nothing",
+        lambda ns: revocation(ns, {"issuedBefore": "2026-01-01T00:00:00Z"}),
+        "an entry names a jti, a subject or an issuer",
+    ),
+    (
+        "revocation entry without a time",
+        lambda ns: revocation(ns, {"subject": "alice"}),
+        "an entry needs issuedBefore",
+    ),
+    (
+        "expiresAt on a subject entry",
+        lambda ns: revocation(
+            ns,
+            {
+                "subject": "a",
+                "issuedBefore": "2026-01-01T00:00:00Z",
+                "expiresAt": "2026-01-02T00:00:00Z",
+            },
+        ),
+        "expiresAt applies to jti entries only",
+    ),
+    (
+        "revocation time that is no time",
+        lambda ns: revocation(ns, {"subject": "a", "issuedBefore": "yesterday"}),
+        "issuedBefore",
+    ),
 ]
+
+SECRET_AUTH = {
+    "method": "client_secret_basic",
+    "clientId": "authz",
+    "clientSecretRef": {"name": "s", "key": "k"},
+}
+
+
+def introspecting(ns: str, **block: Any) -> dict[str, Any]:
+    """An issuer of opaque tokens only (no key source) with this introspection block."""
+    spec = {"endpoint": "https://idp.test/introspect", "clientAuth": SECRET_AUTH, **block}
+    return _drop(issuer(ns, introspection=spec), "jwks")
+
+
+def revocation(ns: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": schema.API_VERSION,
+        "kind": "TokenRevocation",
+        "metadata": {"name": f"rev-{ns}"},
+        "spec": {"entries": list(entries)},
+    }
 
 
 def _login(**overrides: Any) -> dict[str, Any]:
@@ -408,6 +515,32 @@ def test_every_cel_rule_has_a_rejection_case() -> None:
     messages = {m for _, _, m in CEL_CASES}
     for _, _, _, rule_message in schema.RULES:
         assert any(m in rule_message for m in messages), rule_message
+
+
+def test_dpop_blocks_come_through_the_api_server(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    """The dpop, clientCertificate and internalToken blocks and requireDPoP pass the CRDs'
+    schema and CEL rules, and a replica in cluster mode decides DPoP requests with them."""
+    server = start(authz_server, crds, namespace, tmp_path)
+    dpop = policy(
+        namespace,
+        dpop={"algorithms": ["ES256"], "proofMaxAgeSeconds": 30, "requireNonce": False},
+        clientCertificate={"trustForwardedClientCert": False},
+        rules=[{"name": "pay", "requireDPoP": True}],
+    )
+    crds.apply([issuer(namespace, requireDPoP=False), dpop])
+    checker = Checker(server)
+    checker.wait_for(401, token(), within=5)  # a bearer token: dpop_required
+    client = DPoPClient()
+    bound = token(cnf={"jkt": client.jkt})
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path, http.scheme = "GET", "api.test", "/x", "https"
+    http.headers.update(client.headers(bound, htu="https://api.test/x", iat=time.time()))
+    assert checker.stub.Check(request, timeout=5).status.code == 0
+    assert checker.stub.Check(request, timeout=5).status.message == "dpop_proof_replayed"
+    eventually(lambda: conditions(crds, dpop).get("Ready", {}).get("status") == "True")
 
 
 def test_one_of_two_replicas_writes_status(

@@ -69,7 +69,12 @@ def test_policy_reference_documents_every_field() -> None:
             found |= names(child.get("items", child) if child.get("type") == "array" else child)
         return found
 
-    for spec in (schema.ISSUER_SPEC, schema.POLICY_SPEC, schema.SPECS["HostGrant"]):
+    for spec in (
+        schema.ISSUER_SPEC,
+        schema.POLICY_SPEC,
+        schema.SPECS["HostGrant"],
+        schema.REVOCATION_SPEC,
+    ):
         missing = sorted(n for n in names(spec) if f"`{n}`" not in page)
         assert not missing, missing
     assert all(message.split(":")[0] in page for *_, message in schema.RULES)
@@ -334,7 +339,31 @@ EXPECT = re.compile(r"#\s*=>\s*(allow|deny)\s+(\d{3})\s+(\w+)\s*$")
 
 
 def test_first_policy_walkthrough(tmp_path: Path) -> None:
-    page = (DOCS / "first-policy.md").read_text()
+    run_walkthrough(DOCS / "first-policy.md", tmp_path, at_least=6)
+    allowed = json.loads((tmp_path / "check-0.json").read_text())
+    assert allowed["upstream_headers"]["x-auth-subject"] == "alice"
+
+
+def test_revocation_walkthrough(tmp_path: Path) -> None:
+    run_walkthrough(DOCS / "reference" / "revocation.md", tmp_path, at_least=3)
+
+
+def test_introspection_example_passes_lint(tmp_path: Path) -> None:
+    """The worked example's objects as written (its secret file made up here)."""
+    page = (DOCS / "reference" / "introspection.md").read_text()
+    [(_, _info, body)] = [f for f in FENCE.findall(page) if f[0] == "yaml" and "title=" in f[1]]
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "introspection").write_text("s3cret\n")
+    (tmp_path / "hydra.yaml").write_text(body)
+    result = _authz("lint", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("no errors"), result.stdout
+
+
+def run_walkthrough(page_path: Path, tmp_path: Path, *, at_least: int) -> None:
+    """Run a page's titled YAML blocks (written as files) and its `sh` blocks in order;
+    every command marked `# => allow|deny STATUS REASON` must answer exactly that."""
+    page = page_path.read_text()
     script = ["set -euo pipefail"]
     expectations: list[tuple[str, str, int, str]] = []
     for language, info, body in FENCE.findall(page):
@@ -356,7 +385,7 @@ def test_first_policy_walkthrough(tmp_path: Path) -> None:
                 script.append(f"{command} > check-{n}.json || true")
                 decision, status, reason = expect.groups()
                 expectations.append((command, decision, int(status), reason))
-    assert len(expectations) >= 6
+    assert len(expectations) >= at_least
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("AUTHZ_TOKEN", None)
     result = subprocess.run(

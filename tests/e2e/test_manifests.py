@@ -106,6 +106,7 @@ def test_install_yaml_is_namespace_crds_and_the_default_chart(
         "ClusterJWTIssuer",
         "AuthzPolicy",
         "HostGrant",
+        "TokenRevocation",
     ]
     namespaced = [
         d

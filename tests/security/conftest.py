@@ -14,3 +14,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 f"security: {cases} adversarial token/request cases decided as expected "
                 f"over {transport}"
             )
+    dpop = sum(1 for r in passed if "test_adversarial_dpop.py::test_adversarial_dpop[" in r.nodeid)
+    if dpop:
+        terminalreporter.write_line(
+            f"security: {dpop} adversarial DPoP proof/key-binding cases decided as expected"
+        )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".fuzz"
-TARGETS = ("token", "policy", "check")
+TARGETS = ("token", "policy", "check", "dpop")
 _RUNS = re.compile(rb"^#(\d+)\s", re.MULTILINE)
 
 

@@ -9,6 +9,8 @@ Each target turns arbitrary bytes into input for one layer and checks its contra
   and the snapshot built still decides requests.
 * `check`: a CheckRequest parsed from the bytes (protobuf wire format) or built from them
   goes through the Check handler: never an exception, never an allow without a valid token.
+* `dpop`: a DPoP proof made from the bytes, with a valid bound token, goes through the
+  Check handler: a 400 or 401, or an allow only for a proof a plain reader also accepts.
 
 The same targets run under hypothesis for a few seconds in `make test`
 (tests/security/test_fuzz.py) and coverage-guided under atheris in `make fuzz`
@@ -17,6 +19,7 @@ The same targets run under hypothesis for a few seconds in `make test`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -27,7 +30,10 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.message import DecodeError
 from jwt.algorithms import ECAlgorithm
@@ -39,7 +45,10 @@ from authz.policy.validate import PolicyError, PolicyObject, validate_document
 from authz.request.decision import Reason
 from authz.request.jose import TokenError
 from authz.request.verify import verify
+from tests.support import docs
 from tests.support.authz import grpc_checker
+from tests.support.dpop import DPoPClient, ath
+from tests.support.snapshots import serve
 from tests.support.tokens import (
     AUDIENCE,
     ISSUER,
@@ -254,7 +263,83 @@ def check(data: bytes) -> None:
             raise FuzzFailure(f"allowed without a valid token: {decision}")
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"token": token, "policy": policy, "check": check}
+# --- dpop ---------------------------------------------------------------------------------------
+
+_DPOP_CLIENT = DPoPClient("ES256")
+_DPOP_SIGNER = ECAlgorithm.from_jwk({k: v for k, v in _DPOP_CLIENT.private.items() if k != "kid"})
+_DPOP_PUBLIC = ECAlgorithm.from_jwk(_DPOP_CLIENT.public)
+_BOUND = mint(_PRIVATE, claims(cnf={"jkt": _DPOP_CLIENT.jkt}))
+_DPOP_HOST, _DPOP_PATH = "dpop.test", "/r"
+_DPOP_HTU = f"https://{_DPOP_HOST}{_DPOP_PATH}"
+_DPOP_CHECKER = grpc_checker(
+    serve(docs.issuer(), docs.policy(hosts=[_DPOP_HOST], dpop={})), clock=lambda: NOW
+)
+_DPOP_HEADER = {"typ": "dpop+jwt", "alg": "ES256", "jwk": _DPOP_CLIENT.public}
+
+
+def _proof_signed(header: bytes, payload: bytes) -> str:
+    """A proof correctly signed by the bound key around arbitrary header and payload bytes."""
+    head, body = b64url(header), b64url(payload)
+    der = _DPOP_SIGNER.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    return f"{head}.{body}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def _honest_reading(proof: str) -> dict[str, Any]:
+    """What a plain reader makes of an accepted proof: lenient base64 and json.loads, the
+    signature checked with the bound key. Raises FuzzFailure if the proof is not one."""
+    try:
+        head, body, signature = proof.split(".")
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        r, s_ = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+        _DPOP_PUBLIC.verify(
+            encode_dss_signature(r, s_), f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())
+        )
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        return {
+            "header": header,
+            **json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))),
+        }
+    except Exception as exc:
+        raise FuzzFailure(f"an accepted proof a plain reader refuses: {exc!r}") from None
+
+
+def dpop(data: bytes) -> None:
+    """Byte 0: 0 the rest is the proof header's value; 1 header and claims bytes (split at
+    the first newline) signed by the bound key; 2 a valid proof whose jti is the rest.
+    Contract: a 400 or 401 (never an error or 503), and an allow only for a proof a plain
+    reader also finds signed by the bound key, of type dpop+jwt, for this request and token."""
+    mode, rest = (data[0] % 3, data[1:]) if data else (0, b"")
+    if mode == 0:
+        proof = rest.decode("latin-1")
+    elif mode == 1:
+        header, _, payload = rest.partition(b"\n")
+        proof = _proof_signed(header, payload)
+    else:
+        proof = _DPOP_CLIENT.proof(_BOUND, "GET", _DPOP_HTU, jti=rest.hex()[:200] or "j")
+    request = CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path, http.scheme = "GET", _DPOP_HOST, _DPOP_PATH, "https"
+    http.headers.update({"authorization": f"DPoP {_BOUND}", "dpop": proof})
+    response, outcome = _DPOP_CHECKER.check(request)
+    if not outcome.decision.allowed:
+        if response.denied_response.status.code not in (400, 401):
+            raise FuzzFailure(f"denial with status {response.denied_response.status.code}")
+        return
+    seen = _honest_reading(proof)
+    expected = {"htm": "GET", "htu": _DPOP_HTU, "ath": ath(_BOUND)}
+    if seen["header"].get("typ") != "dpop+jwt" or any(
+        seen.get(k) != v for k, v in expected.items()
+    ):
+        raise FuzzFailure(f"allowed a proof for something else: {seen}")
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "token": token,
+    "policy": policy,
+    "check": check,
+    "dpop": dpop,
+}
 
 
 def seeds(name: str) -> list[bytes]:
@@ -263,6 +348,13 @@ def seeds(name: str) -> list[bytes]:
         return [b"\0" + VALID.encode(), b"\1\0\10", b"\2" + json.dumps(claims()).encode()]
     if name == "policy":
         return [b"\0" + yaml.safe_dump_all(BASE_DOCS).encode(), b"\1", b"\1\0\3\7"]
+    if name == "dpop":
+        claims_ = {"jti": "j", "htm": "GET", "htu": _DPOP_HTU, "iat": NOW, "ath": ath(_BOUND)}
+        return [
+            b"\2seed",
+            b"\1" + json.dumps(_DPOP_HEADER).encode() + b"\n" + json.dumps(claims_).encode(),
+            b"\0" + _DPOP_CLIENT.proof(_BOUND, "GET", _DPOP_HTU).encode(),
+        ]
     return [
         b"\2\nGET\napi.test\n/orders/1\nx-a: b",
         _request(b"GET", b"api.test", b"/anon", None).SerializeToString(),

@@ -75,6 +75,12 @@ def test_fuzz_check(data: bytes) -> None:
 
 
 @FUZZ
+@given(inputs("dpop"))
+def test_fuzz_dpop(data: bytes) -> None:
+    fuzz_targets.dpop(data)
+
+
+@FUZZ
 @given(st.text(max_size=600))
 def test_fuzz_policy_yaml_text(text: str) -> None:
     fuzz_targets.policy(b"\0" + text.encode())

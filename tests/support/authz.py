@@ -39,13 +39,18 @@ def check_request(
     host: str = "api.example.com",
     path: str = "/",
     context: dict[str, str] | None = None,
+    scheme: str = "",
+    peer_certificate: str = "",
 ) -> Any:
-    """The CheckRequest Envoy sends for this HTTP request."""
+    """The CheckRequest Envoy sends for this HTTP request; `scheme` and `peer_certificate`
+    (URL-encoded PEM, as include_peer_certificate sends it) describe the connection."""
     request = external_auth_pb2.CheckRequest()
     http = request.attributes.request.http
-    http.method, http.host, http.path = method, host, path
+    http.method, http.host, http.path, http.scheme = method, host, path, scheme
     http.headers.update(headers or {})
     request.attributes.context_extensions.update(context or {})
+    if peer_certificate:
+        request.attributes.source.certificate = peer_certificate
     return request
 
 

@@ -48,7 +48,8 @@ def cluster_issuer(name: str, iss: str = ISSUER, **spec: Any) -> dict[str, Any]:
 
 
 def _issuer_spec(iss: str, spec: dict[str, Any]) -> dict[str, Any]:
-    if not any(k in spec for k in _KEY_SOURCES):
+    """Without a key source (and without introspection) the shared test key."""
+    if not any(k in spec for k in _KEY_SOURCES) and "introspection" not in spec:
         spec["jwks"] = jwks_of()
     spec.setdefault("audiences", [AUDIENCE])
     return {"issuer": iss, **spec}

@@ -6,7 +6,7 @@
 
 Generated pages (never hand-edited; tests/e2e/test_docs.py fails when one is stale):
 
-- ``docs/reference/policy.md``: every field of the three kinds, from authz/policy/schema.py
+- ``docs/reference/policy.md``: every field of the four kinds, from authz/policy/schema.py
   (the same schema the validator and the CRDs use), with its cross-field rules;
 - ``docs/reference/cli.md``: every command and flag, from the CLI's own argument parser;
 - ``docs/troubleshooting.md``: every reason code of authz/decision.py with the status and
@@ -32,8 +32,9 @@ import yaml
 
 from authz.cli import _parser
 from authz.policy import schema
+from authz.policy.possession import DPoPSettings
 from authz.request.decision import Reason
-from authz.request.respond import OUTCOMES, challenge
+from authz.request.respond import DPOP_REASONS, OUTCOMES, challenge
 from tests.support import testbin, upstream_crds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,8 +138,9 @@ def policy_reference() -> str:
         "# Policy reference\n",
         f"Four kinds in the API group `{schema.API_VERSION}`: `JWTIssuer` (namespaced) and "
         "`ClusterJWTIssuer` (cluster-scoped) describe a trusted token issuer, `AuthzPolicy` "
-        "(namespaced) the requests it covers and what they need, and `HostGrant` "
-        "(cluster-scoped, cluster mode) which hosts a namespace's policies may serve. One "
+        "(namespaced) the requests it covers and what they need, `HostGrant` "
+        "(cluster-scoped, cluster mode) which hosts a namespace's policies may serve, and "
+        "`TokenRevocation` (cluster-scoped) tokens refused before they expire. One "
         "schema serves the policy files (`authz lint`, `--policy-dir`) and the CRDs, so a "
         "field means the same in both. Unknown fields are errors.\n",
         "Every object has the usual `apiVersion`, `kind`, `metadata` (`name`, and "
@@ -165,6 +167,9 @@ def policy_reference() -> str:
     grant = "\n".join(_object_sections("spec", schema.SPECS["HostGrant"]))
     grant = re.sub(r"\(#spec-", "(#grant-spec-", grant)
     grant = re.sub(r"\{#spec-", "{#grant-spec-", grant)
+    revocation = "\n".join(_object_sections("spec", schema.REVOCATION_SPEC))
+    revocation = re.sub(r"\(#spec-", "(#revocation-spec-", revocation)
+    revocation = re.sub(r"\{#spec-", "{#revocation-spec-", revocation)
     out += [
         policy,
         "### Cross-field rules {#policy-rules}\n",
@@ -172,6 +177,12 @@ def policy_reference() -> str:
         "## HostGrant {#hostgrant}\n",
         " ".join(str(schema.SPECS["HostGrant"]["description"]).split()) + "\n",
         grant,
+        "## TokenRevocation {#revocation}\n",
+        " ".join(str(schema.REVOCATION_SPEC["description"]).split())
+        + " See [Revoking tokens](revocation.md).\n",
+        revocation,
+        "### Cross-field rules {#revocation-rules}\n",
+        _rules("revocation"),
     ]
     return "\n".join(out)
 
@@ -297,6 +308,77 @@ ADVICE: dict[Reason, str] = {
     "with an audience is also refused when none is configured. Keycloak puts `account` "
     "there unless an audience mapper adds the API; Cognito access tokens carry the client "
     "id in `client_id` (`audienceClaim: client_id`).",
+    Reason.TOKEN_INACTIVE: "The issuer's introspection endpoint answered `active: false`: the "
+    "token was revoked there (RFC 7009), expired, or is unknown to that provider (a token of "
+    "another provider sent to this policy). Inactive answers are cached for the issuer's "
+    "`introspection.negativeCacheSeconds`. See [Opaque tokens](reference/introspection.md).",
+    Reason.TOKEN_REVOKED: "A TokenRevocation entry matches the token (its jti, its subject or "
+    "its issuer, issued before the entry's time); the audit `detail` names the list and the "
+    "entry. `kubectl get tokenrevocations` shows the lists and how many entries are active. "
+    "See [Revoking tokens](reference/revocation.md).",
+    Reason.INTROSPECTION_UNAVAILABLE: "503: the token could not be checked, so the request is "
+    "refused without judging the token (no challenge: the client should retry). The audit "
+    "`detail` says why: the endpoint failed (timeout, HTTP status, redirect, an answer too "
+    "large or not an RFC 7662 answer, client authentication refused), the circuit breaker "
+    "is open after `introspection.failureThreshold` failures in a row, `maxInFlight` calls "
+    "are out, or no answer came within `waitMillis`. Tokens already cached keep working; "
+    "`authz_introspection_calls_total` and `authz_introspection_circuit_open` show the "
+    "endpoint's health.",
+    Reason.DPOP_PROOF_MISSING: "`Authorization: DPoP` came without a `DPoP` proof header. "
+    "The client must sign a new proof for every request (RFC 9449 section 4); see "
+    "[DPoP](credentials/dpop.md).",
+    Reason.DPOP_PROOF_MALFORMED: "The proof is not a strict compact JWS with `typ: dpop+jwt` "
+    "and the claims `jti` (at most 256 characters), `htm`, `htu`, `iat` and `ath`, or two "
+    "`DPoP` headers were sent; the audit `detail` names the part.",
+    Reason.DPOP_ALGORITHM_NOT_ALLOWED: "The proof's `alg` is not in the policy's "
+    "`dpop.algorithms` (the challenge's `algs=` lists them); `none` and HMAC never are.",
+    Reason.DPOP_KEY_INVALID: "The proof's `jwk` is missing, is not a public RSA, EC or OKP key, "
+    "or carries private key material (`d`, RSA primes, `k`): the client leaked its private "
+    "key and must make a new one.",
+    Reason.DPOP_SIGNATURE_INVALID: "The proof is not signed by the key in its own `jwk` (or "
+    "with an `alg` that key cannot make).",
+    Reason.DPOP_METHOD_MISMATCH: "The proof's `htm` is not the request's method (case "
+    "matters: `GET`, not `get`).",
+    Reason.DPOP_URI_MISMATCH: "The proof's `htu` is not the URI the proxy received: scheme, "
+    "host and path are compared after normalisation, without query or fragment; a port only "
+    "when the proxy keeps it in the Host. Behind a proxy that terminates TLS elsewhere the "
+    "scheme it reports may be `http`; `the proxy did not report the request's scheme` means "
+    "the transport sent none.",
+    Reason.DPOP_PROOF_EXPIRED: "The proof's `iat` is older than `dpop.proofMaxAgeSeconds` or "
+    "further ahead than `dpop.clockSkewSeconds`: check the client's clock and that it signs a "
+    "new proof per request. Under a full per-process replay cache the window narrows "
+    "(`--dpop-replay-entries`).",
+    Reason.DPOP_TOKEN_HASH_MISMATCH: "The proof's `ath` is not the base64url SHA-256 of this "
+    "access token: the proof was made for another token.",
+    Reason.DPOP_PROOF_REPLAYED: "This proof (its key and `jti`) was accepted before, by this "
+    "process or, with `--dpop-replay-redis`, any replica. A client must sign a new proof "
+    "for every request, retries included.",
+    Reason.DPOP_NONCE_REQUIRED: "The policy has `dpop.requireNonce` and the proof has no "
+    "current server nonce: retry with the `DPoP-Nonce` value of this answer in the proof's "
+    "`nonce`. Replicas must share `--dpop-nonce-secret-file` to accept each other's nonces.",
+    Reason.DPOP_KEY_MISMATCH: "The proof is valid but the token's `cnf.jkt` is not the "
+    "thumbprint of the proof's key, or the token is not DPoP-bound at all (no `cnf.jkt`).",
+    Reason.DPOP_REQUIRED: "The issuer (`requireDPoP`) or the rule (`requireDPoP`) accepts only "
+    "DPoP-bound tokens with a proof, and a bearer token was sent.",
+    Reason.DPOP_BOUND_AS_BEARER: "The token is DPoP-bound (`cnf.jkt`) but came as `Bearer`: "
+    "RFC 9449 section 7.2 forbids accepting it without a proof. Send it as "
+    "`Authorization: DPoP` with a proof, to a policy with a `dpop` block.",
+    Reason.CERTIFICATE_MISSING: "The token is bound to a client certificate (`cnf.x5t#S256`, "
+    "RFC 8705) and the proxy reported none: the listener must ask for client certificates "
+    "and ext_authz needs `include_peer_certificate: true` "
+    "(`authz proxy-config envoy --peer-certificates`); behind Istio, see "
+    "`clientCertificate.trustForwardedClientCert`.",
+    Reason.CERTIFICATE_MISMATCH: "The token is bound to another client certificate than the "
+    "one on this connection: the token was issued to another client, or the client renewed "
+    "its certificate and needs a new token.",
+    Reason.DPOP_REPLAY_UNAVAILABLE: "The shared replay cache (Redis) did not answer within "
+    "`--dpop-replay-timeout-ms`, too many checks were waiting for it, or it failed repeatedly "
+    "and is not being asked for a second: replay cannot be ruled out, so the request is "
+    "refused. Check Redis; bearer requests are not affected.",
+    Reason.INTERNAL_TOKEN_UNAVAILABLE: "The policy has `internalToken` and authz has no key "
+    "to sign one: `authz serve` needs `--internal-token-issuer` and `--internal-token-keys`, "
+    "and the key directory must hold a usable key (the log line `signing keys loaded` lists "
+    "them and their problems).",
     Reason.INSUFFICIENT_SCOPE: "The token lacks a scope the rule's `requireScopes` needs; the "
     "challenge's `scope=` lists them. Check the issuer's `claims.scopes` paths (Okta and "
     "Entra use `scp`) and that the client requested the scope.",
@@ -384,7 +466,9 @@ def troubleshooting() -> str:
         else:
             code, error, description = OUTCOMES[reason]
             status = str(code)
-            value = challenge(reason, "authz")
+            # A proof's failures answer with a DPoP challenge (the policy's default algs).
+            algs = DPoPSettings().algs if reason in DPOP_REASONS else None
+            value = challenge(reason, "authz", dpop_algs=algs)
             if code < 400:
                 answer = "a redirect (`Location`), and a page for a browser"
             else:

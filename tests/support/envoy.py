@@ -48,6 +48,7 @@ def envoy_bootstrap(
     upstream_host: str = "127.0.0.1",
     listen_host: str = "127.0.0.1",
     max_connections: int = 10000,
+    peer_certificates: bool = False,
     transport: str = "grpc",
     browser_login: bool = False,
 ) -> dict[str, Any]:
@@ -61,6 +62,8 @@ def envoy_bootstrap(
     ``policy_routes``: path prefix -> policy name, sent as per-route ``context_extensions``
     (``{"policy": name}``) in every CheckRequest for that route.
     ``status_on_error``: HTTP status returned when authz is unreachable or times out.
+    ``peer_certificates``: ext_authz sends the client certificate (`--peer-certificates`);
+    the listener asks for one only with :func:`with_client_tls`.
     ``transport="http"``: ``authz_grpc`` is authz's HTTP check address, used by http_service.
     ``browser_login``: `--browser-login` (HTTP: the headers a policy's `login` needs).
     """
@@ -76,6 +79,7 @@ def envoy_bootstrap(
         upstream=model.TcpAddress(upstream_host, upstream_port),
         admin=model.TcpAddress("127.0.0.1", admin_port),
         max_connections=max_connections,
+        peer_certificates=peer_certificates,
         browser_login=browser_login,
     )
     bootstrap: dict[str, Any] = envoy.to_data(envoy.bootstrap(deployment))
@@ -86,6 +90,37 @@ def envoy_bootstrap(
         filters.insert(0, {"name": JWT_AUTHN_FILTER, "typed_config": jwt_authn})
         ext_authz = next(f for f in filters if f["name"] == EXT_AUTHZ_FILTER)["typed_config"]
         ext_authz["metadata_context_namespaces"] = [JWT_AUTHN_FILTER]
+    return bootstrap
+
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+DOWNSTREAM_TLS_TYPE = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+)
+
+
+def with_client_tls(
+    bootstrap: dict[str, Any], cert_pem: str, key_pem: str, client_ca_pem: str
+) -> dict[str, Any]:
+    """Terminate TLS on the listener and require a client certificate signed by
+    `client_ca_pem` (Envoy validates it; a handshake without one fails)."""
+    chain = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]
+    chain["transport_socket"] = {
+        "name": TLS_SOCKET,
+        "typed_config": {
+            "@type": DOWNSTREAM_TLS_TYPE,
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"inline_string": cert_pem},
+                        "private_key": {"inline_string": key_pem},
+                    }
+                ],
+                "validation_context": {"trusted_ca": {"inline_string": client_ca_pem}},
+            },
+        },
+    }
     return bootstrap
 
 

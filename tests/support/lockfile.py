@@ -28,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -57,7 +58,11 @@ class Pin:
     version: str
     hashes: list[str] = field(default_factory=list)
     via: list[str] = field(default_factory=list)
-    marker: str | None = None  # the environments it is for (`python_full_version < '3.11.3'`)
+    marker: str | None = None  # an environment marker: installed only where it holds
+
+    def applies(self, environment: dict[str, str] | None = None) -> bool:
+        """Whether pip installs this pin in `environment` (default: this interpreter)."""
+        return self.marker is None or Marker(self.marker).evaluate(environment)
 
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
@@ -101,7 +106,7 @@ def compile_lock(out: Path = LOCK) -> Path:
     return out
 
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(?:\s*;\s*([^\\]+?))?\s*\\?$")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(?:\s*;\s*([^\\]+?))?\s*(?:\\|$)")
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
 
 

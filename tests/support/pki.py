@@ -1,4 +1,4 @@
-"""Throwaway X.509 for tests: a CA and serving certificates signed by it (EC P-256)."""
+"""Throwaway X.509 for tests: a CA and serving and client certificates signed by it (EC P-256)."""
 
 from __future__ import annotations
 
@@ -78,3 +78,29 @@ class CA:
             .sign(self.key, hashes.SHA256())
         )
         return key, cert
+
+    def client(
+        self, common_name: str, uris: Sequence[str] = (), days: int = 1
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A client certificate (clientAuth) for mTLS, signed by this CA; `uris` become URI
+        SANs (a SPIFFE ID)."""
+        now = datetime.datetime.now(datetime.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
+            )
+        )
+        if uris:
+            names = [x509.UniformResourceIdentifier(u) for u in uris]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return key, builder.sign(self.key, hashes.SHA256())

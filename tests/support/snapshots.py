@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from authz.introspection.manager import IntrospectionManager
 from authz.keys.remote import KeyManager
 from authz.policy.build import LastGood, ObjectStatus, build, merge_sources
 from authz.policy.kube import ConfigMapReader, SecretReader, validate_objects
@@ -23,10 +24,11 @@ from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.pipeline import Outcome
 from authz.request.respond import Answer
-from authz.request.view import request_view
+from authz.request.view import Connection, KnownConnection, request_view
 from tests.support.tokens import NOW, claims, mint, signing_key
 
 ORIGIN = "memory"
+HTTPS = KnownConnection(scheme="https")  # what the proxy reports by default in these tests
 
 
 @dataclass
@@ -43,12 +45,21 @@ class Served:
 def serve(
     *docs: dict[str, Any],
     workload_labels: Mapping[str, str] | None = None,
+    introspection: IntrospectionManager | None = None,
     origin: str = ORIGIN,
     keys: KeyManager | None = None,
 ) -> Served:
-    """Build from policy-directory documents; `origin` is the file they are read from
-    (files they name, a key ring say, are found next to it)."""
-    return serve_sources(docs, workload_labels=workload_labels, origin=origin, keys=keys)
+    """Build from policy-directory documents; introspecting issuers use `introspection` (a
+    test's own manager, so no answer is cached across tests) or the process default.
+    `origin` is the file they are read from (files they name, a key ring say, are found
+    next to it); `keys` a key manager that fetches (by default none is fetched)."""
+    return serve_sources(
+        docs,
+        workload_labels=workload_labels,
+        introspection=introspection,
+        origin=origin,
+        keys=keys,
+    )
 
 
 def serve_sources(
@@ -60,6 +71,7 @@ def serve_sources(
     previous: Served | None = None,
     read_configmap: ConfigMapReader | None = None,
     read_secret: SecretReader | None = None,
+    introspection: IntrospectionManager | None = None,
     origin: str = ORIGIN,
     keys: KeyManager | None = None,
 ) -> Served:
@@ -86,6 +98,8 @@ def serve_sources(
         workload_namespace=workload_namespace,
         version=previous.snapshot.version + 1 if previous is not None else 1,
         shadowed=merged.shadowed,
+        introspection=introspection,
+        now=NOW,
     )
     return Served(result.snapshot, result.statuses, result.shadowed, result.last_good)
 
@@ -105,13 +119,18 @@ def check(
     context: Mapping[str, str] | None = None,
     token: str | None = None,
     cache: TokenCache | None = None,
+    now: float = NOW,
+    may_wait: bool = True,
+    connection: Connection = HTTPS,
     **options: Any,
 ) -> tuple[Answer, Outcome]:
-    """Decide one request at the fixed test time NOW; `options` as `assembly.pipeline` takes."""
+    """Decide one request at `now` (the fixed test time NOW unless given); `options` as
+    `assembly.pipeline` takes."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     if token is not None:
         lowered["authorization"] = f"Bearer {token}"
     checker = pipeline(
-        served, cache if cache is not None else TokenCache(0), clock=lambda: NOW, **options
+        served, cache if cache is not None else TokenCache(0), clock=lambda: now, **options
     )
-    return checker.check(request_view(method, host, path, lowered, context or {}))
+    view = request_view(method, host, path, lowered, context or {}, connection=connection)
+    return checker.check(view, may_wait=may_wait)

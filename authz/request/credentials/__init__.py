@@ -20,11 +20,14 @@ from authz.request.view import RequestView
 
 @dataclass(frozen=True, slots=True)
 class Presented:
-    """A credential found in a request, not yet verified. `secret` is never logged."""
+    """A credential found in a request, not yet verified. `secret` is never logged.
+    `request` is the request it came in: what a key-bound credential is checked against
+    (a DPoP proof, the connection's client certificate)."""
 
     kind: CredentialKind
     secret: str
     source: TokenSource
+    request: RequestView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,10 @@ class Authentication:
     upstream by stripAuthorization.
     `reused` says the identity was verified before and is cached: what is derived from it
     (the answer, its rendering) is worth keeping for the next request.
+    `binding` names what proved the caller holds the token's key: "dpop" (a DPoP proof) or
+    "x5t#S256" (the client certificate); None for a plain bearer token.
+    `digest` is the SHA-256 of the credential (never the credential): what is minted for
+    it (an internal token) is cached under it.
     `cookies` are Set-Cookie values for the client's response (a session renewed or ended).
     """
 
@@ -45,6 +52,8 @@ class Authentication:
     verified: VerifiedToken | None = None
     source: TokenSource | None = None
     reused: bool = False
+    binding: str | None = None
+    digest: bytes | None = None
     cookies: tuple[str, ...] = ()
 
 

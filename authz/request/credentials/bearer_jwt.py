@@ -4,7 +4,8 @@ Verification goes through the verified-token cache: a cached token counts only i
 policy trusts the very issuer object that verified it (two namespaces may declare the same
 `iss`) and that issuer still serves the very key set it verified against (keys rotate).
 Then the checks that depend on the policy: the token came where its issuer sends tokens,
-and it names an audience the policy accepts.
+and it names an audience the policy accepts. A key-bound token (its `cnf` claim) is checked
+against the request: see `credentials.binding`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from authz.policy.snapshot import CompiledPolicy
 from authz.request.cache import TokenCache
 from authz.request.claims import MISSING
 from authz.request.credentials import Authentication, Presented
+from authz.request.credentials.binding import check_bearer
+from authz.request.credentials.route import introspecting_issuer
 from authz.request.decision import Reason
 from authz.request.extract import extract_token
 from authz.request.jose import TokenError
@@ -37,14 +40,18 @@ class BearerJwt:
 
     def find(self, request: RequestView, policy: CompiledPolicy) -> Presented | None:
         found = extract_token(request, policy.token_sources)
-        return None if found is None else Presented(self, found[0], found[1])
+        if found is None:
+            return None
+        if policy.introspection is not None and introspecting_issuer(found[0], policy):
+            return None  # the policy has this token introspected (credentials.introspected)
+        return Presented(self, found[0], found[1], request)
 
     def verify(
         self, presented: Presented, policy: CompiledPolicy, *, may_wait: bool = True
     ) -> Authentication:
         source = presented.source
         try:
-            verified, reused = self._verified(presented.secret, policy, may_wait)
+            verified, reused, digest = self.verified(presented.secret, policy, may_wait)
         except TokenError as exc:
             return Authentication(None, exc, source=source)
         try:
@@ -53,14 +60,18 @@ class BearerJwt:
                     Reason.SOURCE_NOT_ALLOWED, f"{source.label} is not a source of this issuer"
                 )
             check_audience(verified, policy)
+            binding = check_bearer(verified, presented.request, policy)
         except TokenError as exc:
             return Authentication(None, exc, verified, source)
-        return Authentication(verified.identity, None, verified, source, reused)
+        return Authentication(
+            verified.identity, None, verified, source, reused, binding=binding, digest=digest
+        )
 
-    def _verified(
+    def verified(
         self, token: str, policy: CompiledPolicy, may_wait: bool
-    ) -> tuple[VerifiedToken, bool]:
-        """The verified token, and whether it came from the cache."""
+    ) -> tuple[VerifiedToken, bool, bytes]:
+        """The verified token, whether it came from the cache, and the token's digest.
+        Also what a DPoP-bound token is verified with (`credentials.dpop`)."""
         now = self._clock()
         if len(token) > self.max_token_bytes:
             raise TokenError(
@@ -69,12 +80,12 @@ class BearerJwt:
         digest = TokenCache.digest(token)
         cached = self.cache.get(digest, now, lambda c: _still_valid(c, policy))
         if cached is not None:
-            return cached, True
+            return cached, True, digest
         verified = verify(
             token, policy.issuers_by_iss, now, self.max_token_bytes, may_wait=may_wait
         )
         self.cache.put(digest, verified, now)
-        return verified, False
+        return verified, False, digest
 
 
 def check_audience(token: VerifiedToken, policy: CompiledPolicy) -> None:

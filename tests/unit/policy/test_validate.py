@@ -43,7 +43,8 @@ def test_unknown_fields_are_rejected_like_kubectl_strict() -> None:
 def test_exactly_one_key_source(es256_jwks: dict[str, Any]) -> None:
     one = (
         "spec: exactly one key source must be set: jwks, jwksFile, jwksUri, discovery, "
-        "publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef"
+        "publicKeys, x509CertificatesUri, hmacSecretFile or hmacSecretRef "
+        "(none: introspection only)"
     )
     assert problems(issuer_doc()) == [one]
     assert problems(issuer_doc(jwks=es256_jwks, jwksFile="k.json")) == [one]
