@@ -11,6 +11,7 @@ PYTEST_FLAGS ?= -q
 
 help:
 	@echo "make demo       run Envoy + authz + an echo upstream and show allow/401/403 flows"
+	@echo "                (DEMO_LOGIN=1: then browser sign-in at Ory Hydra on :8090)"
 	@echo "                (DEMO_TRANSPORT=http: Envoy asks authz over HTTP, not gRPC)"
 	@echo "make test       every check and test (lint, types, unit, conformance, end-to-end)"
 	@echo "make test-fast  unit, conformance and security tests only (edit-test loop)"

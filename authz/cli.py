@@ -219,6 +219,18 @@ def _parser() -> argparse.ArgumentParser:
         help="private JWKs (ES256/EdDSA) that sign internal tokens: a directory or mounted "
         "Secret, reread when it changes; the file 'active' may name the signing kid",
     )
+    serve.add_argument(
+        "--session-redis",
+        metavar="URL",
+        help="Redis for browser sign-in sessions (login.session.store: redis), shared by "
+        "replicas: redis://HOST:PORT/DB, rediss://... (TLS) or unix:///PATH",
+    )
+    serve.add_argument(
+        "--session-redis-password-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the Redis password (kept out of the URL and the process list)",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--log-format", default="json", choices=("json", "console"))
 
@@ -474,6 +486,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             dpop_nonce_seconds=args.dpop_nonce_seconds,
             internal_token_issuer=args.internal_token_issuer,
             internal_token_keys=args.internal_token_keys,
+            session_redis=args.session_redis,
+            session_redis_password_file=args.session_redis_password_file,
         )
     )
 

@@ -25,6 +25,8 @@ from authz.observe.audit import Audit
 from authz.observe.debug import Debug
 from authz.observe.metrics import Metrics
 from authz.observe.recorder import Recorder
+from authz.oidc.jobs import Jobs
+from authz.oidc.store import RedisSessions
 from authz.ops import DebugHandler, OpsServer, WellKnown
 from authz.policy.files import DirectorySource, DirectoryWatcher, load
 from authz.policy.store import PolicyStore
@@ -32,6 +34,7 @@ from authz.policy.tenancy import own_namespace
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.internal_token import InternalTokens
+from authz.request.login.runtime import LoginRuntime
 from authz.request.nonces import Nonces
 from authz.request.replay import LocalReplayCache, ReplayCache
 from authz.settings import ServeSettings
@@ -115,6 +118,19 @@ def internal_tokens(settings: ServeSettings) -> tuple[InternalTokens, WellKnown 
         raise SystemExit(f"authz serve: no usable signing key in {keys_dir}: {problems}")
     keys.start()
     return InternalTokens(keys, issuer), WellKnown(issuer, keys)
+
+
+def login_runtime(settings: ServeSettings) -> LoginRuntime:
+    """Browser sign-in's I/O: a small pool for code exchanges, refreshes, discovery and
+    Redis, on which at most a quarter of the handler threads wait at a time."""
+    redis = None
+    if settings.session_redis:
+        password = None
+        if settings.session_redis_password_file is not None:
+            text = settings.session_redis_password_file.read_text(encoding="utf-8")
+            password = text.removesuffix("\n")
+        redis = RedisSessions(settings.session_redis, password=password)
+    return LoginRuntime(jobs=Jobs(waiters=max(1, settings.threads // 4)), redis=redis)
 
 
 class ServerState:
@@ -226,8 +242,10 @@ def serve(settings: ServeSettings) -> int:
     replay = replay_cache(settings)
     stoppers.append(replay.close)
     shared: dict[str, Any] = {"nonces": nonces(settings), "internal_tokens": minter}
-    # One pipeline (and token cache, replay cache, nonces) for both transports.
-    checks = pipeline(store, cache, replay=replay, **shared, **options)
+    sign_in = login_runtime(settings)
+    stoppers.append(sign_in.close)
+    # One pipeline (and token cache, replay cache, nonces, sign-in runtime) for both transports.
+    checks = pipeline(store, cache, replay=replay, login=sign_in, **shared, **options)
     recorder = Recorder(Audit(metrics), tracer)
     certificates = _tls(settings)
     grpc = None

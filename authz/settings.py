@@ -43,3 +43,6 @@ class ServeSettings:
     # Internal tokens: authz as their issuer (its URL) and the directory of its signing keys.
     internal_token_issuer: str | None = None
     internal_token_keys: Path | None = None
+    # Browser sign-in sessions kept in Redis (`login.session.store: redis`), shared by replicas.
+    session_redis: str | None = None
+    session_redis_password_file: Path | None = None

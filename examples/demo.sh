@@ -7,6 +7,10 @@
 #                                    examples/envoy/envoy-http.yaml) instead of gRPC
 #   VENV=/path/to/venv examples/demo.sh   (default: .venv in the repo root)
 #   POLICIES=dir examples/demo.sh         (default: examples/policies)
+#   DEMO_LOGIN=1 examples/demo.sh    ...then browser sign-in: Ory Hydra + a login app + authz
+#                                    + Envoy on :8090; prints a URL to open and waits for Ctrl-C
+#                                    (no terminal, or CI set: a headless Chromium signs in
+#                                    and the page is checked; needs `make deps testbin`)
 #
 # Ports (fixed, see examples/envoy/envoy.yaml and envoy-http.yaml):
 #   8080 Envoy listener   9901 Envoy admin   9001 authz gRPC checks   9003 authz HTTP checks
@@ -213,6 +217,18 @@ if ((FAILED)); then
   bold "$FAILED of $N flows did not return the expected status (logs: .demo/*.log, responses: .demo/out/)"
 else
   bold "all $N flows returned the expected status"
+fi
+
+# --- browser sign-in (DEMO_LOGIN=1) ---------------------------------------------------------
+# A second stack with its own ports: the web app at :8090 signs browsers in at Ory Hydra
+# (tests/support/login_site.py, the same parts the browser tests run).
+if [[ ${DEMO_LOGIN:-0} == 1 ]]; then
+  echo
+  bold "== browser sign-in (DEMO_LOGIN=1): Envoy :8090 -> authz (policy with login) -> upstream"
+  port_free 8090 || die "port 8090 is in use (another demo running?)"
+  login_args=(--port 8090)
+  if [[ -t 1 && -z ${CI:-} ]]; then login_args+=(--hold); else login_args+=(--check); fi
+  "$PY" -m tests.support.login_site "${login_args[@]}" || FAILED=$((FAILED + 1))
 fi
 
 if [[ ${DEMO_HOLD:-0} == 1 ]]; then

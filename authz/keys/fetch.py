@@ -340,3 +340,10 @@ def _read(
 def _max_age(cache_control: str) -> int | None:
     match = _MAX_AGE.search(cache_control)
     return int(match.group(1)) if match else None
+
+
+# The same limits for the other background fetchers (the OpenID provider's discovery and
+# token endpoint, authz.oidc.http): one deadline per exchange, bounded bodies, public-only.
+public_connection = _public_connection
+bound = _bound
+read_body = _read

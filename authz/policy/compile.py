@@ -39,6 +39,7 @@ from authz.keys.sources import (
 from authz.policy import schema, tenancy
 from authz.policy.advice import policy_warnings
 from authz.policy.claims import ClaimCondition, typed_key
+from authz.policy.compile_login import LoginError, compile_login, login_issuer_key
 from authz.policy.deny import DenyResponse, DenyWith
 from authz.policy.issuer import BEARER, ClaimPath, CompiledIssuer, TokenSource
 from authz.policy.matchers import (
@@ -554,18 +555,13 @@ def _compile_rule(spec: Mapping[str, Any], index: int, context: RuleContext) -> 
         ),
         require_dpop=spec.get("requireDPoP", False),
         conditions=conditions,
-        issuers=frozenset(issuer_key(r, context.namespace) for r in issuers) if issuers else None,
+        issuers=frozenset(schema.issuer_key(r, context.namespace) for r in issuers)
+        if issuers
+        else None,
         audiences=frozenset(spec["audiences"]) if spec.get("audiences") else None,
         deny_with=deny_with(spec.get("denyWith")),
+        login=spec.get("login", True),
     )
-
-
-def issuer_key(ref: Mapping[str, Any], namespace: str | None) -> str:
-    """An issuer reference -> the id of the object it names (`JWTIssuer/ns/name`)."""
-    kind = ref.get("kind", "JWTIssuer")
-    if kind in schema.CLUSTER_SCOPED:
-        return f"{kind}/{ref['name']}"
-    return f"{kind}/{namespace}/{ref['name']}"
 
 
 def deny_with(spec: Mapping[str, Any] | None) -> DenyWith | None:
@@ -602,7 +598,7 @@ class PolicyResult:
 
 def issuer_keys(policy: PolicyObject) -> list[str]:
     """The keys of the issuers a policy names, in order (`JWTIssuer` in its namespace)."""
-    return [issuer_key(ref, policy.namespace) for ref in policy.spec.get("issuers", ())]
+    return [schema.issuer_key(ref, policy.namespace) for ref in policy.spec.get("issuers", ())]
 
 
 def compile_policy(
@@ -668,6 +664,12 @@ def compile_policy(
     sources: list[TokenSource] = []
     for issuer in dict.fromkeys(by_iss.values()):
         sources.extend(s for s in issuer.token_sources if s not in sources)
+    login = None
+    if "login" in spec:
+        try:
+            login = compile_login(obj, issuers.get(login_issuer_key(obj)), by_iss)
+        except LoginError as exc:
+            raise CompileError(str(exc)) from None
     response = spec.get("response", {})
     headers = tuple(
         HeaderFromClaim(
@@ -696,6 +698,7 @@ def compile_policy(
         deny_with=deny_with(spec.get("denyWith")),
         introspection=route,
         **possession(spec),
+        login=login,
     )
     return PolicyResult(policy, tuple(problems), tuple(unresolved))
 

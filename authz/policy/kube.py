@@ -22,6 +22,7 @@ import structlog
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from authz.policy import compile_login as login
 from authz.policy import schema
 from authz.policy.compile import CA_BUNDLE_REF, CLIENT_SECRET_REF
 from authz.policy.store import PolicyStore
@@ -48,7 +49,7 @@ def _file_fields(spec: Mapping[str, Any]) -> list[str]:
         for f in ("clientSecretFile", "privateKeyFile")
         if f in client_auth
     ]
-    return found
+    return found + login.file_fields(spec)
 
 
 def _client_ref(spec: Mapping[str, Any]) -> str | None:
@@ -305,6 +306,7 @@ def _references(spec: Mapping[str, Any]) -> bool:
         "hmacSecretRef" in spec
         or "caBundleRef" in (spec.get("fetch") or {})
         or _client_ref(spec) is not None
+        or bool(login.secret_refs(spec))
     )
 
 
@@ -359,6 +361,9 @@ class ClusterValidator:
         field_name = _client_ref(obj.spec)
         if field_name is not None:
             obj = _with_client_secret(obj, field_name, self._read_secret)
+        refs = login.secret_refs(obj.spec)
+        if refs:
+            obj = _with_login_secrets(obj, refs, self._read_secret)
         return obj
 
 
@@ -460,6 +465,25 @@ def _with_client_secret(
     value = value[:-2] if value.endswith(b"\r\n") else value.removesuffix(b"\n")
     secret = value.decode("utf-8", "surrogateescape")
     return replace(obj, refs={**obj.refs, CLIENT_SECRET_REF: secret})
+
+
+def _with_login_secrets(
+    obj: PolicyObject, refs: Mapping[str, Mapping[str, str]], read_secret: SecretReader | None
+) -> PolicyObject:
+    """The client secret, private key and session key ring a login block names, read from
+    Secrets in the policy's own namespace, for the compiler (`refs`)."""
+    read: dict[str, str] = {}
+    for key, ref in refs.items():
+        try:
+            if read_secret is None:
+                raise ValueError("Secrets cannot be read here")
+            if obj.namespace is None:
+                raise ValueError("only a namespaced AuthzPolicy reads Secrets")
+            value = read_secret(obj.namespace, ref["name"], ref["key"])
+            read[key] = value.decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _RefError(f"spec.{key}: {exc}") from None
+    return replace(obj, refs={**obj.refs, **read})
 
 
 def _without_server_fields(obj: dict[str, Any]) -> dict[str, Any]:

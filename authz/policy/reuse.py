@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from authz.keys.provider import KeyProvider, StaticKeys
 from authz.policy.compile import PolicyResult, compile_policy, issuer_keys
+from authz.policy.compile_login import reads_files
 from authz.policy.issuer import CompiledIssuer
 from authz.policy.validate import PolicyObject
 
@@ -47,9 +48,10 @@ def compile_policy_again(
     previous: PolicyCompile | None,
 ) -> PolicyCompile:
     """`previous` when it compiled this version against the same issuer objects, else a
-    fresh compile (raises CompileError)."""
+    fresh compile (raises CompileError). A policy whose login block names files is compiled
+    again: a key ring or client secret file may have changed while the object did not."""
     named = tuple(issuers.get(k) for k in issuer_keys(obj))
-    if previous is not None:
+    if previous is not None and not reads_files(obj):
         before, named_before, _result = previous
         same_issuers = len(named) == len(named_before) and all(
             a is b for a, b in zip(named, named_before, strict=True)

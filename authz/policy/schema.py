@@ -8,6 +8,7 @@ listed in `RULES` and enforced by `validate` in Python.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from authz.policy.possession import (
@@ -28,6 +29,16 @@ GRANT_KIND = "HostGrant"
 REVOCATION_KIND = "TokenRevocation"
 KINDS = (*ISSUER_KINDS, POLICY_KIND, GRANT_KIND, REVOCATION_KIND)
 CLUSTER_SCOPED = frozenset({"ClusterJWTIssuer", GRANT_KIND, REVOCATION_KIND})
+
+
+def issuer_key(ref: Mapping[str, Any], namespace: str | None) -> str:
+    """An issuer reference -> the id of the object it names (`JWTIssuer/ns/name`)."""
+    kind = ref.get("kind", "JWTIssuer")
+    if kind in CLUSTER_SCOPED:
+        return f"{kind}/{ref['name']}"
+    return f"{kind}/{namespace}/{ref['name']}"
+
+
 # kind -> (plural, singular, short names): the CRDs' names, the API paths the cluster source
 # lists and watches, and the status writer's patch target.
 NAMES = {
@@ -850,6 +861,13 @@ _RULE = _obj(
             maxItems=64,
         ),
         "denyWith": _DENY_WITH,
+        "login": {
+            "type": "boolean",
+            "default": True,
+            "description": "With the policy's `login`: a browser navigation this rule denies "
+            "for want of a session is sent to sign in. false: answer 401 as to any API "
+            "client (a route only scripts call).",
+        },
     },
 )
 
@@ -939,6 +957,219 @@ _INTERNAL_TOKEN = _obj(
     required=["audience"],
 )
 
+
+def _policy_secret_ref(what: str) -> JSON:
+    """A Secret an AuthzPolicy names: always in its own namespace."""
+    return _obj(
+        f"A Kubernetes Secret in the policy's namespace holding {what} (cluster mode only; "
+        "read when referenced, again on every policy change and every 5 minutes).",
+        {
+            "name": _str("Secret name.", minLength=1, maxLength=253),
+            "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
+        },
+        required=["name", "key"],
+    )
+
+
+def _file(what: str) -> JSON:
+    return _str(
+        f"Path of a file holding {what}, relative to the policy file's directory (re-read "
+        "when it changes). Policy files only.",
+        minLength=1,
+    )
+
+
+# Defaults of the login block, shared by the schema, its CEL rules and the compiler.
+LOGIN_DEFAULTS = {
+    "callbackPath": "/oauth2/callback",
+    "logoutPath": "/oauth2/logout",
+    "cookieName": "__Host-authz-session",
+    "idleTimeoutSeconds": 3600,
+    "absoluteTimeoutSeconds": 86400,
+    "refreshBeforeSeconds": 60,
+    "waitMillis": 400,
+    "loginTimeoutSeconds": 600,
+}
+_LOGIN_PATH = {"type": "string", "pattern": "^/[^?#]*$", "maxLength": 1024}
+_COOKIE_NAME = "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+
+LOGIN_SPEC: JSON = _obj(
+    "Browser sign-in at the edge (OpenID Connect authorization code flow with PKCE S256): "
+    "a browser navigation that a rule denies for want of a token is redirected to the "
+    "provider; after sign-in the provider sends it to `callbackPath`, authz redeems the code, "
+    "checks the ID token and sets an encrypted session cookie, and the session then counts "
+    "as the request's token. API requests (not a navigation) still get 401.",
+    {
+        "issuer": _obj(
+            "The OpenID provider: one of `issuers`, with a fixed `issuer`. Its discovery "
+            "document gives the endpoints, its keys verify ID tokens and its fetch settings "
+            "(timeout, CA bundle, allowInsecureHttp) reach the token endpoint.",
+            {
+                "name": _str("Issuer object name.", minLength=1),
+                "kind": {
+                    "type": "string",
+                    "enum": list(ISSUER_KINDS),
+                    "default": "JWTIssuer",
+                    "description": "JWTIssuer (same namespace) or ClusterJWTIssuer.",
+                },
+            },
+            required=["name"],
+        ),
+        "clientId": _str("The client id registered at the provider.", minLength=1, maxLength=256),
+        "clientSecretFile": _file("the client secret (one trailing newline is ignored)"),
+        "clientSecretRef": _policy_secret_ref("the client secret"),
+        "privateKeyFile": _file("the client's private JWK (JSON) for `private_key_jwt`"),
+        "privateKeyRef": _policy_secret_ref(
+            "the client's private JWK (JSON) for `private_key_jwt`"
+        ),
+        "clientAuthentication": {
+            "type": "string",
+            "enum": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "description": "How authz authenticates at the token endpoint. Default: "
+            "`private_key_jwt` with a private key, else `client_secret_basic`.",
+        },
+        "scopes": _list(
+            _str("A scope.", pattern="^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$"),
+            "Scopes to ask for; must include `openid`. Add `offline_access` for a refresh "
+            "token (sessions then outlive the access token). Default: `openid`.",
+            minItems=1,
+            maxItems=32,
+        ),
+        "authorizationParameters": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 512},
+            "maxProperties": 16,
+            "description": "Extra authorization request parameters (`audience`, `prompt`, "
+            "`acr_values`). The protocol's own (`state`, `nonce`, `redirect_uri`, ...) "
+            "cannot be set here.",
+        },
+        "callbackPath": {
+            **_LOGIN_PATH,
+            "default": LOGIN_DEFAULTS["callbackPath"],
+            "description": "Where the provider sends the browser back, on every host of the "
+            "policy: register `https://<host><callbackPath>` as a redirect URI.",
+        },
+        "logoutPath": {
+            **_LOGIN_PATH,
+            "default": LOGIN_DEFAULTS["logoutPath"],
+            "description": "A request here ends the session and, when the provider has an "
+            "`end_session_endpoint`, signs out there too (RP-initiated logout).",
+        },
+        "loginPath": {
+            **_LOGIN_PATH,
+            "description": "Optional: a request here starts sign-in at once and returns to "
+            "its `return_to` parameter, a path on the same host (a sign-in link).",
+        },
+        "postLogoutRedirectUris": _list(
+            _str("An absolute URL.", pattern="^https?://", maxLength=2048),
+            "Where the provider may send the browser after logout (register them there too). "
+            "The first is the default; a logout request may name another with `return_to`, "
+            "and anything not listed is refused.",
+            maxItems=32,
+        ),
+        "publicPort": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 65535,
+            "description": "The port browsers reach the policy's hosts on, when it is not "
+            "the scheme's default and the proxy strips ports from the Host (the shipped "
+            "configurations do): it goes into the redirect URI and the same-origin check.",
+        },
+        "identity": {
+            "type": "string",
+            "enum": ["idToken", "accessToken"],
+            "default": "idToken",
+            "description": "What the session's identity is, for rules and identity headers: "
+            "the ID token's claims (with the granted scopes as `$scopes`), or the access "
+            "token, which must then be a JWT this policy trusts and is checked as a bearer "
+            "token would be (audience included).",
+        },
+        "refreshBeforeSeconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 3600,
+            "default": LOGIN_DEFAULTS["refreshBeforeSeconds"],
+            "description": "Renew the session's tokens with the refresh token this long "
+            "before they expire. A refused refresh ends the session.",
+        },
+        "waitMillis": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 10000,
+            "default": LOGIN_DEFAULTS["waitMillis"],
+            "description": "How long a Check may wait for the provider (code exchange, "
+            "refresh, discovery) or Redis before answering 503 with Retry-After (the "
+            "browser page retries). Keep it below the proxy's ext_authz timeout.",
+        },
+        "loginTimeoutSeconds": {
+            "type": "integer",
+            "minimum": 30,
+            "maximum": 3600,
+            "default": LOGIN_DEFAULTS["loginTimeoutSeconds"],
+            "description": "How long a sign-in may take, from the redirect to the callback.",
+        },
+        "session": _obj(
+            "The session cookie: HttpOnly, Secure, SameSite=Lax, encrypted and authenticated "
+            "(AES-256-GCM) with the key ring.",
+            {
+                "cookieName": _str(
+                    "Cookie name; `__Host-` binds it to the exact host (no Domain, Path=/). "
+                    "Large sessions continue in `<name>.1`, `<name>.2`, ...",
+                    pattern=_COOKIE_NAME,
+                    default=LOGIN_DEFAULTS["cookieName"],
+                ),
+                "keysFile": _file(
+                    "the key ring: base64 AES-256 keys (32 bytes, `openssl rand -base64 32`), "
+                    "one a line, newest first. New sessions use the first; sessions sealed "
+                    "with any listed key stay valid, so add a key first and remove old ones "
+                    "after the absolute timeout"
+                ),
+                "keysRef": _policy_secret_ref("the key ring (as for keysFile)"),
+                "store": {
+                    "type": "string",
+                    "enum": ["cookie", "redis"],
+                    "default": "cookie",
+                    "description": "cookie: the whole session (tokens included) sealed in the "
+                    "cookie; logout clears the browser's copy. redis: only a sealed id in "
+                    "the cookie, the record in the Redis `authz serve --session-redis` names, "
+                    "shared by every replica and deleted at logout.",
+                },
+                "idleTimeoutSeconds": {
+                    "type": "integer",
+                    "minimum": 60,
+                    "default": LOGIN_DEFAULTS["idleTimeoutSeconds"],
+                    "description": "A session unused this long ends.",
+                },
+                "absoluteTimeoutSeconds": {
+                    "type": "integer",
+                    "minimum": 60,
+                    "default": LOGIN_DEFAULTS["absoluteTimeoutSeconds"],
+                    "description": "A session ends this long after sign-in, however used.",
+                },
+            },
+        ),
+        "csrf": _obj(
+            "Cross-site request forgery protection for requests that a session authenticates.",
+            {
+                "check": {
+                    "type": "string",
+                    "enum": ["origin", "off"],
+                    "default": "origin",
+                    "description": "origin: a state-changing method (POST, PUT, PATCH, DELETE) "
+                    "needs an `Origin` (or, without one, a `Referer`) of the request's own "
+                    "origin or a trusted one; off: no check (SameSite=Lax still applies).",
+                },
+                "trustedOrigins": _list(
+                    _str("An origin: scheme://host[:port].", pattern="^https?://[^/]+$"),
+                    "Other origins allowed to send state-changing requests.",
+                    maxItems=64,
+                ),
+            },
+        ),
+    },
+    required=["issuer", "clientId", "session"],
+)
+
 POLICY_SPEC: JSON = _obj(
     "Which requests a policy covers, which issuers it trusts and the rules it enforces.",
     {
@@ -1015,6 +1246,7 @@ POLICY_SPEC: JSON = _obj(
         "dpop": _DPOP,
         "clientCertificate": _CLIENT_CERTIFICATE,
         "internalToken": _INTERNAL_TOKEN,
+        "login": LOGIN_SPEC,
         "response": _obj(
             "What an allowed request carries to the upstream.",
             {
@@ -1364,6 +1596,56 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
         "spec",
         "has(self.dpop) || !self.rules.exists(r, has(r.requireDPoP) && r.requireDPoP)",
         "rules with requireDPoP need the policy's dpop block",
+    ),
+    (
+        "policy",
+        "spec.login",
+        _exactly_one(
+            "has(self.clientSecretFile)",
+            "has(self.clientSecretRef)",
+            "has(self.privateKeyFile)",
+            "has(self.privateKeyRef)",
+        ),
+        "login needs exactly one client credential: clientSecretFile, clientSecretRef, "
+        "privateKeyFile or privateKeyRef",
+    ),
+    (
+        "policy",
+        "spec.login",
+        "!has(self.clientAuthentication) || ((self.clientAuthentication == 'private_key_jwt') "
+        "== (has(self.privateKeyFile) || has(self.privateKeyRef)))",
+        "clientAuthentication private_key_jwt goes with privateKeyFile or privateKeyRef, "
+        "the client_secret methods with a secret",
+    ),
+    (
+        "policy",
+        "spec.login",
+        "!has(self.scopes) || self.scopes.exists(s, s == 'openid')",
+        "login.scopes must include openid",
+    ),
+    (
+        "policy",
+        "spec.login",
+        f"(has(self.callbackPath) ? self.callbackPath : '{LOGIN_DEFAULTS['callbackPath']}') != "
+        f"(has(self.logoutPath) ? self.logoutPath : '{LOGIN_DEFAULTS['logoutPath']}') && "
+        f"(!has(self.loginPath) || (self.loginPath != (has(self.callbackPath) ? "
+        f"self.callbackPath : '{LOGIN_DEFAULTS['callbackPath']}') && self.loginPath != "
+        f"(has(self.logoutPath) ? self.logoutPath : '{LOGIN_DEFAULTS['logoutPath']}')))",
+        "login.callbackPath, logoutPath and loginPath must differ",
+    ),
+    (
+        "policy",
+        "spec.login.session",
+        _exactly_one("has(self.keysFile)", "has(self.keysRef)"),
+        "login.session needs exactly one of keysFile, keysRef",
+    ),
+    (
+        "policy",
+        "spec.login.session",
+        f"(has(self.idleTimeoutSeconds) ? self.idleTimeoutSeconds : "
+        f"{LOGIN_DEFAULTS['idleTimeoutSeconds']}) <= (has(self.absoluteTimeoutSeconds) ? "
+        f"self.absoluteTimeoutSeconds : {LOGIN_DEFAULTS['absoluteTimeoutSeconds']})",
+        "login.session.idleTimeoutSeconds must not exceed absoluteTimeoutSeconds",
     ),
     (
         "issuer",

@@ -17,6 +17,7 @@ from authz.policy.claims import ClaimCondition
 from authz.policy.conditions import Condition, Request
 from authz.policy.deny import DenyWith
 from authz.policy.issuer import ClaimPath, CompiledIssuer, TokenSource
+from authz.policy.login import LoginSettings
 from authz.policy.patterns import LinearPattern, PatternSet
 from authz.policy.possession import (
     CONNECTION_ONLY,
@@ -96,6 +97,7 @@ class CompiledRule:
     issuers: frozenset[str] | None = None
     audiences: frozenset[str] | None = None
     deny_with: DenyWith | None = None
+    login: bool = True  # with the policy's login: a browser without a session signs in
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ class CompiledPolicy:
     dpop: DPoPSettings | None = None  # None: `Authorization: DPoP` is not read
     client_certificate: ClientCertificateSettings = CONNECTION_ONLY
     internal_token: InternalTokenSpec | None = None
+    login: LoginSettings | None = None  # browser sign-in (OIDC code flow) and sessions
 
     def rule_for(self, request: Request) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all

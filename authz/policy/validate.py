@@ -119,6 +119,7 @@ _REMOTE = ("jwksUri", "x509CertificatesUri", "discoveryUrl")
 _CLIENT_SECRETS = ("clientSecretFile", "clientSecretRef")
 _PRIVATE_KEYS = ("privateKeyFile", "privateKeyRef")
 _D = schema.FETCH_DEFAULTS
+_L = schema.LOGIN_DEFAULTS
 _Check = Callable[[Mapping[str, Any]], bool]
 
 
@@ -245,6 +246,30 @@ _CHECKS: dict[str, _Check] = {
     ),
     "introspection.caFile reads the authorizer's filesystem: a JWTIssuer in the cluster "
     "verifies its introspection endpoint with the system CAs": _no("caFile"),
+    "login needs exactly one client credential: clientSecretFile, clientSecretRef, "
+    "privateKeyFile or privateKeyRef": lambda g: (
+        _count(g, ("clientSecretFile", "clientSecretRef", "privateKeyFile", "privateKeyRef")) == 1
+    ),
+    "clientAuthentication private_key_jwt goes with privateKeyFile or privateKeyRef, "
+    "the client_secret methods with a secret": lambda g: (
+        "clientAuthentication" not in g
+        or (g["clientAuthentication"] == "private_key_jwt")
+        == _count(g, ("privateKeyFile", "privateKeyRef"))
+        > 0
+    ),
+    "login.scopes must include openid": lambda g: "openid" in g.get("scopes", ["openid"]),
+    "login.callbackPath, logoutPath and loginPath must differ": lambda g: (
+        len({g.get("callbackPath", _L["callbackPath"]), g.get("logoutPath", _L["logoutPath"])}) == 2
+        and g.get("loginPath")
+        not in (g.get("callbackPath", _L["callbackPath"]), g.get("logoutPath", _L["logoutPath"]))
+    ),
+    "login.session needs exactly one of keysFile, keysRef": lambda g: (
+        _count(g, ("keysFile", "keysRef")) == 1
+    ),
+    "login.session.idleTimeoutSeconds must not exceed absoluteTimeoutSeconds": lambda g: (
+        g.get("idleTimeoutSeconds", _L["idleTimeoutSeconds"])
+        <= g.get("absoluteTimeoutSeconds", _L["absoluteTimeoutSeconds"])
+    ),
 }
 if set(_CHECKS) != {message for *_, message in schema.RULES}:
     raise AssertionError("validate._CHECKS and schema.RULES are out of step")

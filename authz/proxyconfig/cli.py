@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="HTTP transport: a client header authz needs besides Authorization (e.g. cookie)",
     )
+    authz.add_argument(
+        "--browser-login",
+        action="store_true",
+        help="HTTP transport: policies with `login` (browser sign-in): send authz the cookie "
+        "and the headers that tell a page load from a script and give its origin, and pass "
+        "a renewed session cookie to the client",
+    )
 
     proxy = parser.add_argument_group("the proxy (complete configurations)")
     proxy.add_argument("--listen", default="127.0.0.1:8080")
@@ -180,6 +187,7 @@ def deployment(args: argparse.Namespace) -> Deployment:
         identity_header_prefix=args.identity_header_prefix.lower(),
         identity_headers=tuple(n.lower() for n in args.identity_header),
         check_headers=tuple(n.lower() for n in args.check_header),
+        browser_login=args.browser_login,
         proxy_secret=args.proxy_secret,
         listen=model.parse_tcp(args.listen, 8080),
         upstream=model.parse_tcp(args.upstream, 80),

@@ -39,6 +39,7 @@ from envoy_data_plane.message_pool import default_message_pool
 from authz.proxyconfig.model import (
     DENIAL_CLIENT_HEADERS,
     ENVOY_CHECK_PATH,
+    LOGIN_CLIENT_HEADERS_ON_ALLOW,
     PROXY_SECRET_ENV,
     PROXY_SECRET_HEADER,
     Address,
@@ -149,6 +150,9 @@ def ext_authz(d: Deployment) -> ext_authz_v3.ExtAuthz:
             allowed_client_headers=_names(*DENIAL_CLIENT_HEADERS),
         ),
     )
+    response = config.http_service.authorization_response
+    if d.browser_login and response is not None:
+        response.allowed_client_headers_on_success = _names(*LOGIN_CLIENT_HEADERS_ON_ALLOW)
     if d.proxy_secret:
         secret = core.HeaderValue(
             key=PROXY_SECRET_HEADER, value=f"%ENVIRONMENT({PROXY_SECRET_ENV})%"
@@ -156,7 +160,7 @@ def ext_authz(d: Deployment) -> ext_authz_v3.ExtAuthz:
         config.http_service.authorization_request = ext_authz_v3.AuthorizationRequest(
             headers_to_add=[secret]
         )
-    extra = list(d.check_headers)
+    extra = list(d.request_headers)
     if d.peer_certificates:
         extra.append("x-forwarded-client-cert")
     if extra:

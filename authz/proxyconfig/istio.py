@@ -14,6 +14,7 @@ from authz.proxyconfig.model import (
     DENIAL_CLIENT_HEADERS,
     ENVOY_CHECK_PATH,
     GRPC_PORT,
+    LOGIN_CLIENT_HEADERS_ON_ALLOW,
     Deployment,
     ServiceAddress,
     TcpAddress,
@@ -73,7 +74,7 @@ def provider(d: Deployment, name: str, service: str, port: int) -> dict[str, obj
     if d.transport is Transport.GRPC:
         grpc = {**common, "timeout": seconds(d.timeout_ms), "statusOnError": str(d.status_on_error)}
         return {"name": name, "envoyExtAuthzGrpc": grpc}
-    to_authz = ["authorization", *d.check_headers]
+    to_authz = ["authorization", *d.request_headers]
     if d.peer_certificates:
         to_authz.append("x-forwarded-client-cert")
     http = {
@@ -85,6 +86,8 @@ def provider(d: Deployment, name: str, service: str, port: int) -> dict[str, obj
         "headersToUpstreamOnAllow": [f"{d.identity_header_prefix}*", *d.identity_headers],
         "headersToDownstreamOnDeny": list(DENIAL_CLIENT_HEADERS),
     }
+    if d.browser_login:
+        http["headersToDownstreamOnAllow"] = list(LOGIN_CLIENT_HEADERS_ON_ALLOW)
     return {"name": name, "envoyExtAuthzHttp": http}
 
 

@@ -56,8 +56,30 @@ DIALECT_REQUEST_HEADERS = (
     "x-forwarded-uri",
     "x-forwarded-host",
 )
-# What an HTTP denial from authz carries to the client besides status and body.
-DENIAL_CLIENT_HEADERS = ("www-authenticate", "content-type")
+# What an HTTP denial from authz carries to the client besides status and body: the
+# challenge, the body's type, and browser sign-in's cookies, caching and retry advice (a
+# policy's `login`; Envoy adds Location itself).
+DENIAL_CLIENT_HEADERS = (
+    "www-authenticate",
+    "content-type",
+    "set-cookie",
+    "cache-control",
+    "retry-after",
+)
+# Browser sign-in (`--browser-login`) over HTTP checks: the client headers authz reads (the
+# session cookie, whether a person is looking, where a state-changing request came from)
+# and what an allow may send the client (a renewed session cookie).
+LOGIN_CHECK_HEADERS = (
+    "cookie",
+    "accept",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "x-requested-with",
+    "origin",
+    "referer",
+    "x-forwarded-proto",
+)
+LOGIN_CLIENT_HEADERS_ON_ALLOW = ("set-cookie",)
 
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -210,11 +232,18 @@ class Deployment:
     proxy_secret: bool = (
         False  # HTTP: send the shared secret authz's --http-proxy-secret-file holds
     )
+    browser_login: bool = False  # HTTP: the headers a policy's `login` needs, both ways
     # The proxy's own side, for complete configurations.
     listen: TcpAddress = TcpAddress("127.0.0.1", 8080)
     upstream: TcpAddress = TcpAddress("127.0.0.1", 8081)
     admin: TcpAddress = TcpAddress("127.0.0.1", 9901)
     max_connections: int = 10000
+
+    @property
+    def request_headers(self) -> tuple[str, ...]:
+        """The client headers an HTTP check sends beyond the proxy's defaults."""
+        extra = [*self.check_headers, *(LOGIN_CHECK_HEADERS if self.browser_login else ())]
+        return tuple(dict.fromkeys(extra))
 
     def __post_init__(self) -> None:
         if not 0 <= self.key_wait_ms <= KEY_WAIT_MAX_MS:

@@ -92,6 +92,27 @@ class Reason(StrEnum):
     DPOP_REPLAY_UNAVAILABLE = "dpop_replay_unavailable"
     # 503: the policy replaces the credential with an internal token and none can be signed.
     INTERNAL_TOKEN_UNAVAILABLE = "internal_token_unavailable"
+    # Browser sign-in (a policy's `login`, issue 15). 302: a navigation without a session
+    # is sent to the provider; the callback, having set the session, back to the page; the
+    # logout path to the provider's end_session_endpoint.
+    LOGIN_REQUIRED = "login_required"
+    LOGIN_COMPLETED = "login_completed"
+    LOGGED_OUT = "logged_out"
+    # 400: a callback whose state is not the one this browser was sent with (tampered,
+    # replayed, expired), or a return URL that is not allowed (no open redirects).
+    LOGIN_STATE_INVALID = "login_state_invalid"
+    REDIRECT_NOT_ALLOWED = "redirect_not_allowed"
+    # 401: the provider refused the sign-in or the code; the ID token failed a check.
+    LOGIN_FAILED = "login_failed"
+    ID_TOKEN_INVALID = "id_token_invalid"
+    # 401 invalid_token: the session cookie cannot be opened, or the session ended (idle or
+    # absolute timeout, its tokens expired, a refused refresh, logged out).
+    SESSION_INVALID = "session_invalid"
+    SESSION_EXPIRED = "session_expired"
+    # 403: a state-changing request authenticated by a session came from another origin.
+    CSRF_REJECTED = "csrf_rejected"
+    # 503: the provider (or the session store) did not answer within the wait: retry.
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +138,15 @@ class Decision:
     rule: str | None = None
     identity: Identity | None = None
     required_scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserStep:
+    """What a browser is told beyond the decision (browser sign-in): where to go next
+    (`location`, for a 302), cookies to set or clear (Set-Cookie values), when to retry
+    (a 503), and whether it gets a page rather than a JSON error (a navigation)."""
+
+    location: str | None = None
+    cookies: tuple[str, ...] = ()
+    retry_after: int | None = None
+    page: bool = True

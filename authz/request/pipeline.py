@@ -18,7 +18,7 @@ from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
 from authz.request.authorize import authorize, rule_refuses
 from authz.request.credentials import Authentication
-from authz.request.decision import Decision, Reason
+from authz.request.decision import BrowserStep, Decision, Reason
 from authz.request.internal_token import InternalTokens
 from authz.request.nonces import Nonces
 from authz.request.respond import Answer, Responder, http_status
@@ -41,6 +41,7 @@ class Outcome:
     rule: CompiledRule | None = None  # the rule that matched (None: the default action)
     # allow: the internal token that replaces the credential upstream (never logged)
     internal_token: str | None = field(default=None, repr=False)
+    step: BrowserStep | None = None  # browser sign-in: a redirect, cookies, a retry
 
     @property
     def verified(self) -> VerifiedToken | None:
@@ -55,6 +56,26 @@ class Serving(Protocol):
     def snapshot(self) -> Snapshot: ...
 
 
+class SignIn(Protocol):
+    """Browser sign-in for policies with `login` (authz.request.login.flow): its own paths
+    (callback, logout, login), and a denial turned into a redirect to the provider."""
+
+    def endpoint(
+        self, request: RequestView, policy: CompiledPolicy, *, may_wait: bool
+    ) -> tuple[Decision, BrowserStep] | None: ...
+
+    def challenge(
+        self,
+        request: RequestView,
+        policy: CompiledPolicy,
+        rule: CompiledRule | None,
+        denied: Decision,
+        authentication: Authentication | None,
+        *,
+        may_wait: bool,
+    ) -> tuple[Decision, BrowserStep] | None: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -66,6 +87,7 @@ class Pipeline:
         nonces: Nonces | None = None,
         internal_tokens: InternalTokens | None = None,
         clock: Callable[[], float] = time.time,
+        sign_in: SignIn | None = None,
     ) -> None:
         self._serving = serving
         self._authenticator = authenticator
@@ -73,6 +95,7 @@ class Pipeline:
         self.default_allow = default_allow
         self.internal_tokens = internal_tokens
         self._clock = clock
+        self._sign_in = sign_in
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
         """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
@@ -85,6 +108,8 @@ class Pipeline:
 
     def respond(self, outcome: Outcome) -> tuple[Answer, Outcome]:
         decision = outcome.decision
+        if outcome.step is not None:
+            return self.responder.step(decision, outcome.step), outcome
         if not decision.allowed:
             custom = _deny_with(outcome)
             if custom is None:
@@ -121,6 +146,11 @@ class Pipeline:
         if policy is None:
             reason = Reason.ALLOWED_BY_DEFAULT if self.default_allow else Reason.NO_POLICY
             return Outcome(Decision(self.default_allow, reason), request, None, None, version)
+        sign_in = self._sign_in if policy.login is not None else None
+        if sign_in is not None:
+            handled = sign_in.endpoint(request, policy, may_wait=may_wait)
+            if handled is not None:
+                return Outcome(handled[0], request, policy, None, version, step=handled[1])
         rule = policy.rule_for(request)
         action = rule.action if rule is not None else policy.default_action
         rule_name = rule.name if rule is not None else "(default)"
@@ -146,6 +176,14 @@ class Pipeline:
                 rule=rule,
                 snapshot=snapshot,
             )
+        if not decision.allowed and sign_in is not None:
+            handled = sign_in.challenge(
+                request, policy, rule, decision, authentication, may_wait=may_wait
+            )
+            if handled is not None:
+                return Outcome(
+                    handled[0], request, policy, authentication, version, rule=rule, step=handled[1]
+                )
         return self._internal_token(
             Outcome(decision, request, policy, authentication, version, rule=rule)
         )

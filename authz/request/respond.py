@@ -9,11 +9,12 @@ CheckResponse, HTTP response). Denials are built once and reused; the token is n
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from authz.policy.deny import DenyResponse
 from authz.policy.issuer import TokenSource
@@ -22,8 +23,9 @@ from authz.request.claims import claim, scalar_text
 from authz.request.credentials import Authentication
 from authz.request.credentials.dpop import PROOF_HEADER
 from authz.request.credentials.dpop import SOURCE as DPOP_SOURCE
-from authz.request.decision import Decision, Identity, Reason
+from authz.request.decision import BrowserStep, Decision, Identity, Reason
 from authz.request.extract import unverified_carriers, without_cookie
+from authz.request.login.cookies import chunk_names
 from authz.request.nonces import Nonces
 from authz.request.view import RequestView
 
@@ -131,6 +133,21 @@ OUTCOMES: dict[Reason, tuple[int, str | None, str]] = {
         "temporarily_unavailable",
         "the internal token cannot be issued; retry later",
     ),
+    Reason.LOGIN_REQUIRED: (302, None, "sign in first"),
+    Reason.LOGIN_COMPLETED: (302, None, "signed in"),
+    Reason.LOGGED_OUT: (302, None, "signed out"),
+    Reason.LOGIN_STATE_INVALID: (400, "invalid_request", "the sign-in response is not valid"),
+    Reason.REDIRECT_NOT_ALLOWED: (400, "invalid_request", "the return address is not allowed"),
+    Reason.LOGIN_FAILED: (401, "invalid_token", "the sign-in failed"),
+    Reason.ID_TOKEN_INVALID: (401, "invalid_token", "the sign-in failed"),
+    Reason.SESSION_INVALID: (401, "invalid_token", "the session is not valid"),
+    Reason.SESSION_EXPIRED: (401, "invalid_token", "the session has ended"),
+    Reason.CSRF_REJECTED: (403, "access_denied", "cross-origin request refused"),
+    Reason.PROVIDER_UNAVAILABLE: (
+        503,
+        "temporarily_unavailable",
+        "the sign-in provider did not answer in time; retry",
+    ),
 }
 # Denials about the proof itself: their challenge is a DPoP one (RFC 9449 section 7.1).
 DPOP_REASONS = frozenset(
@@ -164,6 +181,8 @@ class Answer:
     body: str = ""
     metadata: Metadata = ()
     remove_query: tuple[str, ...] = ()  # allow: query parameters removed upstream
+    # allow: headers for the client's response (Set-Cookie of a renewed session)
+    response_headers: tuple[tuple[str, str], ...] = ()
     shared: bool = field(default=False, compare=False)
 
     @property
@@ -185,11 +204,12 @@ def challenge(
 ) -> str | None:
     """The WWW-Authenticate value for a denial, or None when the denial is not about the
     credential (403 by rule, 503: overloaded, an introspection endpoint, a DPoP replay check
-    or an internal token that cannot be had). `dpop_algs` (a policy that reads DPoP): a failure of a DPoP-presented
-    credential or of a proof gets a DPoP challenge with `algs`; any other gets the Bearer
-    challenge followed by a bare DPoP one, offering both (RFC 9449 7.1)."""
+    or an internal token that cannot be had; a 302: browser sign-in's redirects). `dpop_algs`
+    (a policy that reads DPoP): a failure of a DPoP-presented credential or of a proof gets
+    a DPoP challenge with `algs`; any other gets the Bearer challenge followed by a bare
+    DPoP one, offering both (RFC 9449 7.1)."""
     status, error, description = OUTCOMES[reason]
-    if error == "access_denied" or status >= 500:
+    if error == "access_denied" or status < 400 or status >= 500:
         return None
     params = [f'realm="{realm}"']
     if error is not None:
@@ -341,6 +361,11 @@ class Responder:
         source = auth.source if auth is not None else None
         unverified = unverified_carriers(request, policy.token_sources, source)
         cookie = source is not None and source.kind == "cookie"
+        if auth is not None and auth.cookies:  # a renewed session: this request's own answer
+            answer = self._allow(
+                decision, policy, request, source, unverified, internal_token=internal_token
+            )
+            return replace(answer, response_headers=tuple(("set-cookie", c) for c in auth.cookies))
         strip = policy.response.strip_authorization or policy.internal_token is not None
         if (
             who is None
@@ -362,6 +387,25 @@ class Responder:
             self._allowed.clear()
         self._allowed[key] = (who, policy, answer)
         return answer
+
+    def step(self, decision: Decision, step: BrowserStep) -> Answer:
+        """A denial that also tells a browser what to do: a redirect (sign-in, its callback,
+        logout), cookies to set or clear, a page that retries. Never shared: the location
+        and cookies are this request's. A navigation gets a small HTML page; a script the
+        JSON denial with its challenge."""
+        status, _error, description = OUTCOMES[decision.reason]
+        headers: list[tuple[str, str]] = []
+        if step.location is not None:
+            headers.append(("location", step.location))
+        headers.extend(("set-cookie", c) for c in step.cookies)
+        headers.append(("cache-control", "no-store"))
+        if step.retry_after is not None:
+            headers.append(("retry-after", str(step.retry_after)))
+        if not step.page:
+            denial = self.deny(decision)
+            return Answer(status, denial.reason, (*denial.headers, *headers), body=denial.body)
+        headers.insert(0, ("content-type", "text/html; charset=utf-8"))
+        return Answer(status, decision.reason.value, tuple(headers), body=_page(description, step))
 
     def allow_unlisted(self, decision: Decision, identity_headers: tuple[str, ...]) -> Answer:
         """Allowed by default (no policy covers the request): no identity, and none of the
@@ -416,7 +460,9 @@ class Responder:
             elif source.kind == "query":
                 remove_query = (source.name,)
             else:
-                rest = without_cookie(request.headers.get("cookie", ""), source.name)
+                rest = request.headers.get("cookie", "")
+                for name in _cookie_parts(policy, source.name):
+                    rest = without_cookie(rest, name)
                 if rest:
                     headers.append(("cookie", rest))
                 else:
@@ -455,6 +501,26 @@ def original_url(request: RequestView, secret_params: tuple[str, ...] = ()) -> s
         ]
         target = path + ("?" + urllib.parse.urlencode(kept) if kept else "")
     return f"{scheme}://{request.host}{target}"
+
+
+def _cookie_parts(policy: CompiledPolicy, name: str) -> tuple[str, ...]:
+    """The cookies a credential came in: a session continues in `<name>.1`, ..."""
+    if policy.login is not None and name == policy.login.session.cookie:
+        return chunk_names(name)
+    return (name,)
+
+
+def _page(description: str, step: BrowserStep) -> str:
+    """A minimal page for a browser: a link to where it is sent, or a retry after a pause.
+    Nothing from the request is echoed but the location, which authz built."""
+    text = html.escape(description[:1].upper() + description[1:])
+    if step.location is not None:
+        link = html.escape(step.location, quote=True)
+        return f'<!doctype html><title>{text}</title><p>{text}: <a href="{link}">continue</a></p>'
+    if step.retry_after is not None:
+        refresh = f'<meta http-equiv="refresh" content="{step.retry_after}">'
+        return f"<!doctype html>{refresh}<title>{text}</title><p>{text}.</p>"
+    return f"<!doctype html><title>{text}</title><p>{text}.</p>"
 
 
 def _header_value(

@@ -214,9 +214,15 @@ def render(answer: Answer, dialect: Dialect) -> Rendered:
     status = answer.status
     if dialect is Dialect.NGINX and status == 400:
         status = 403  # NGINX takes only 2xx/401/403 from auth_request; 400 would be a 500
+    elif dialect is Dialect.NGINX and status < 400 and not answer.allowed:
+        status = 401  # a sign-in redirect NGINX cannot relay: the client gets a 401
     parts = [_status_line(status)]
     if answer.allowed:
         parts.extend(_header(name, value) for name, value in answer.headers)
+        # A renewed session cookie for the client: Envoy passes it on with
+        # allowed_client_headers_on_success (proxy-config --browser-login); forward auth
+        # and NGINX do not (sessions through them belong in Redis: the cookie never changes).
+        parts.extend(_header(name, value) for name, value in answer.response_headers)
         if answer.remove:
             name = ENVOY_REMOVE_HEADER if dialect is Dialect.ENVOY else REMOVE_HEADER
             parts.append(_header(name, ",".join(answer.remove)))

@@ -39,12 +39,14 @@ log = structlog.get_logger("authz.server")
 
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _GRPC_CODE = {
+    302: code_pb2.UNAUTHENTICATED,  # browser sign-in's redirects (the client is sent on)
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     403: code_pb2.PERMISSION_DENIED,
     503: code_pb2.UNAVAILABLE,
 }
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_APPEND = HeaderValueOption.APPEND_IF_EXISTS_OR_ADD  # Set-Cookie: one header per cookie
 _MAX_RENDERED = 4096
 
 
@@ -156,6 +158,11 @@ def _allow(answer: Answer) -> CheckResponse:
         option.header.value = value
         option.append_action = _OVERWRITE
     ok.headers_to_remove.extend(answer.remove)
+    for name, value in answer.response_headers:  # to the client: a renewed session cookie
+        option = ok.response_headers_to_add.add()
+        option.header.key = name
+        option.header.value = value
+        option.append_action = _APPEND
     if answer.remove_query:
         ok.query_parameters_to_remove.extend(answer.remove_query)
     if answer.metadata:
@@ -182,7 +189,7 @@ def _deny(answer: Answer) -> CheckResponse:
         option = denied.headers.add()
         option.header.key = name
         option.header.value = value
-        option.append_action = _OVERWRITE
+        option.append_action = _APPEND if name == "set-cookie" else _OVERWRITE
     denied.body = answer.body
     return response
 

@@ -405,6 +405,47 @@ CEL_CASES = [
         "caBundleRef.namespace is for ClusterJWTIssuers",
     ),
     (
+        "login with two client credentials",
+        lambda ns: policy(ns, login=_login(clientSecretFile="s")),
+        "login needs exactly one client credential",
+    ),
+    (
+        "private_key_jwt with a secret",
+        lambda ns: policy(ns, login=_login(clientAuthentication="private_key_jwt")),
+        "clientAuthentication private_key_jwt goes with privateKeyFile",
+    ),
+    (
+        "login without openid",
+        lambda ns: policy(ns, login=_login(scopes=["email"])),
+        "login.scopes must include openid",
+    ),
+    (
+        "login paths that collide",
+        lambda ns: policy(ns, login=_login(logoutPath="/oauth2/callback")),
+        "login.callbackPath, logoutPath and loginPath must differ",
+    ),
+    (
+        "a session with two key rings",
+        lambda ns: policy(
+            ns, login=_login(session={"keysRef": {"name": "k", "key": "k"}, "keysFile": "k"})
+        ),
+        "login.session needs exactly one of keysFile, keysRef",
+    ),
+    (
+        "an idle timeout past the absolute one",
+        lambda ns: policy(
+            ns,
+            login=_login(
+                session={
+                    "keysRef": {"name": "k", "key": "k"},
+                    "idleTimeoutSeconds": 7200,
+                    "absoluteTimeoutSeconds": 3600,
+                }
+            ),
+        ),
+        "login.session.idleTimeoutSeconds must not exceed absoluteTimeoutSeconds",
+    ),
+    (
         "a host grant with a port",
         lambda ns: {
             "apiVersion": schema.API_VERSION,
@@ -515,6 +556,17 @@ def revocation(ns: str, *entries: dict[str, Any]) -> dict[str, Any]:
         "kind": "TokenRevocation",
         "metadata": {"name": f"rev-{ns}"},
         "spec": {"entries": list(entries)},
+    }
+
+
+def _login(**overrides: Any) -> dict[str, Any]:
+    """A valid login block reading its secrets from Secrets (cluster mode)."""
+    return {
+        "issuer": {"name": "idp"},
+        "clientId": "web",
+        "clientSecretRef": {"name": "web-oidc", "key": "client-secret"},
+        "session": {"keysRef": {"name": "web-oidc", "key": "session-keys"}},
+        **overrides,
     }
 
 
@@ -758,3 +810,43 @@ def test_hmac_secret_from_a_kubernetes_secret(
             in conditions(crds, foreign).get("Accepted", {}).get("message", "")
         )
     )
+
+
+def test_login_secrets_come_from_kubernetes_secrets(
+    crds: ControlPlane, namespace: str, authz_server: AuthzFactory, tmp_path: Path
+) -> None:
+    """A namespace's login block reads its client secret and key ring from Secrets in its
+    own namespace: refused while they are missing, accepted once they exist, serving
+    browser sign-in (here the retrying page: its provider is not reachable from the test)."""
+    web_issuer = _drop(issuer(namespace, "idp", jwksUri=f"{ISS}/jwks"), "jwks")
+    web = policy(namespace, "web", host="web.test", login=_login())
+    check = Checker(start(authz_server, crds, namespace, tmp_path))
+    crds.apply([web_issuer, web])
+    eventually(
+        lambda: "cannot read Secret" in conditions(crds, web).get("Accepted", {}).get("message", "")
+    )
+    crds.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "web-oidc", "namespace": namespace},
+                "data": {
+                    "client-secret": base64.b64encode(b"s3cret\n").decode(),
+                    "session-keys": base64.b64encode(base64.b64encode(b"k" * 32) + b"\n").decode(),
+                },
+            }
+        ]
+    )
+    # Secrets are read on every rebuild: touching the policy picks the new one up at once.
+    crds.apply([policy(namespace, "web", host="web.test", login=_login(clientId="web-app"))])
+    eventually(lambda: conditions(crds, web).get("Accepted", {}).get("status") == "True", within=20)
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path = "GET", "web.test", "/page"
+    http.headers.update({"sec-fetch-mode": "navigate", "accept": "text/html"})
+    response = check.stub.Check(request, timeout=5)
+    # Discovery at https://idp.cluster.test cannot succeed here: the answer is the retrying
+    # page, not a redirect anywhere, and the session key ring was read (no compile error).
+    assert response.denied_response.status.code == 503
+    assert "provider did not answer" in response.denied_response.body

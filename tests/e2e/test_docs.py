@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 import os
@@ -438,3 +439,22 @@ def run_walkthrough(page_path: Path, tmp_path: Path, *, at_least: int) -> None:
         answer = json.loads((tmp_path / f"check-{n}.json").read_text())
         got = (answer["decision"], answer["status"], answer["reason"])
         assert got == (decision, status, reason), f"{command}: {answer}"
+    allowed = json.loads((tmp_path / "check-0.json").read_text())
+    assert allowed["upstream_headers"]["x-auth-subject"] == "alice"
+
+
+def test_protect_a_web_app_policy_passes_lint(tmp_path: Path) -> None:
+    """The walkthrough's policy, with the files it names, is one `authz lint` accepts."""
+    page = (DOCS / "protect-a-web-app.md").read_text()
+    written = 0
+    for language, info, body in FENCE.findall(page):
+        title = re.search(r'title="([^"]+)"', info)
+        if language == "yaml" and title:
+            (tmp_path / Path(title.group(1)).name).write_text(body)
+            written += 1
+    assert written == 1
+    (tmp_path / "client-secret").write_text("s3cret\n")
+    (tmp_path / "session-keys").write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    result = _authz("lint", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok    AuthzPolicy/shop/web" in result.stdout

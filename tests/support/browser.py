@@ -21,12 +21,13 @@ Manager tries to download a driver and report statistics before falling back to 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -69,9 +70,20 @@ def png_size(data: bytes) -> tuple[int, int]:
 class Browser:
     """A headless Chromium session; ``driver`` is the Selenium WebDriver."""
 
-    def __init__(self, *, width: int = 1024, height: int = 768, page_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        *,
+        width: int = 1024,
+        height: int = 768,
+        page_timeout: float = 20.0,
+        network_log: bool = False,
+    ) -> None:
+        """``network_log``: record every URL the browser requests (Chromium's performance
+        log), for tests that need a URL a redirect chain passed through."""
         self.width, self.height = width, height
         self.page_timeout = page_timeout
+        self.network_log = network_log
+        self._requested: list[str] = []
         self._driver: webdriver.Chrome | None = None
         self.dir: Path | None = None
 
@@ -91,6 +103,8 @@ class Browser:
             options.add_argument(flag)
         options.add_argument(f"--window-size={self.width},{self.height}")
         options.add_argument(f"--user-data-dir={self.dir / 'profile'}")
+        if self.network_log:
+            options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
         service = Service(chromedriver, log_output=str(self.dir / "chromedriver.log"))
         try:
             self._driver = webdriver.Chrome(service=service, options=options)
@@ -113,6 +127,40 @@ class Browser:
         """Block until the current URL starts with ``prefix`` (redirect chains); return it."""
         WebDriverWait(self.driver, timeout).until(lambda d: d.current_url.startswith(prefix))
         return str(self.driver.current_url)
+
+    def requested_urls(self) -> list[str]:
+        """Every URL requested so far (documents, redirects included), oldest first; needs
+        ``network_log=True``."""
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message.get("method") == "Network.requestWillBeSent":
+                self._requested.append(message["params"]["request"]["url"])
+        return list(self._requested)
+
+    def all_cookies(self) -> list[dict[str, Any]]:
+        """Every cookie of every site, HttpOnly and path-scoped ones included (DevTools)."""
+        found: list[dict[str, Any]] = self.driver.execute_cdp_cmd("Network.getAllCookies", {})[
+            "cookies"
+        ]
+        return found
+
+    def put_cookie(self, cookie: dict[str, Any]) -> None:
+        """Set a cookie as a server could (HttpOnly included), e.g. one a test forged."""
+        self.driver.execute_cdp_cmd("Network.setCookie", cookie)
+
+    def fetch_status(self, path: str, *, method: str = "GET", xhr: bool = False) -> int:
+        """The status a script on the current page gets for ``path`` (``fetch``, or an
+        ``XMLHttpRequest`` with ``X-Requested-With`` as jQuery sends it)."""
+        script = (
+            "const [path, method, xhr, done] = arguments;"
+            "if (xhr) { const r = new XMLHttpRequest(); r.open(method, path);"
+            " r.setRequestHeader('X-Requested-With', 'XMLHttpRequest');"
+            " r.onload = () => done(r.status); r.onerror = () => done(-1); r.send(); }"
+            "else { fetch(path, {method, redirect: 'manual'})"
+            ".then(r => done(r.type === 'opaqueredirect' ? 302 : r.status), () => done(-1)); }"
+        )
+        status = self.driver.execute_async_script(script, path, method, xhr)
+        return int(status)
 
     def screenshot(self, name: str) -> Path:
         """Write the viewport as ``<screenshot_dir>/<name>.png``; return the path."""

@@ -428,6 +428,45 @@ ADVICE: dict[Reason, str] = {
     'the `authz_decisions_total{reason="overloaded"}` rate.',
     Reason.INTERNAL_ERROR: "A bug: authz failed closed. The log has the traceback; please "
     "report it (see SECURITY.md if a request got through that should not have).",
+    Reason.LOGIN_REQUIRED: "Browser sign-in (the policy's `login`): a page load without a "
+    "session was sent to the provider's authorization endpoint, as designed. If a script "
+    "expected JSON, it did not send `Sec-Fetch-Mode` (or sent `Accept: text/html`); give the "
+    "route `login: false` to keep a 401.",
+    Reason.LOGIN_COMPLETED: "The provider sent the browser back to `callbackPath`; the code "
+    "was redeemed, the ID token checked and the session cookie set. Not an error.",
+    Reason.LOGGED_OUT: "A request to `logoutPath` ended the session and sent the browser to "
+    "the provider's `end_session_endpoint` (or to the return URL). Not an error.",
+    Reason.LOGIN_STATE_INVALID: "The callback's `state` is not one this browser started: "
+    "the pre-login cookie is missing (sign-in took longer than `loginTimeoutSeconds`, was "
+    "started in another browser, or the cookie was blocked), was changed, or the callback "
+    "was used already (a reload or the back button). Start again from the page. If it "
+    "always happens, check that the callback's host and port are the ones the sign-in "
+    "started on (`publicPort`) and that the browser keeps `Secure` cookies there.",
+    Reason.REDIRECT_NOT_ALLOWED: "A `return_to` that is not allowed: on `loginPath` it must "
+    "be a path on the same host; on `logoutPath` one of `postLogoutRedirectUris`.",
+    Reason.LOGIN_FAILED: "The provider refused the sign-in (the callback carried `error`), "
+    "refused the code (`invalid_grant`: reused, expired, or the PKCE verifier did not "
+    "match) or the client's authentication (check `clientId` and the secret or key), or "
+    "did not answer. The audit `detail` says which.",
+    Reason.ID_TOKEN_INVALID: "The ID token failed a check: signature or keys (the provider "
+    "issuer's keys), `iss`, `aud` (must name `clientId`), `azp`, `exp`/`iat`, `nonce` (not "
+    "the one this sign-in was started with: an injected code) or `at_hash`. The audit "
+    "`detail` names it.",
+    Reason.SESSION_INVALID: "The session cookie does not open: it was changed, or sealed "
+    "with a key no longer in `session.keysFile`/`keysRef` (remove old keys only after the "
+    "absolute timeout), or it belongs to another sign-in (another client on this host). "
+    "Browsers are sent to sign in again.",
+    Reason.SESSION_EXPIRED: "The session ended: idle or absolute timeout, its tokens expired "
+    "without a refresh token (ask for `offline_access`), the provider refused the refresh "
+    "(revoked, or a rotated refresh token presented twice: with several replicas keep "
+    "sessions in Redis), or it was deleted from Redis at logout. Browsers sign in again.",
+    Reason.CSRF_REJECTED: "A state-changing request (POST, PUT, PATCH, DELETE) with a session "
+    "came from another origin, or named none (no `Origin` or `Referer`). Add the origin to "
+    "`csrf.trustedOrigins`, or set `publicPort` when the proxy strips a non-default port.",
+    Reason.PROVIDER_UNAVAILABLE: "The provider (discovery, token endpoint) or the Redis "
+    "session store did not answer within `waitMillis`; browsers get a page that retries "
+    "after a second. Check the issuer's reachability and `fetch` settings, and keep "
+    "`waitMillis` below the proxy's ext_authz timeout.",
 }
 
 _ALLOWED = {
@@ -453,7 +492,10 @@ def troubleshooting() -> str:
             # A proof's failures answer with a DPoP challenge (the policy's default algs).
             algs = DPoPSettings().algs if reason in DPOP_REASONS else None
             value = challenge(reason, "authz", dpop_algs=algs)
-            answer = f"`{value}`" if value else f'body `{{"error":"{error}"}}`'
+            if code < 400:
+                answer = "a redirect (`Location`), and a page for a browser"
+            else:
+                answer = f"`{value}`" if value else f'body `{{"error":"{error}"}}`'
             answer += f"<br>{description}"
         table.append(f"| [`{reason.value}`](#{reason.value}) | {status} | {_cell(answer)} |")
         sections.append(f"### `{reason.value}` {{#{reason.value}}}\n\n{ADVICE[reason]}\n")

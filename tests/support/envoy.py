@@ -50,6 +50,7 @@ def envoy_bootstrap(
     max_connections: int = 10000,
     peer_certificates: bool = False,
     transport: str = "grpc",
+    browser_login: bool = False,
 ) -> dict[str, Any]:
     """`authz proxy-config envoy` for these ports: HTTP listener -> [jwt_authn] -> ext_authz -> router.
 
@@ -64,6 +65,7 @@ def envoy_bootstrap(
     ``peer_certificates``: ext_authz sends the client certificate (`--peer-certificates`);
     the listener asks for one only with :func:`with_client_tls`.
     ``transport="http"``: ``authz_grpc`` is authz's HTTP check address, used by http_service.
+    ``browser_login``: `--browser-login` (HTTP: the headers a policy's `login` needs).
     """
     if not authz_grpc.startswith("unix:") and ":" not in authz_grpc:
         raise ValueError(f"authz_grpc must be host:port or unix:/path, got {authz_grpc!r}")
@@ -78,6 +80,7 @@ def envoy_bootstrap(
         admin=model.TcpAddress("127.0.0.1", admin_port),
         max_connections=max_connections,
         peer_certificates=peer_certificates,
+        browser_login=browser_login,
     )
     bootstrap: dict[str, Any] = envoy.to_data(envoy.bootstrap(deployment))
     if with_jwt_authn is not None:

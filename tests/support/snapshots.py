@@ -46,10 +46,20 @@ def serve(
     *docs: dict[str, Any],
     workload_labels: Mapping[str, str] | None = None,
     introspection: IntrospectionManager | None = None,
+    origin: str = ORIGIN,
+    keys: KeyManager | None = None,
 ) -> Served:
     """Build from policy-directory documents; introspecting issuers use `introspection` (a
-    test's own manager, so no answer is cached across tests) or the process default."""
-    return serve_sources(docs, workload_labels=workload_labels, introspection=introspection)
+    test's own manager, so no answer is cached across tests) or the process default.
+    `origin` is the file they are read from (files they name, a key ring say, are found
+    next to it); `keys` a key manager that fetches (by default none is fetched)."""
+    return serve_sources(
+        docs,
+        workload_labels=workload_labels,
+        introspection=introspection,
+        origin=origin,
+        keys=keys,
+    )
 
 
 def serve_sources(
@@ -62,16 +72,19 @@ def serve_sources(
     read_configmap: ConfigMapReader | None = None,
     read_secret: SecretReader | None = None,
     introspection: IntrospectionManager | None = None,
+    origin: str = ORIGIN,
+    keys: KeyManager | None = None,
 ) -> Served:
     """Build from policy-directory documents and cluster objects (validated as the cluster
-    source validates them), after `previous` when given (its last good versions)."""
+    source validates them), after `previous` when given (its last good versions).
+    `keys`: a key manager that fetches remote keys (by default none is fetched)."""
     objects: list[PolicyObject] = []
     failures: dict[str, tuple[str, list[str]]] = {}
     for doc in files:
         try:
-            objects.append(validate_document(doc, ORIGIN))
+            objects.append(validate_document(doc, origin))
         except PolicyError as exc:
-            failures[exc.key or "?"] = (ORIGIN, exc.problems)
+            failures[exc.key or "?"] = (origin, exc.problems)
     inputs = {"files": (objects, failures)}
     if cluster:
         inputs["kubernetes"] = validate_objects(cluster, read_secret, read_configmap)
@@ -80,7 +93,7 @@ def serve_sources(
         merged.objects,
         merged.failures,
         last_good=previous.last_good if previous is not None else LastGood(),
-        keys=KeyManager(start=False),
+        keys=keys if keys is not None else KeyManager(start=False),
         workload_labels=workload_labels or {},
         workload_namespace=workload_namespace,
         version=previous.snapshot.version + 1 if previous is not None else 1,

@@ -44,6 +44,7 @@ class Authentication:
     "x5t#S256" (the client certificate); None for a plain bearer token.
     `digest` is the SHA-256 of the credential (never the credential): what is minted for
     it (an internal token) is cached under it.
+    `cookies` are Set-Cookie values for the client's response (a session renewed or ended).
     """
 
     identity: Identity | None
@@ -53,6 +54,7 @@ class Authentication:
     reused: bool = False
     binding: str | None = None
     digest: bytes | None = None
+    cookies: tuple[str, ...] = ()
 
 
 class CredentialKind(Protocol):

@@ -135,12 +135,13 @@ def test_bad_requests_and_allowed_requests_are_untouched() -> None:
 
 
 def test_envoy_gets_the_custom_status() -> None:
-    """gRPC: a redirect is a denial with the custom HTTP status (not a gRPC error)."""
+    """gRPC: a redirect is a denial with the custom HTTP status (not a gRPC error); its
+    gRPC code is UNAUTHENTICATED, as for browser sign-in's redirects."""
     s = shop(denyWith={"unauthenticated": SIGN_IN})
     checker = pipeline(s, TokenCache(0), clock=lambda: NOW)
     answer, _ = checker.check(request_view("GET", "shop.example", "/orders/1", {}, {}))
     response = GrpcChecker(checker).render(answer)
-    assert response.status.code == 7 and response.denied_response.status.code == 302
+    assert response.status.code == 16 and response.denied_response.status.code == 302
     location = {h.header.key: h.header.value for h in response.denied_response.headers}
     assert location["location"].startswith("https://login.example/start?app=shop&rd=")
 
