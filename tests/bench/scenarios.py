@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from tests.bench import drivers, envoy_configs, material
+from tests.bench import drivers, envoy_configs, material, runtime
 from tests.bench.machine import cpu_seconds, rss_mb
 from tests.bench.material import Issuer
 from tests.bench.policies import (
@@ -298,20 +298,36 @@ def scale_phase(b: Bench, m: Material) -> None:
         chosen = m.issuers5[:1] if issuers == 1 else m.issuers100
         b.log(f"  ({name}: writing and loading {policies} policies, {issuers} issuers)")
         pdir = write_scale(m.workdir / f"policy-{name}", chosen, policies)
-        token = material.mint(pdir.issuer)
-        with Stack(b.layout) as stack:
-            server = stack.authz(pdir.path)
-            b.grpc_closed(
-                name,
-                server,
-                check_request(pdir.host, ALLOW_PATH, token),
-                note=f"{policies} policies x 20 rules",
-            )
-            if memory:
-                memory_fill(b, m, stack, server, pdir)
+        if b.settings.selected(name):
+            token = material.mint(pdir.issuer)
+            with Stack(b.layout) as stack:
+                server = stack.authz(pdir.path)
+                b.grpc_closed(
+                    name,
+                    server,
+                    check_request(pdir.host, ALLOW_PATH, token),
+                    note=f"{policies} policies x 20 rules",
+                )
+        if memory:
+            memory_phase(b, m, pdir)
 
 
-def memory_fill(b: Bench, m: Material, stack: Stack, server: Server, pdir: PolicyDir) -> None:
+def memory_phase(b: Bench, m: Material, pdir: PolicyDir) -> None:
+    """authz on the image's packages (tests.bench.runtime), filled by `memory_fill`; on the
+    development venv, saying so, if that environment cannot be built here."""
+    try:
+        python: Path | None = runtime.image_python(b.log)
+        where = "image's packages"
+    except Exception as exc:
+        python, where = None, f"dev venv (image env unavailable: {str(exc).splitlines()[0][:80]})"
+    with Stack(b.layout) as stack:
+        server = stack.authz(pdir.path, python=python)
+        memory_fill(b, m, stack, server, pdir, where)
+
+
+def memory_fill(
+    b: Bench, m: Material, stack: Stack, server: Server, pdir: PolicyDir, where: str
+) -> None:
     """Send MEMORY_TOKENS never-seen tokens through Envoy, then read authz's RSS."""
     trusted = policy_issuers(pdir.policies // 2, m.issuers100)
     issuer = next((i for i in trusted if i.alg == "EdDSA"), trusted[0])  # cheapest to mint
@@ -333,7 +349,7 @@ def memory_fill(b: Bench, m: Material, stack: Stack, server: Server, pdir: Polic
         server_rss_mb=rss_mb(server.pid),
         ok=load.errors == 0 and load.statuses.get("2xx", 0) == load.requests,
         note=f"{entries:,.0f} tokens cached, {pdir.policies} policies, {pdir.issuers} issuers"
-        ", all cache misses (EdDSA)",
+        f", all cache misses (EdDSA); {where}",
         extra={"cache_entries": entries},
     )
     b.record(result)

@@ -137,16 +137,18 @@ class Stack:
         grpc_port: int | None = None,
         pinned: bool = True,
         transport: str = "grpc",
+        python: Path | None = None,
     ) -> Server:
         """`authz serve` on free ports, on the server CPUs unless `pinned` is false;
-        `transport` "grpc" or "http" is the one it serves checks on."""
+        `transport` "grpc" or "http" is the one it serves checks on; `python` runs it
+        (default: this interpreter; this checkout's code is first on its path either way)."""
         http = transport == "http"
         grpc_addr = "" if http else f"127.0.0.1:{grpc_port or free_port()}"
         check_addr = f"127.0.0.1:{free_port()}" if http else ""
         http_port = free_port()
         argv = [
             *taskset(self.layout.server if pinned else None),
-            sys.executable, "-m", "authz", "serve",
+            str(python or sys.executable), "-m", "authz", "serve",
             "--policy-dir", str(policy_dir),
             "--grpc-addr", grpc_addr or "off",
             "--http-check-addr", check_addr or "off",
