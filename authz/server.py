@@ -231,10 +231,12 @@ def serve(settings: ServeSettings) -> int:
             grpc.add_insecure_port(workers.own_address(settings.grpc_addr, worker))
     http = None
     if settings.http_check_addr is not None:
-        # A worker accepts on the socket its supervisor bound; no second bind.
-        sock = workers.inherited_check_socket() or listen(settings.http_check_addr)
+        # A worker serves the connections its supervisor accepts and hands over; no bind.
+        checks_from = workers.inherited_check_source(settings.http_check_addr) or listen(
+            settings.http_check_addr
+        )
         secret = _proxy_secret(settings.http_proxy_secret_file)
-        http = HttpTransport(HttpChecker(checks, recorder, secret), sock)
+        http = HttpTransport(HttpChecker(checks, recorder, secret), checks_from)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     # An explanation never records a DPoP proof as used: it gets a replay cache of its own.
     debug = debug_handler(store, **shared, **options) if settings.debug_endpoints else None

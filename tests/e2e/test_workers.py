@@ -18,6 +18,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.devtools import generate_key
 from tests.e2e.conftest import AuthzFactory, AuthzServer
 from tests.e2e.test_envoy_flows import _write_policies
+from tests.support.http_checks import Connection as HttpConnection
 from tests.support.procs import http_request
 
 
@@ -122,7 +123,7 @@ def test_a_process_that_co_binds_the_shared_port_makes_the_pod_unready(
         time.sleep(0.2)
 
 
-# -- HTTP checks: one socket the supervisor binds, every worker accepts on -------------------
+# -- HTTP checks: one socket the supervisor binds and accepts on, connections handed out ------
 
 
 def _http_check(server: AuthzServer) -> int:
@@ -131,10 +132,12 @@ def _http_check(server: AuthzServer) -> int:
     return http_request(url, "GET", "/check/envoy/healthz", {"Host": "api.example"}).status
 
 
-def _decisions_by_worker(server: AuthzServer) -> dict[str, float]:
+def _decisions_by_worker(
+    server: AuthzServer, metric: str = "authz_decisions_total"
+) -> dict[str, float]:
     counts: dict[str, float] = {}
     for line in server.metrics().splitlines():
-        if line.startswith("authz_decisions_total{"):
+        if line.startswith(metric + "{"):
             worker = line.split('worker="', 1)[1].split('"', 1)[0]
             counts[worker] = counts.get(worker, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
@@ -146,6 +149,31 @@ def test_http_checks_share_one_socket_across_workers(server: AuthzServer) -> Non
     assert statuses == [200] * 80
     counts = _decisions_by_worker(server)
     assert set(counts) == {"0", "1"} and all(counts.values()), counts
+
+
+def test_a_proxys_connections_are_shared_evenly(server: AuthzServer) -> None:
+    """A proxy opens its connections at once and keeps them: on one shared socket, one
+    worker would take most or all of them (and of the load). The supervisor hands them out
+    in turn, so 8 kept-alive connections are 4 and 4."""
+    assert server.http_check_addr is not None
+    port = int(server.http_check_addr.rpartition(":")[2])
+    handed = "authz_worker_http_connections_total"
+    before, handed_before = _decisions_by_worker(server), _decisions_by_worker(server, handed)
+    connections = [HttpConnection(port) for _ in range(8)]
+    try:
+        for _ in range(5):
+            for connection in connections:
+                answer = connection.request("GET", "/check/envoy/healthz", {"Host": "api.example"})
+                assert answer.status == 200 and answer.keep_alive
+    finally:
+        for connection in connections:
+            connection.close()
+    after, handed_after = _decisions_by_worker(server), _decisions_by_worker(server, handed)
+    assert {w: after[w] - before.get(w, 0.0) for w in after} == {"0": 20.0, "1": 20.0}
+    assert {w: v - handed_before.get(w, 0.0) for w, v in handed_after.items()} == {
+        "0": 4.0,
+        "1": 4.0,
+    }
 
 
 def test_no_other_process_can_co_bind_the_http_check_port(server: AuthzServer) -> None:
@@ -163,4 +191,4 @@ def test_no_other_process_can_co_bind_the_http_check_port(server: AuthzServer) -
 def test_http_checks_continue_when_a_worker_dies(server: AuthzServer) -> None:
     os.kill(_worker_pids(server.process.pid)[1], signal.SIGKILL)
     statuses = [_http_check(server) for _ in range(20)]
-    assert statuses == [200] * 20  # the surviving worker accepts on the same socket
+    assert statuses == [200] * 20  # the supervisor hands every connection to the survivor
