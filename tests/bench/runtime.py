@@ -12,6 +12,7 @@ PYTHONPATH. Built once per lock and Dockerfile under .bench/, then reused.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -29,11 +30,14 @@ def _key() -> str:
 
 def image_python(log: object = print) -> Path:
     """The image venv's python, built first if this lock has none yet (raises ReplayError
-    or OSError when it cannot be built, e.g. without access to PyPI)."""
+    or OSError when it cannot be built, e.g. without access to PyPI; FileNotFoundError
+    when BENCH_NO_BUILD=1 forbids building it)."""
     root = BENCH_DIR / f"image-env-{_key()}"
     python = root / "opt-authz" / "bin" / "python"
     if (root / "done").is_file() and python.exists():
         return python
+    if os.environ.get("BENCH_NO_BUILD"):
+        raise FileNotFoundError(f"{root} not built (BENCH_NO_BUILD is set)")
     if callable(log):
         log(f"  (building the image's Python environment in {root}: once per lock)")
     shutil.rmtree(root, ignore_errors=True)

@@ -82,6 +82,18 @@ class Server:
         ]
         return sum(values) if values else None  # summed over workers' labelled series
 
+    def metric_by_worker(self, name: str) -> dict[str, float]:
+        """A sample from a `--workers` supervisor's /metrics, summed per `worker` label."""
+        if self.http_url is None:
+            return {}
+        text = wait_for_http(f"{self.http_url}/metrics", timeout=5.0).decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(name + "{") and 'worker="' in line:
+                worker = line.split('worker="', 1)[1].split('"', 1)[0]
+                out[worker] = out.get(worker, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
 
 @dataclass
 class Proxy:
