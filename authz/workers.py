@@ -362,8 +362,6 @@ class Supervisor:
             time.sleep(0.2)
         log.info("draining workers", signal=signal.Signals(received[0]).name)
         self._draining.set()
-        if self.dispatcher is not None:
-            self.dispatcher.stop()  # new connections wait in the backlog, as they did before
         for proc in self._procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -377,6 +375,10 @@ class Supervisor:
                 proc.kill()
                 code = 1
         ops.shutdown()
+        # Handing out until the workers are gone: through --shutdown-delay they answer new
+        # connections too; after that, as before, a new one waits in the backlog until closed.
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.check_socket is not None:
             self.check_socket.close()
         log.info("stopped")

@@ -188,6 +188,20 @@ def test_no_other_process_can_co_bind_the_http_check_port(server: AuthzServer) -
         assert refused.value.errno == errno.EADDRINUSE
 
 
+def test_new_connections_are_answered_through_the_shutdown_delay(
+    tmp_path: Path, authz_server: AuthzFactory
+) -> None:
+    """Load balancers and proxies take a moment to see /readyz fail: in that moment new
+    connections are handed to the draining workers and answered."""
+    _write_policies(tmp_path, generate_key("ES256", "w1")[1])
+    server = authz_server(tmp_path, extra_args=["--workers", "2", "--shutdown-delay", "1.5"])
+    os.kill(server.process.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert http_request(server.http_url, "GET", "/readyz").status == 503
+    assert [_http_check(server) for _ in range(6)] == [200] * 6  # each on a new connection
+    assert server.process.stop(grace=20) == 0
+
+
 def test_http_checks_continue_when_a_worker_dies(server: AuthzServer) -> None:
     os.kill(_worker_pids(server.process.pid)[1], signal.SIGKILL)
     statuses = [_http_check(server) for _ in range(20)]
