@@ -261,14 +261,19 @@ def serve(settings: ServeSettings) -> int:
             queue_wait=metrics.queue_seconds.labels("grpc").observe,
         )
         if worker is not None:  # its own port too, for Envoy clusters that list every worker
-            add_port(grpc, workers.own_address(settings.grpc_addr, worker), credentials)
+            # credentials of its own: gRPC asks a port's fetcher for a first certificate
+            # set, and a dynamic credentials object answers that once
+            own = certificates.grpc_credentials() if certificates else None
+            add_port(grpc, workers.own_address(settings.grpc_addr, worker), own)
     http = None
     if settings.http_check_addr is not None:
-        # A worker accepts on the socket its supervisor bound; no second bind.
-        sock = workers.inherited_check_socket() or listen(settings.http_check_addr)
+        # A worker serves the connections its supervisor accepts and hands over; no bind.
+        checks_from = workers.inherited_check_source(settings.http_check_addr) or listen(
+            settings.http_check_addr
+        )
         secret = _proxy_secret(settings.http_proxy_secret_file)
         tls = certificates.ssl_context() if certificates else None
-        http = HttpTransport(HttpChecker(checks, recorder, secret), sock, tls=tls)
+        http = HttpTransport(HttpChecker(checks, recorder, secret), checks_from, tls=tls)
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     # An explanation never records a DPoP proof as used: it gets a replay cache of its own.
     debug = debug_handler(store, **shared, **options) if settings.debug_endpoints else None

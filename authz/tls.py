@@ -160,7 +160,9 @@ class ServerCertificates:
         return outer
 
     def grpc_credentials(self) -> Any:
-        """grpc.ServerCredentials asking for the current set before every handshake."""
+        """grpc.ServerCredentials asking for the current set before every handshake. One
+        per port: gRPC asks each port's fetcher for a first set, and grpcio answers with the
+        initial configuration only once per credentials object."""
         import grpc  # noqa: PLC0415  (only the gRPC listener needs it)
 
         def _config(loaded: Loaded) -> Any:

@@ -2,8 +2,10 @@
 
 Python runs one Check at a time per process, so a core each is how authz uses a
 machine. The supervisor (the process started) runs N workers, each a complete
-server. HTTP checks: the supervisor binds the one listening socket and every worker
-inherits it and accepts on it, so no other process can co-bind the port (issue 11).
+server. HTTP checks: the supervisor binds the one listening socket, so no other process
+can co-bind the port (issue 11), accepts on it and hands each connection to the next ready
+worker (authz.transport.handoff: workers accepting on one shared socket split the
+connections unevenly, often all to one).
 gRPC: grpcio cannot serve an inherited socket, so each worker listens on the shared
 port with SO_REUSEPORT (the kernel spreads connections) and on its own port
 `PORT+10+i` (Envoy keeps one HTTP/2 connection per Envoy worker, so listing every
@@ -32,17 +34,19 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from authz.ops import OpsServer, WellKnown
+from authz.transport.handoff import Dispatcher, Handed
 from authz.transport.sockets import address_of, listen
 
 log = structlog.get_logger("authz.workers")
 
 ENV = "AUTHZ_WORKER"  # "i/N" in a worker's environment
-CHECK_FD_ENV = "AUTHZ_HTTP_CHECK_FD"  # the inherited HTTP check socket's descriptor
+# The worker's end of its pair, on which the supervisor hands it HTTP check connections.
+CHECK_FD_ENV = "AUTHZ_HTTP_CHECK_FD"
 # The supervisor's own series, kept out of the default registry so workers do not export them.
 _OWN = CollectorRegistry()
 RESTARTS = Counter(
@@ -72,14 +76,15 @@ def current() -> Worker | None:
     return Worker(int(index), int(count))
 
 
-def inherited_check_socket() -> socket.socket | None:
-    """The HTTP check socket the supervisor bound for this worker, or None."""
+def inherited_check_source(address: str) -> Handed | None:
+    """Where this worker gets its HTTP check connections (its supervisor listens on
+    `address`), or None when not run by a supervisor."""
     fd = os.environ.get(CHECK_FD_ENV)
     if not fd or current() is None:
         return None
-    sock = socket.socket(fileno=int(fd))
-    sock.setblocking(False)
-    return sock
+    pair = socket.socket(fileno=int(fd))
+    pair.setblocking(False)
+    return Handed(pair, address)
 
 
 OWN_PORT_OFFSET = 10  # not 1: the ops port conventionally sits right after the gRPC port
@@ -149,6 +154,23 @@ class _WorkerMetrics(Collector):
                     labels = {**sample.labels, "worker": str(index)}
                     target.samples.append(sample._replace(labels=labels))
         yield from merged.values()
+
+
+class _HandedConnections(Collector):
+    """HTTP check connections the supervisor handed to each worker."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "authz_worker_http_connections",
+            "HTTP check connections the supervisor accepted and handed to each worker.",
+            labels=["worker"],
+        )
+        for index, count in enumerate(self._dispatcher.handed):
+            family.add_metric([str(index)], count)
+        yield family
 
 
 def _listening_inodes(port: int) -> set[int]:
@@ -226,25 +248,31 @@ class Supervisor:
         self.ops_ports = [_free_port() for _ in range(count)]
         # Bound here, before any worker starts: a port in use fails the supervisor at once.
         self.check_socket = listen(check_addr) if check_addr is not None else None
+        self.dispatcher = Dispatcher(self.check_socket, count) if self.check_socket else None
         self._argv = _without(argv, "--workers", "--http-addr")
         self._procs: list[subprocess.Popen[bytes]] = []
         self._draining = threading.Event()
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, ENV: f"{index}/{self.count}"}
-        inherited: tuple[int, ...] = ()
-        if self.check_socket is not None:
-            inherited = (self.check_socket.fileno(),)
-            env[CHECK_FD_ENV] = str(inherited[0])
+        pair = self.dispatcher.attach(index) if self.dispatcher is not None else None
+        if pair is not None:
+            env[CHECK_FD_ENV] = str(pair.fileno())
         command = [
             sys.executable, "-m", "authz", "serve", *self._argv,
             "--http-addr", f"127.0.0.1:{self.ops_ports[index]}",
         ]  # fmt: skip
-        return subprocess.Popen(command, env=env, pass_fds=inherited)
+        try:
+            return subprocess.Popen(command, env=env, pass_fds=(pair.fileno(),) if pair else ())
+        finally:
+            if pair is not None:
+                pair.close()  # the worker has its own copy
 
     def ready(self) -> bool:
         if self._draining.is_set() or self._foreign:
             return False
+        if self.dispatcher is not None and not self.dispatcher.all_ready():
+            return False  # a worker that does not serve HTTP checks yet
         for port in self.ops_ports:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
@@ -255,7 +283,7 @@ class Supervisor:
         return True
 
     def _check_listeners(self) -> None:
-        if self.grpc_port is None:  # HTTP checks only: one inherited socket, nothing to join
+        if self.grpc_port is None:  # HTTP checks only: one socket, ours alone, nothing to join
             return
         foreign = foreign_listeners(self.grpc_port, [p.pid for p in self._procs])
         if foreign != self._foreign:
@@ -291,10 +319,14 @@ class Supervisor:
     def metrics(self) -> bytes:
         registry = CollectorRegistry()
         registry.register(_WorkerMetrics(self))
+        if self.dispatcher is not None:
+            registry.register(_HandedConnections(self.dispatcher))
         return generate_latest(registry) + generate_latest(_OWN)
 
     def run(self) -> int:
         self._procs = [self._spawn(i) for i in range(self.count)]
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         debug = self.debug if "--debug-endpoints" in self._argv else None
         ops = OpsServer(self.http_addr, self.ready, self.metrics, debug, self.well_known)
         ops.start()
@@ -343,6 +375,10 @@ class Supervisor:
                 proc.kill()
                 code = 1
         ops.shutdown()
+        # Handing out until the workers are gone: through --shutdown-delay they answer new
+        # connections too; after that, as before, a new one waits in the backlog until closed.
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.check_socket is not None:
             self.check_socket.close()
         log.info("stopped")

@@ -85,6 +85,12 @@ def parse(token: str, max_size: int = 16384, headers: Headers | None = None) -> 
     )
 
 
+def claims_of(payload: bytes) -> dict[str, Any]:
+    """The claims in a JWS payload, decoded exactly as `parse` does (the token cache keeps
+    verified payloads as bytes and decodes them again with this)."""
+    return _json_object(payload, "payload")
+
+
 def parse_jws(token: str, max_size: int = 16384, headers: Headers | None = None) -> JWS:
     """The JWS layer of `parse`: header checks and strict decoding, payload left as bytes.
     With `headers`, a header seen before is not decoded again."""

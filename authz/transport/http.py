@@ -46,6 +46,7 @@ from authz.transport.dialects import (
     render,
     unsupported,
 )
+from authz.transport.handoff import Handed
 from authz.transport.http_connection import Connection, Slot
 from authz.transport.sockets import address_of
 
@@ -197,6 +198,7 @@ class HttpCheckServer:
         self._pool = ThreadPoolExecutor(self.limits.wait_threads, thread_name_prefix="check-wait")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._handed: Handed | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.tls: ssl.SSLContext | None = None  # HTTPS (set by HttpTransport)
         self._stopped: asyncio.Event | None = None
@@ -274,15 +276,40 @@ class HttpCheckServer:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    async def serve(self, sock: socket.socket, ready: Callable[[], None] = lambda: None) -> None:
-        """Accept on `sock` (bound and listening) until `drain()` has finished."""
+    async def serve(
+        self, source: socket.socket | Handed, ready: Callable[[], None] = lambda: None
+    ) -> None:
+        """Accept on `source` (bound and listening), or serve the connections the
+        `--workers` supervisor hands over, until `drain()` has finished."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stopped = asyncio.Event()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls)
+        if isinstance(source, Handed):
+            self._handed = source
+            loop.add_reader(source.pair.fileno(), self._take_handed)
+            source.announce_ready()
+        else:
+            self._server = await loop.create_server(
+                lambda: Connection(self), sock=source, ssl=self.tls
+            )
         self._sweeper = loop.call_later(1.0, self._sweep)
         ready()
         await self._stopped.wait()
+
+    def _take_handed(self) -> None:
+        assert self._loop is not None and self._handed is not None
+        taken, closed = self._handed.receive()
+        if closed:  # the supervisor is gone or stopping: no more connections come
+            self._loop.remove_reader(self._handed.pair.fileno())
+        for sock in taken:
+            self._loop.create_task(self._adopt(sock))
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(lambda: Connection(self), sock, ssl=self.tls)
+        except OSError:  # the proxy closed it in the meantime
+            sock.close()
 
     def _sweep(self) -> None:
         self.tick += 1
@@ -295,6 +322,8 @@ class HttpCheckServer:
         """Stop accepting, let answers owed go out (at most `grace` seconds), close the rest."""
         if self._server is not None:
             self._server.close()
+        if self._handed is not None and self._loop is not None:
+            self._loop.remove_reader(self._handed.pair.fileno())
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and (
             self.waiting or any(c.pending or c.began is not None for c in self.connections)
@@ -316,17 +345,19 @@ class HttpTransport:
     def __init__(
         self,
         checker: HttpChecker,
-        sock: socket.socket,
+        source: socket.socket | Handed,
         limits: HttpLimits | None = None,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop,
         *,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        """`tls`: serve HTTPS with this context (authz.tls: reloaded on rotation)."""
+        """`source`: a listening socket, or (a `--workers` worker) the connections its
+        supervisor hands over. `tls`: serve HTTPS with this context (authz.tls: reloaded on
+        rotation)."""
         self.server = HttpCheckServer(checker, limits)
         self.server.tls = tls
-        self.sock = sock
-        self.address = address_of(sock)
+        self.source = source
+        self.address = source.address if isinstance(source, Handed) else address_of(source)
         self._loop = loop_factory()
         self._thread = threading.Thread(target=self._run, name="http-check", daemon=True)
         self._started = threading.Event()
@@ -336,7 +367,7 @@ class HttpTransport:
         loop = self._loop
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(self.server.serve(self.sock, self._started.set))
+            loop.run_until_complete(self.server.serve(self.source, self._started.set))
         except BaseException as exc:
             self._failed = exc
             self._started.set()
@@ -358,4 +389,7 @@ class HttpTransport:
             drained = asyncio.run_coroutine_threadsafe(self.server.drain(grace), self._loop)
             drained.result(grace + 10)
             self._thread.join(10)
-        self.sock.close()
+        if isinstance(self.source, Handed):
+            self.source.pair.close()
+        else:
+            self.source.close()

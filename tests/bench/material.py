@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -110,10 +111,25 @@ def _mint_chunk(
     algorithm, key, header = _signer(jwk_json)
     out = []
     for n in range(start, stop):
-        body = _b64(json.dumps({**base, "jti": f"{prefix}-{n}"}, separators=(",", ":")).encode())
+        body = _b64(json.dumps(_varied(base, prefix, n), separators=(",", ":")).encode())
         signing_input = f"{header}.{body}"
         out.append(f"{signing_input}.{_b64(algorithm.sign(signing_input.encode(), key))}")
     return out
+
+
+def _varied(base: dict[str, Any], prefix: str, n: int) -> dict[str, Any]:
+    """Token `n` of a bulk mint: what differs between real access tokens of one issuer
+    differs here too (a user, a session, when it was issued), not only the `jti`, so the
+    token cache holds what it would hold for as many real users."""
+    issued = base["iat"] - n % 300  # within the last five minutes; each valid for an hour
+    return {
+        **base,
+        "sub": f"user-{n:06d}",
+        "iat": issued,
+        "exp": issued + base["exp"] - base["iat"],
+        "jti": f"{prefix}-{n}-{uuid.uuid4()}",
+        "sid": str(uuid.uuid4()),
+    }
 
 
 def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
@@ -122,7 +138,8 @@ def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def mint_many(issuer: Issuer, count: int, prefix: str, workers: int = 2) -> list[str]:
-    """`count` valid tokens of `issuer` that differ only in `jti` (so each is a cache miss)."""
+    """`count` valid tokens of `issuer`, each for another user and session (`_varied`), so
+    each is a cache miss."""
     if count <= 0:
         return []
     jwk_json = json.dumps(issuer.private_jwk)

@@ -182,10 +182,20 @@ class Bench:
         return self.record(result)
 
     def http_direct_closed(
-        self, name: str, server: Server, req: HttpReq, *, note: str = ""
+        self,
+        name: str,
+        server: Server,
+        req: HttpReq,
+        *,
+        note: str = "",
+        counters: Callable[[], dict[str, float]] | None = None,
+        finish: Callable[[Result], None] | None = None,
+        record: bool = True,
     ) -> Result | None:
         """wrk straight at the server's HTTP check port, as Envoy's http_service asks:
-        `/check/envoy` + the original path, the original Host and Authorization."""
+        `/check/envoy` + the original path, the original Host and Authorization.
+        `counters` and `finish` as for `http_closed`; `record=False` returns the row
+        without keeping it (the caller keeps the best of several rounds)."""
         if not self.settings.selected(name):
             return None
         assert server.check_http_addr is not None
@@ -195,7 +205,8 @@ class Bench:
             headers["authorization"] = f"Bearer {req.token}"
         status = http_request(url, "GET", path, headers).status
         if status != 200:
-            return self.record(Result(name, "wrk", ok=False, note=f"probe got {status}"))
+            failed = Result(name, "wrk", ok=False, note=f"probe got {status}")
+            return self.record(failed) if record else failed
 
         def run(seconds: int) -> LoadResult:
             return drivers.wrk(url, path, req.host, seconds=seconds, token=req.token)
@@ -203,11 +214,15 @@ class Bench:
         driver = f"wrk c{drivers.CONNECTIONS} direct"
         try:
             result = self.measure(
-                name, driver, run, proxy=None, server=server, expect="2xx", note=note
-            )
+                name, driver, run, proxy=None, server=server, expect="2xx", note=note,
+                counters=counters,
+            )  # fmt: skip
         except DriverError as exc:
             result = Result(name, driver, ok=False, note=str(exc).splitlines()[0])
-        return self.record(result)
+        else:
+            if finish is not None:
+                finish(result)
+        return self.record(result) if record else result
 
     def http_open(
         self,

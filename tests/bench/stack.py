@@ -82,6 +82,18 @@ class Server:
         ]
         return sum(values) if values else None  # summed over workers' labelled series
 
+    def metric_by_worker(self, name: str) -> dict[str, float]:
+        """A sample from a `--workers` supervisor's /metrics, summed per `worker` label."""
+        if self.http_url is None:
+            return {}
+        text = wait_for_http(f"{self.http_url}/metrics", timeout=5.0).decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(name + "{") and 'worker="' in line:
+                worker = line.split('worker="', 1)[1].split('"', 1)[0]
+                out[worker] = out.get(worker, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
 
 @dataclass
 class Proxy:
@@ -137,16 +149,18 @@ class Stack:
         grpc_port: int | None = None,
         pinned: bool = True,
         transport: str = "grpc",
+        python: Path | None = None,
     ) -> Server:
         """`authz serve` on free ports, on the server CPUs unless `pinned` is false;
-        `transport` "grpc" or "http" is the one it serves checks on."""
+        `transport` "grpc" or "http" is the one it serves checks on; `python` runs it
+        (default: this interpreter; this checkout's code is first on its path either way)."""
         http = transport == "http"
         grpc_addr = "" if http else f"127.0.0.1:{grpc_port or free_port()}"
         check_addr = f"127.0.0.1:{free_port()}" if http else ""
         http_port = free_port()
         argv = [
             *taskset(self.layout.server if pinned else None),
-            sys.executable, "-m", "authz", "serve",
+            str(python or sys.executable), "-m", "authz", "serve",
             "--policy-dir", str(policy_dir),
             "--grpc-addr", grpc_addr or "off",
             "--http-check-addr", check_addr or "off",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import http.client
 import os
 import signal
 import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +20,8 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.devtools import generate_key
 from tests.e2e.conftest import AuthzFactory, AuthzServer
 from tests.e2e.test_envoy_flows import _write_policies
+from tests.support.http_checks import Connection as HttpConnection
+from tests.support.pki import CA, pem_cert, write_pair
 from tests.support.procs import http_request
 
 
@@ -27,12 +31,16 @@ def server(tmp_path: Path, authz_server: AuthzFactory) -> AuthzServer:
     return authz_server(tmp_path, extra_args=["--workers", "2"])
 
 
-def _check(addr: str) -> Any:
+def _healthz() -> external_auth_pb2.CheckRequest:
     request = external_auth_pb2.CheckRequest()
     http = request.attributes.request.http
     http.method, http.host, http.path = "GET", "api.example", "/healthz"
+    return request
+
+
+def _check(addr: str) -> Any:
     with grpc.insecure_channel(addr) as channel:
-        return external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=5)
+        return external_auth_pb2_grpc.AuthorizationStub(channel).Check(_healthz(), timeout=5)
 
 
 def _worker_pids(supervisor: int) -> list[int]:
@@ -122,7 +130,7 @@ def test_a_process_that_co_binds_the_shared_port_makes_the_pod_unready(
         time.sleep(0.2)
 
 
-# -- HTTP checks: one socket the supervisor binds, every worker accepts on -------------------
+# -- HTTP checks: one socket the supervisor binds and accepts on, connections handed out ------
 
 
 def _http_check(server: AuthzServer) -> int:
@@ -131,10 +139,12 @@ def _http_check(server: AuthzServer) -> int:
     return http_request(url, "GET", "/check/envoy/healthz", {"Host": "api.example"}).status
 
 
-def _decisions_by_worker(server: AuthzServer) -> dict[str, float]:
+def _decisions_by_worker(
+    server: AuthzServer, metric: str = "authz_decisions_total"
+) -> dict[str, float]:
     counts: dict[str, float] = {}
     for line in server.metrics().splitlines():
-        if line.startswith("authz_decisions_total{"):
+        if line.startswith(metric + "{"):
             worker = line.split('worker="', 1)[1].split('"', 1)[0]
             counts[worker] = counts.get(worker, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
@@ -146,6 +156,31 @@ def test_http_checks_share_one_socket_across_workers(server: AuthzServer) -> Non
     assert statuses == [200] * 80
     counts = _decisions_by_worker(server)
     assert set(counts) == {"0", "1"} and all(counts.values()), counts
+
+
+def test_a_proxys_connections_are_shared_evenly(server: AuthzServer) -> None:
+    """A proxy opens its connections at once and keeps them: on one shared socket, one
+    worker would take most or all of them (and of the load). The supervisor hands them out
+    in turn, so 8 kept-alive connections are 4 and 4."""
+    assert server.http_check_addr is not None
+    port = int(server.http_check_addr.rpartition(":")[2])
+    handed = "authz_worker_http_connections_total"
+    before, handed_before = _decisions_by_worker(server), _decisions_by_worker(server, handed)
+    connections = [HttpConnection(port) for _ in range(8)]
+    try:
+        for _ in range(5):
+            for connection in connections:
+                answer = connection.request("GET", "/check/envoy/healthz", {"Host": "api.example"})
+                assert answer.status == 200 and answer.keep_alive
+    finally:
+        for connection in connections:
+            connection.close()
+    after, handed_after = _decisions_by_worker(server), _decisions_by_worker(server, handed)
+    assert {w: after[w] - before.get(w, 0.0) for w in after} == {"0": 20.0, "1": 20.0}
+    assert {w: v - handed_before.get(w, 0.0) for w, v in handed_after.items()} == {
+        "0": 4.0,
+        "1": 4.0,
+    }
 
 
 def test_no_other_process_can_co_bind_the_http_check_port(server: AuthzServer) -> None:
@@ -160,7 +195,60 @@ def test_no_other_process_can_co_bind_the_http_check_port(server: AuthzServer) -
         assert refused.value.errno == errno.EADDRINUSE
 
 
+def test_new_connections_are_answered_through_the_shutdown_delay(
+    tmp_path: Path, authz_server: AuthzFactory
+) -> None:
+    """Load balancers and proxies take a moment to see /readyz fail: in that moment new
+    connections are handed to the draining workers and answered."""
+    _write_policies(tmp_path, generate_key("ES256", "w1")[1])
+    server = authz_server(tmp_path, extra_args=["--workers", "2", "--shutdown-delay", "1.5"])
+    os.kill(server.process.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert http_request(server.http_url, "GET", "/readyz").status == 503
+    assert [_http_check(server) for _ in range(6)] == [200] * 6  # each on a new connection
+    assert server.process.stop(grace=20) == 0
+
+
 def test_http_checks_continue_when_a_worker_dies(server: AuthzServer) -> None:
     os.kill(_worker_pids(server.process.pid)[1], signal.SIGKILL)
     statuses = [_http_check(server) for _ in range(20)]
-    assert statuses == [200] * 20  # the surviving worker accepts on the same socket
+    assert statuses == [200] * 20  # the supervisor hands every connection to the survivor
+
+
+def test_workers_serve_tls_on_every_port(tmp_path: Path, authz_server: AuthzFactory) -> None:
+    """With --workers each worker serves TLS on the shared gRPC port and its own; the
+    supervisor accepts HTTP check connections and a worker adopts them, TLS handshake and
+    all, with the server's certificate."""
+    ca = CA.create("authz-serving")
+    key, cert = ca.serving("authz", dns=["authz.authz.svc"], ips=["127.0.0.1"])
+    write_pair(key, cert, tmp_path / "tls.crt", tmp_path / "tls.key")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    _write_policies(policies, generate_key("ES256", "w1")[1])
+    tls = [
+        "--tls-cert-file",
+        str(tmp_path / "tls.crt"),
+        "--tls-key-file",
+        str(tmp_path / "tls.key"),
+    ]
+    server = authz_server(policies, extra_args=["--workers", "2", *tls])
+    host, _, grpc_port = server.grpc_addr.rpartition(":")
+    trust = grpc.ssl_channel_credentials(root_certificates=pem_cert(ca.cert))
+    for offset in (0, 10, 11):  # the shared port, then each worker's own
+        with grpc.secure_channel(f"{host}:{int(grpc_port) + offset}", trust) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            assert stub.Check(_healthz(), timeout=5).status.code == 0, offset
+    assert server.http_check_addr is not None
+    host, _, port = server.http_check_addr.rpartition(":")
+    context = ssl.create_default_context(cadata=pem_cert(ca.cert).decode())
+    statuses = []
+    for _ in range(6):  # handed to both workers in turn
+        connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+        connection.request("GET", "/check/envoy/healthz", headers={"Host": "api.example"})
+        statuses.append(connection.getresponse().status)
+        connection.close()
+    assert statuses == [200] * 6
+    assert set(_decisions_by_worker(server)) == {"0", "1"}
+    with socket.create_connection((host, int(port)), timeout=10) as plain:  # no TLS: refused
+        plain.sendall(b"GET /check/envoy/healthz HTTP/1.1\r\nHost: api.example\r\n\r\n")
+        assert not plain.recv(4096).startswith(b"HTTP/1.1 200")

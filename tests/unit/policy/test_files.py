@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from authz.policy.files import DirectorySource, DirectoryWatcher, load
+from authz.policy.files import DirectorySource, DirectoryWatcher, documents, load
 from authz.policy.store import PolicyStore
 from tests.support.docs import write
 from tests.unit.policy.conftest import issuer_doc, policy_doc
@@ -153,3 +153,17 @@ def test_dates_stay_strings_as_in_kubernetes(tmp_path: Path, es256_jwks: dict[st
     )
     load(source, store)
     assert _rule_names(store) == ["d"], store.statuses
+
+
+def test_policies_share_their_repeated_strings() -> None:
+    """The store keeps every object's document (its last good version), and policies repeat
+    keys and values (`paths`, `GET`, scope names) thousands of times: each is held once."""
+    text = "\n---\n".join(
+        json.dumps(policy_doc(targets={"hosts": [f"svc-{i}.example"]})) for i in range(3)
+    )
+    first, second, _ = documents(text)
+    assert first == json.loads(json.dumps(first))  # the same values as before
+    assert all(
+        a is b for a, b in zip(first["spec"]["rules"][0], second["spec"]["rules"][0], strict=True)
+    )
+    assert first["kind"] is second["kind"] and first["apiVersion"] is second["apiVersion"]
