@@ -63,16 +63,18 @@ class PatternSet:
     """Every glob pattern of one policy in one RE2 set: a request's path is matched against
     all of them in a single pass (about what one pattern costs) instead of once per rule."""
 
-    __slots__ = ("_patterns", "_set")
+    __slots__ = ("_set", "_texts")
 
     def __init__(self, patterns: list[LinearPattern]) -> None:
-        self._patterns = tuple(dict.fromkeys(patterns))
+        self._texts = tuple(dict.fromkeys(p.text for p in patterns))
         compiled = re2.Set.FullMatchSet(_OPTIONS)
-        for pattern in self._patterns:
-            compiled.Add(pattern.text)
+        for text in self._texts:
+            compiled.Add(text)
         compiled.Compile()
         self._set = compiled._set
 
-    def matching(self, value: str) -> frozenset[LinearPattern]:
+    def matching(self, value: str) -> frozenset[str]:
+        """The texts of the patterns `value` matches (strings: their hashes are cached,
+        where a pattern's would be computed by a Python method on every lookup)."""
         data = value.encode("utf-8", "surrogatepass")
-        return frozenset(self._patterns[i] for i in self._set.Match(data))
+        return frozenset(map(self._texts.__getitem__, self._set.Match(data)))

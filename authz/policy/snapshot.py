@@ -146,18 +146,25 @@ class CompiledPolicy:
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
-        rules, and only if a rule gets that far."""
-        globbed: frozenset[LinearPattern] | None = None
+        rules, and only if a rule gets that far. (PathMatcher.matches, inlined: this loop
+        runs for every Check.)"""
+        globbed: frozenset[str] | None = None
         for rule in self.rules:
-            if rule.methods is not None and method not in rule.methods:
+            methods = rule.methods
+            if methods is not None and method not in methods:
                 continue
             paths = rule.paths
-            if paths is not None and not paths.literal(path):
-                if paths.pattern is None:
+            if (
+                paths is not None
+                and path not in paths.exact
+                and not (paths.prefixes and path.startswith(paths.prefixes))
+            ):
+                pattern = paths.pattern
+                if pattern is None:
                     continue
                 if globbed is None:
                     globbed = self.patterns.matching(path) if self.patterns else frozenset()
-                if paths.pattern not in globbed:
+                if pattern.text not in globbed:
                     continue
             if rule.hosts is not None and not rule.hosts.matches(host):
                 continue
