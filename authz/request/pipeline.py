@@ -7,7 +7,7 @@ it a `RequestView` and render the `Answer`; `authz check` and `/debug/explain` u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Protocol
 
 from authz.keys.signing import NoSigningKey
@@ -18,6 +18,7 @@ from authz.request.credentials import Authentication
 from authz.request.decision import Decision, Reason
 from authz.request.internal_token import InternalTokens
 from authz.request.nonces import Nonces
+from authz.request.records import record
 from authz.request.respond import Answer, Responder
 from authz.request.verify import VerifiedToken, WouldWait
 
@@ -25,7 +26,7 @@ __all__ = ["Outcome", "Pipeline", "Serving", "WouldWait"]
 from authz.request.view import RequestView
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outcome:
     """A decision with what the response and the audit log need to know."""
 

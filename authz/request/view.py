@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from authz.request.paths import ENCODED_SLASH, normalize_path
+from authz.request.records import record
 
 MAX_PATH = 8192
 # Request header limits. Envoy's own defaults are 100 client headers and 60 KiB in all; the
@@ -67,7 +68,7 @@ class KnownConnection:
 NO_CONNECTION: Connection = KnownConnection()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestView:
     method: str
     host: str  # lower case; a port or trailing dot as sent (the router would see them)
