@@ -19,7 +19,6 @@ from authz.request.pipeline import Outcome
 from authz.request.respond import http_status
 from authz.request.verify import VerifiedToken
 
-_MAX_COUNTER_CHILDREN = 10_000  # label sets come from policy ids and reason codes
 _MAX_KEPT = 4096  # rendered groups kept; emptied when full
 _HeadKey = tuple[bool, str, str | None, str | None, int]
 
@@ -91,26 +90,14 @@ def fields(outcome: Outcome, seconds: float) -> dict[str, Any]:
 class Audit:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._counters: dict[tuple[bool, str, str | None], Any] = {}
+        self._count = metrics.checks.count
         self._heads: dict[_HeadKey, bytes] = {}
         self._tokens: dict[int, tuple[VerifiedToken, bytes]] = {}
 
-    def _decisions(self, allowed: bool, reason: str, policy: str | None) -> Any:
-        """The labelled counter child, looked up once per label set (labels() is the slow part)."""
-        key = (allowed, reason, policy)
-        child = self._counters.get(key)
-        if child is None:
-            child = self._metrics.decisions.labels(
-                "allow" if allowed else "deny", reason, policy or ""
-            )
-            if len(self._counters) < _MAX_COUNTER_CHILDREN:
-                self._counters[key] = child
-        return child
-
     def record(self, outcome: Outcome, seconds: float) -> None:
         decision = outcome.decision
-        self._decisions(decision.allowed, decision.reason.value, decision.policy).inc()
-        self._metrics.check_seconds.observe(seconds)
+        allowed = "allow" if decision.allowed else "deny"
+        self._count((allowed, decision.reason.value, decision.policy or ""), seconds)
         would_deny = outcome.would_deny
         if would_deny is not None:
             self._metrics.dry_run_would_deny.labels(
