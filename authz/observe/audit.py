@@ -97,7 +97,8 @@ class Audit:
     def record(self, outcome: Outcome, seconds: float) -> None:
         decision = outcome.decision
         allowed = "allow" if decision.allowed else "deny"
-        self._count((allowed, decision.reason.value, decision.policy or ""), seconds)
+        # the reason is a StrEnum: the member is its value as a str, without `.value`
+        self._count((allowed, decision.reason, decision.policy or ""), seconds)
         would_deny = outcome.would_deny
         if would_deny is not None:
             self._metrics.dry_run_would_deny.labels(
@@ -110,8 +111,13 @@ class Audit:
 
     def _line(self, outcome: Outcome, decision: Decision, seconds: float) -> bytes:
         """`"event":"decision"` and `fields()` as JSON object members, from kept groups."""
-        key = (decision.allowed, decision.reason.value, decision.policy, decision.rule)
-        head_key = (*key, outcome.snapshot_version)
+        head_key = (
+            decision.allowed,
+            decision.reason,
+            decision.policy,
+            decision.rule,
+            outcome.snapshot_version,
+        )
         head = self._heads.get(head_key)
         if head is None:
             head = _members(_head(decision, outcome.snapshot_version))

@@ -9,7 +9,7 @@ records the others that claim it as conflicts instead of breaking the tie.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -65,8 +65,10 @@ class Requirement:
     def __bool__(self) -> bool:
         return bool(self.all_of or self.any_of)
 
-    def satisfied_by(self, values: frozenset[str]) -> bool:
-        return self.all_of <= values and (not self.any_of or not self.any_of.isdisjoint(values))
+    def satisfied_by(self, values: Iterable[str]) -> bool:
+        return self.all_of.issubset(values) and (
+            not self.any_of or not self.any_of.isdisjoint(values)
+        )
 
     def describe(self) -> tuple[str, ...]:
         """The values to name in a WWW-Authenticate `scope` attribute."""

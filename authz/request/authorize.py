@@ -32,7 +32,7 @@ def _condition_holds(cond: ClaimCondition, claims: Mapping[str, Any]) -> bool:
 
 def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity) -> Decision:
     """Requirements of a requireToken rule against a verified identity."""
-    if rule.scopes and not rule.scopes.satisfied_by(frozenset(who.scopes)):
+    if rule.scopes and not rule.scopes.satisfied_by(who.scopes):
         return Decision(
             False,
             Reason.INSUFFICIENT_SCOPE,
@@ -42,7 +42,7 @@ def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity) -> Deci
             who,
             rule.scopes.describe(),
         )
-    if rule.roles and not rule.roles.satisfied_by(frozenset(who.roles)):
+    if rule.roles and not rule.roles.satisfied_by(who.roles):
         return Decision(
             False,
             Reason.INSUFFICIENT_ROLE,

@@ -289,7 +289,8 @@ class Responder:
                 decision, policy, request, source, unverified, internal_token=internal_token
             )
         # The memo holds `who`, so its id cannot be reused while the entry lives.
-        key = (id(who), decision.reason.value, decision.policy, decision.rule, source, unverified)
+        # (the reason is a StrEnum: the member hashes and compares as its value)
+        key = (id(who), decision.reason, decision.policy, decision.rule, source, unverified)
         memo = self._allowed.get(key)
         if memo is not None and memo[0] is who and memo[1] is policy:
             return memo[2]
