@@ -6,6 +6,10 @@ policy trusts the very issuer object that verified it (two namespaces may declar
 Then the checks that depend on the policy: the token came where its issuer sends tokens,
 and it names an audience the policy accepts. A key-bound token (its `cnf` claim) is checked
 against the request: see `credentials.binding`.
+
+For a cached token without `cnf` those checks depend on nothing but the token, the policy
+and the token's place, all immutable: their successful result is kept per (token, policy,
+place), so a cache hit does not repeat them (bounded; emptied when full).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.cache import TokenCache
 from authz.request.claims import MISSING
@@ -24,6 +29,9 @@ from authz.request.extract import extract_token
 from authz.request.jose import TokenError
 from authz.request.verify import VerifiedToken, verify
 from authz.request.view import RequestView
+
+_MAX_CHECKED = 4096
+_Checked = tuple[CompiledPolicy, TokenSource, VerifiedToken, Authentication]
 
 
 class BearerJwt:
@@ -37,6 +45,7 @@ class BearerJwt:
         self.cache = cache
         self.max_token_bytes = max_token_bytes
         self._clock = clock
+        self._checked: dict[tuple[bytes, int, int], _Checked] = {}
 
     def find(self, request: RequestView, policy: CompiledPolicy) -> Presented | None:
         found = extract_token(request, policy.token_sources)
@@ -54,6 +63,12 @@ class BearerJwt:
             verified, reused, digest = self.verified(presented.secret, policy, may_wait)
         except TokenError as exc:
             return Authentication(None, exc, source=source)
+        # The entry holds policy, source and token, so their ids cannot be reused meanwhile.
+        key = (digest, id(policy), id(source))
+        if reused:
+            kept = self._checked.get(key)
+            if kept is not None and kept[0] is policy and kept[1] is source and kept[2] is verified:
+                return kept[3]
         try:
             if source not in verified.issuer.token_sources:
                 raise TokenError(
@@ -63,9 +78,14 @@ class BearerJwt:
             binding = check_bearer(verified, presented.request, policy)
         except TokenError as exc:
             return Authentication(None, exc, verified, source)
-        return Authentication(
+        authentication = Authentication(
             verified.identity, None, verified, source, reused, binding=binding, digest=digest
         )
+        if reused and "cnf" not in verified.claims:  # no binding: nothing read the request
+            if len(self._checked) >= _MAX_CHECKED:
+                self._checked.clear()
+            self._checked[key] = (policy, source, verified, authentication)
+        return authentication
 
     def verified(
         self, token: str, policy: CompiledPolicy, may_wait: bool
