@@ -15,7 +15,7 @@ from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
 from authz.request.authorize import authorize
 from authz.request.credentials import Authentication
-from authz.request.decision import Decision, Reason
+from authz.request.decision import Decision, Identity, Reason
 from authz.request.internal_token import InternalTokens
 from authz.request.nonces import Nonces
 from authz.request.records import record
@@ -24,6 +24,8 @@ from authz.request.verify import VerifiedToken, WouldWait
 
 __all__ = ["Outcome", "Pipeline", "Serving", "WouldWait"]
 from authz.request.view import RequestView
+
+_MAX_DECIDED = 4096  # decisions kept for cached identities
 
 
 @record
@@ -68,6 +70,10 @@ class Pipeline:
         self.responder = Responder(realm, nonces)
         self.default_allow = default_allow
         self.internal_tokens = internal_tokens
+        self._decided: dict[
+            tuple[int, int, int, str | None],
+            tuple[CompiledRule, CompiledPolicy, Identity, Decision],
+        ] = {}
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
         """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
@@ -113,7 +119,7 @@ class Pipeline:
             authentication = self._authenticator.authenticate(
                 request, policy, may_wait=may_wait, revocations=snapshot.revocations
             )
-            decision = _authorize(action, rule, rule_name, policy, authentication)
+            decision = self._authorize(action, rule, rule_name, policy, authentication)
         if not decision.allowed and policy.dry_run:
             return self._dry_run(
                 decision,
@@ -125,6 +131,33 @@ class Pipeline:
                 snapshot=snapshot,
             )
         return self._internal_token(Outcome(decision, request, policy, authentication, version))
+
+    def _authorize(
+        self,
+        action: Action,
+        rule: CompiledRule | None,
+        rule_name: str,
+        policy: CompiledPolicy,
+        authentication: Authentication | None,
+    ) -> Decision:
+        """`_authorize`, kept for a cached identity: the decision is a function of the rule,
+        the policy, the identity and how the credential was bound, all immutable (bounded;
+        emptied when full)."""
+        if rule is None or authentication is None or not authentication.reused:
+            return _authorize(action, rule, rule_name, policy, authentication)
+        who = authentication.identity
+        if who is None:
+            return _authorize(action, rule, rule_name, policy, authentication)
+        # The entry holds rule, policy and identity, so their ids cannot be reused meanwhile.
+        key = (id(rule), id(policy), id(who), authentication.binding)
+        kept = self._decided.get(key)
+        if kept is not None and kept[0] is rule and kept[1] is policy and kept[2] is who:
+            return kept[3]
+        decision = _authorize(action, rule, rule_name, policy, authentication)
+        if len(self._decided) >= _MAX_DECIDED:
+            self._decided.clear()
+        self._decided[key] = (rule, policy, who, decision)
+        return decision
 
     def _internal_token(self, outcome: Outcome) -> Outcome:
         """An allowed request of a policy with `internalToken` carries one upstream; none can
