@@ -145,16 +145,27 @@ class CompiledPolicy:
     dpop: DPoPSettings | None = None  # None: `Authorization: DPoP` is not read
     client_certificate: ClientCertificateSettings = CONNECTION_ONLY
     internal_token: InternalTokenSpec | None = None
+    # the rules that may match a method (rule_for), made from `rules` after init
+    _by_method: Mapping[str, tuple[CompiledRule, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _any_method: tuple[CompiledRule, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Each method's candidate rules, in order: rule_for skips the others unread."""
+        methods = {m for r in self.rules if r.methods is not None for m in r.methods}
+        by_method = {
+            m: tuple(r for r in self.rules if r.methods is None or m in r.methods) for m in methods
+        }
+        object.__setattr__(self, "_by_method", by_method)
+        object.__setattr__(self, "_any_method", tuple(r for r in self.rules if r.methods is None))
 
     def rule_for(self, method: str, host: str, path: str) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
         rules, and only if a rule gets that far. (PathMatcher.matches, inlined: this loop
         runs for every Check.)"""
         globbed: frozenset[str] | None = None
-        for rule in self.rules:
-            methods = rule.methods
-            if methods is not None and method not in methods:
-                continue
+        for rule in self._by_method.get(method, self._any_method):
             paths = rule.paths
             if (
                 paths is not None
