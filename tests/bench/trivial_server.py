@@ -47,7 +47,7 @@ def serve_sync(args: argparse.Namespace) -> None:
     # The same server options as authz's gRPC transport, so only the handler differs.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=args.threads, thread_name_prefix="check"),
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 0), *args.option],
     )
     if args.raw:
         server.add_generic_rpc_handlers((_raw_handler(lambda request, context: OK_BYTES),))
@@ -89,6 +89,11 @@ async def serve_aio(args: argparse.Namespace) -> None:
     await server.stop(1.0)
 
 
+def _channel_arg(text: str) -> tuple[str, int | str]:
+    key, _, value = text.partition("=")
+    return key, int(value) if value.lstrip("-").isdigit() else value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--addr", default="127.0.0.1:9101", help="HOST:PORT to listen on")
@@ -96,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="bytes in, prebuilt bytes out")
     parser.add_argument("--aio", action="store_true", help="grpc.aio instead of threads")
     parser.add_argument("--uvloop", action="store_true", help="with --aio: on uvloop")
+    parser.add_argument(
+        "--option", type=_channel_arg, action="append", default=[], help="grpc arg: KEY=VALUE"
+    )
     args = parser.parse_args(argv)
     if not args.aio:
         serve_sync(args)
