@@ -21,9 +21,11 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
 
 from authz.request.verify import VerifiedToken
 
+_Context = TypeVar("_Context")
 # The entry's own objects: OrderedDict node, tuple, digest, VerifiedToken, Identity.
 ENTRY_OVERHEAD = 480
 
@@ -71,16 +73,22 @@ class TokenCache:
         return hashlib.sha256(token.encode()).digest()
 
     def get(
-        self, digest: bytes, now: float, valid: Callable[[VerifiedToken], bool]
+        self,
+        digest: bytes,
+        now: float,
+        valid: Callable[[VerifiedToken, _Context], bool],
+        context: _Context,
     ) -> VerifiedToken | None:
-        """The cached token if it is still `valid` for the caller; a stale one is dropped."""
+        """The cached token if it is still `valid(token, context)` for the caller; a stale
+        one is dropped. (A function and its argument rather than a closure: no closure is
+        made for every Check.)"""
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
                 self.misses += 1
                 return None
             deadline, verified, size = entry
-            if now >= deadline or not valid(verified):
+            if now >= deadline or not valid(verified, context):
                 del self._entries[digest]
                 self.bytes -= size
                 self.misses += 1

@@ -98,7 +98,7 @@ class BearerJwt:
                 Reason.TOKEN_TOO_LARGE, f"token longer than {self.max_token_bytes} bytes"
             )
         digest = TokenCache.digest(token)
-        cached = self.cache.get(digest, now, lambda c: _still_valid(c, policy))
+        cached = self.cache.get(digest, now, _still_valid, policy)
         if cached is not None:
             return cached, True, digest
         verified = verify(

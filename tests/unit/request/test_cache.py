@@ -43,7 +43,7 @@ def test_one_token_cannot_fill_the_cache() -> None:
     big = verified(**{f"c{i}": i for i in range(1000)})
     cache = TokenCache(max_bytes=footprint(big) * 4)  # it would take a quarter: refused
     cache.put(b"x" * 32, big, NOW)
-    assert len(cache) == 0 and cache.get(b"x" * 32, NOW, lambda _v: True) is None
+    assert len(cache) == 0 and cache.get(b"x" * 32, NOW, lambda _v, _c: True, None) is None
 
 
 def test_replacing_and_expiring_entries_keeps_the_count_right() -> None:
@@ -52,7 +52,7 @@ def test_replacing_and_expiring_entries_keeps_the_count_right() -> None:
     cache.put(b"a" * 32, small, NOW)
     cache.put(b"a" * 32, small, NOW)
     assert cache.bytes == footprint(small)
-    assert cache.get(b"a" * 32, NOW + 10_000, lambda _v: True) is None  # expired: dropped
+    assert cache.get(b"a" * 32, NOW + 10_000, lambda _v, _c: True, None) is None  # expired: dropped
     assert cache.bytes == 0
 
 
@@ -62,6 +62,6 @@ def test_a_stale_entry_is_a_miss_and_is_dropped() -> None:
     small = verified()
     cache = TokenCache()
     cache.put(b"a" * 32, small, NOW)
-    assert cache.get(b"a" * 32, NOW, lambda _v: True) is small and cache.hits == 1
-    assert cache.get(b"a" * 32, NOW, lambda _v: False) is None
+    assert cache.get(b"a" * 32, NOW, lambda _v, _c: True, None) is small and cache.hits == 1
+    assert cache.get(b"a" * 32, NOW, lambda _v, _c: False, None) is None
     assert (cache.hits, cache.misses, len(cache), cache.bytes) == (1, 1, 0, 0)
