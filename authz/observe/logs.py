@@ -76,6 +76,7 @@ class _AuditLines:
     enabled = True  # the configured level lets info lines through
     second = -1
     prefix = ""
+    tail = b""  # `,"level":"info","timestamp":"<prefix>.` as bytes, for audit_members
 
 
 _AUDIT = _AuditLines()
@@ -87,9 +88,15 @@ def _timestamp(now: float) -> str:
     writes it; the date and time of day are formatted once per second."""
     second = int(now)
     if second != _AUDIT.second:
-        _AUDIT.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _AUDIT.second = second
+        _new_second(second)
     return f"{_AUDIT.prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def _new_second(second: int) -> None:
+    prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    _AUDIT.prefix = prefix
+    _AUDIT.tail = b',"level":"info","timestamp":"' + prefix.encode() + b"."
+    _AUDIT.second = second
 
 
 def audit_line(event: str, fields: dict[str, Any]) -> None:
@@ -119,8 +126,12 @@ def audit_members(members: bytes) -> None:
     if not members.isascii():  # a fast test; the line breaks are not ASCII
         for raw, escaped in _LINE_BREAKS:
             members = members.replace(raw, escaped)
-    stamp = _timestamp(time.time()).encode()
-    sink.write(b"{" + members + b',"level":"info","timestamp":"' + stamp + b'"}\n')
+    now = time.time()
+    second = int(now)
+    if second != _AUDIT.second:
+        _new_second(second)
+    # as _timestamp() writes it, formatted straight into the line
+    sink.write(b'{%b%b%06dZ"}\n' % (members, _AUDIT.tail, int((now - second) * 1_000_000)))
 
 
 def configure(level: str = "info", json_output: bool = True) -> None:
