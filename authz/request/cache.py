@@ -32,6 +32,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from authz.keys.jwk import KeySet
 from authz.policy.issuer import CompiledIssuer
@@ -47,6 +48,7 @@ HOT_OVERHEAD = 440
 HOT_ENTRIES = 1024
 _ORIGINS = 1024  # distinct (issuer, key set, kid) remembered for sharing; then started over
 
+_Context = TypeVar("_Context")
 _DEADLINE = struct.Struct("<d")  # a record's blob: the deadline, then the payload
 
 
@@ -125,14 +127,20 @@ class TokenCache:
         return hashlib.sha256(token.encode()).digest()
 
     def get(
-        self, digest: bytes, now: float, valid: Callable[[VerifiedToken], bool]
+        self,
+        digest: bytes,
+        now: float,
+        valid: Callable[[VerifiedToken, _Context], bool],
+        context: _Context,
     ) -> VerifiedToken | None:
-        """The cached token if it is still `valid` for the caller; a stale one is dropped."""
+        """The cached token if it is still `valid(token, context)` for the caller; a stale
+        one is dropped. (A function and its argument rather than a closure: no closure is
+        made for every Check.)"""
         with self._lock:
             hot = self._hot.get(digest)
             if hot is not None:
                 deadline, verified, _size = hot
-                if now < deadline and valid(verified):
+                if now < deadline and valid(verified, context):
                     self._hot.move_to_end(digest)
                     self._records.move_to_end(digest)
                     self.hits += 1
@@ -150,7 +158,7 @@ class TokenCache:
                 return None
             payload = origin.unpack(blob[_DEADLINE.size :])
             verified = restore(origin.issuer, origin.keys, origin.kid, payload)
-            if not valid(verified):
+            if not valid(verified, context):
                 self._stale(digest)
                 return None
             self._records.move_to_end(digest)

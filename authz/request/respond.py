@@ -228,7 +228,7 @@ def challenge(
 # by cached identity, so that memo is simply emptied when full.
 _MAX_DENIALS = 4096
 _MAX_ALLOWED = 4096
-_AllowKey = tuple[int, str, str | None, str | None, TokenSource | None, tuple[str, ...]]
+_AllowKey = tuple[int, str, str | None, str | None, int, tuple[str, ...]]
 _DenyKey = tuple[Reason, tuple[str, ...], str | None, bool]
 NONCE_HEADER = "dpop-nonce"
 
@@ -244,7 +244,9 @@ class Responder:
         self.nonces = nonces
         self._denials: dict[_DenyKey, Answer] = {}
         self._custom: dict[tuple[int, _DenyKey], tuple[DenyResponse, Answer]] = {}
-        self._allowed: dict[_AllowKey, tuple[Identity, CompiledPolicy, Answer]] = {}
+        self._allowed: dict[
+            _AllowKey, tuple[Identity, CompiledPolicy, TokenSource | None, Answer]
+        ] = {}
         self._unlisted: Answer | None = None
 
     def deny(
@@ -377,15 +379,17 @@ class Responder:
             return self._allow(
                 decision, policy, request, source, unverified, internal_token=internal_token
             )
-        # The memo holds `who`, so its id cannot be reused while the entry lives.
-        key = (id(who), decision.reason.value, decision.policy, decision.rule, source, unverified)
+        # The memo holds `who` and `source`, so their ids cannot be reused while the entry
+        # lives (a source's own hash is a Python method). The reason is a StrEnum: the
+        # member hashes and compares as its value.
+        key = (id(who), decision.reason, decision.policy, decision.rule, id(source), unverified)
         memo = self._allowed.get(key)
-        if memo is not None and memo[0] is who and memo[1] is policy:
-            return memo[2]
+        if memo is not None and memo[0] is who and memo[1] is policy and memo[2] is source:
+            return memo[3]
         answer = self._allow(decision, policy, request, source, unverified, shared=True)
         if len(self._allowed) >= _MAX_ALLOWED:
             self._allowed.clear()
-        self._allowed[key] = (who, policy, answer)
+        self._allowed[key] = (who, policy, source, answer)
         return answer
 
     def step(self, decision: Decision, step: BrowserStep) -> Answer:

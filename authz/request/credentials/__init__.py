@@ -7,18 +7,18 @@ every kind a policy accepts; the bearer JWT is the first kind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.decision import Identity
 from authz.request.jose import TokenError
+from authz.request.records import record
 from authz.request.verify import VerifiedToken
 from authz.request.view import RequestView
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Presented:
     """A credential found in a request, not yet verified. `secret` is never logged.
     `request` is the request it came in: what a key-bound credential is checked against
@@ -30,7 +30,7 @@ class Presented:
     request: RequestView | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Authentication:
     """The result of the authenticate step: an identity, or the failure that denies it.
 

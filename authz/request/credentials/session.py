@@ -204,7 +204,7 @@ class SessionCookie:
         self, token: str, policy: CompiledPolicy, now: float, *, may_wait: bool
     ) -> VerifiedToken:
         digest = TokenCache.digest(token)
-        cached = self._cache.get(digest, now, lambda c: _still_valid(c, policy))
+        cached = self._cache.get(digest, now, _still_valid, policy)
         if cached is None:
             cached = verify(
                 token, policy.issuers_by_iss, now, self._max_token_bytes, may_wait=may_wait
