@@ -101,6 +101,12 @@ def original_request(
         if not host:
             raise RequestError("Host missing")
         original = target[len(ENVOY_PREFIX) :]
+        # Envoy's HCM sets x-forwarded-proto from the downstream connection (replacing a
+        # client's unless a trusted hop sent it): the scheme, for DPoP's htu and redirects.
+        proto = headers.get("x-forwarded-proto", "").lower()
+        if proto in _PROTOS and "x-forwarded-proto" not in repeated:
+            connection = KnownConnection(scheme=proto)
+            return request_view(method, host, original, headers, {}, connection=connection)
         return request_view(method, host, original, headers, {})
     names = _DESCRIBED[dialect]
     fields = []

@@ -50,6 +50,25 @@ def test_envoy_checks_are_the_original_request_after_the_prefix() -> None:
     assert view.headers is headers
 
 
+@pytest.mark.parametrize(
+    ("proto", "repeated", "scheme"),
+    [
+        ("https", set(), "https"),
+        ("HTTP", set(), "http"),
+        (None, set(), ""),  # not sent: unknown (a DPoP htu cannot match)
+        ("https,http", set(), ""),  # not one value
+        ("https", {"x-forwarded-proto"}, ""),  # sent twice
+        ("ftp", set(), ""),
+    ],
+)
+def test_envoy_checks_take_the_scheme_envoy_set(
+    proto: str | None, repeated: set[str], scheme: str
+) -> None:
+    headers = {"host": "shop.example"} | ({"x-forwarded-proto": proto} if proto else {})
+    view = original_request(Dialect.ENVOY, "GET", "/check/envoy/orders", headers, repeated)
+    assert view.connection.scheme == scheme
+
+
 def test_nginx_and_forward_auth_read_the_described_request() -> None:
     view = original_request(Dialect.NGINX, "GET", "/check/nginx", dict(NGINX), set())
     assert (view.method, view.host, view.path) == ("POST", "shop.example", "/orders/1")
