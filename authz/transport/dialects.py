@@ -218,10 +218,11 @@ def plain(status: int) -> Rendered:
 def render(answer: Answer, dialect: Dialect) -> Rendered:
     """The Answer as this dialect's proxy reads it."""
     status = answer.status
-    if dialect is Dialect.NGINX and status == 400:
-        status = 403  # NGINX takes only 2xx/401/403 from auth_request; 400 would be a 500
-    elif dialect is Dialect.NGINX and status < 400 and not answer.allowed:
-        status = 401  # a sign-in redirect NGINX cannot relay: the client gets a 401
+    if dialect is Dialect.NGINX and not answer.allowed and status not in (401, 403, 503):
+        # NGINX takes only 2xx/401/403 from auth_request (anything else is its 500): a
+        # redirect (sign-in, denyWith) it cannot relay is a 401; a 400, or a denyWith
+        # status such as 404, is a 403. A 503 (overloaded) stays the error it is.
+        status = 401 if status < 400 else 403
     parts = [_status_line(status)]
     if answer.allowed:
         parts.extend(_header(name, value) for name, value in answer.headers)

@@ -165,6 +165,19 @@ def test_nginx_gets_403_for_a_bad_request() -> None:
     assert b'error="invalid_request"' in rendered.data
 
 
+@pytest.mark.parametrize(
+    ("status", "nginx_status"),
+    [(302, 401), (303, 401), (404, 403), (418, 403), (500, 403), (401, 401), (403, 403)],
+)
+def test_nginx_gets_401_or_403_for_any_denial(status: int, nginx_status: int) -> None:
+    """A denyWith status (or a sign-in redirect) NGINX cannot relay: a redirect is a 401,
+    anything else a 403 (authz's own 503 stays: NGINX makes it its 500, an error). Forward
+    auth (Caddy, Traefik) relays it as it is."""
+    custom = Answer(status, "token_missing", (("content-type", "text/plain"),), body="no")
+    assert render(custom, Dialect.NGINX).status == nginx_status
+    assert render(custom, Dialect.FORWARD).status == status
+
+
 def test_identity_values_go_out_as_utf8() -> None:
     answer = Answer(200, "allowed", (("x-auth-name", "Jos\u00e9"),))
     assert b"x-auth-name: Jos\xc3\xa9\r\n" in render(answer, Dialect.ENVOY).data
