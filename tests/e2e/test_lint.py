@@ -239,6 +239,13 @@ def test_the_live_cluster(control_plane: ControlPlane, tmp_path: Path) -> None:
             "cannot read /nonexistent",
         ),
         (["serve", "--policy-dir", ".", "--threads", "many"], 2, "invalid int value"),
+        (
+            ["serve", "--policy-dir", ".", "--grpc-addr", "127.0.0.1:0", "--http-addr",
+             "127.0.0.1:0", "--http-check-addr", "127.0.0.1:0",
+             "--http-proxy-secret-file", "/dev/null"],
+            2,
+            "authz serve: /dev/null is empty; a proxy secret must not be",
+        ),  # fmt: skip
         (["check", "--grpc", "127.0.0.1:1", "--timeout", "2"], 2, "UNAVAILABLE"),
         (["check", "--server", "ftp://x"], 2, "is not an http(s) URL"),
         (["check", "--policy-dir", ".", "--header", "no-colon"], 2, "must look like key:value"),
