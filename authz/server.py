@@ -78,7 +78,7 @@ def nonces(settings: ServeSettings) -> Nonces:
     if settings.dpop_nonce_secret_file is not None:
         secret = settings.dpop_nonce_secret_file.read_bytes().rstrip(b"\r\n")
         if not secret:
-            raise SystemExit(f"authz serve: {settings.dpop_nonce_secret_file} is empty")
+            raise ValueError(f"{settings.dpop_nonce_secret_file} is empty")
     elif os.environ.get(NONCE_SECRET_ENV):
         secret = bytes.fromhex(os.environ[NONCE_SECRET_ENV])
     return Nonces(secret, period=settings.dpop_nonce_seconds)
@@ -115,7 +115,7 @@ def internal_tokens(settings: ServeSettings) -> tuple[InternalTokens, WellKnown 
     keys = SigningKeys(keys_dir)
     if keys.current().active is None:
         problems = "; ".join(keys.current().problems) or "no key files"
-        raise SystemExit(f"authz serve: no usable signing key in {keys_dir}: {problems}")
+        raise ValueError(f"no usable signing key in {keys_dir}: {problems}")
     keys.start()
     return InternalTokens(keys, issuer), WellKnown(issuer, keys)
 
@@ -185,7 +185,7 @@ def _proxy_secret(path: Path | None) -> bytes | None:
         return None
     secret = path.read_bytes().rstrip(b"\r\n")
     if not secret:
-        raise SystemExit(f"authz serve: {path} is empty; a proxy secret must not be")
+        raise ValueError(f"{path} is empty; a proxy secret must not be")
     return secret
 
 

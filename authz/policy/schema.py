@@ -721,8 +721,8 @@ _DENY_WITH = _obj(
     "Custom deny answers (Authorino's denyWith): `unauthenticated` replaces the 401 "
     "answers (no valid token), `unauthorized` the 403 ones. 400 answers stay as they are. "
     "Envoy (gRPC and http_service), Caddy and Traefik relay them; NGINX's auth_request "
-    "passes only a 401 or 403 on (another status becomes its 500): there, keep those and "
-    "redirect with NGINX's error_page.",
+    "passes only a 401 or 403 on, so authz answers NGINX a 401 for a redirect and a 403 "
+    "for another status: there, redirect with NGINX's error_page.",
     {"unauthenticated": _DENY_RESPONSE, "unauthorized": _DENY_RESPONSE},
 )
 

@@ -39,6 +39,7 @@ from envoy_data_plane.message_pool import default_message_pool
 from authz.proxyconfig.model import (
     DENIAL_CLIENT_HEADERS,
     ENVOY_CHECK_PATH,
+    ENVOY_HTTP_REQUEST_HEADERS,
     LOGIN_CLIENT_HEADERS_ON_ALLOW,
     PROXY_SECRET_ENV,
     PROXY_SECRET_HEADER,
@@ -160,11 +161,10 @@ def ext_authz(d: Deployment) -> ext_authz_v3.ExtAuthz:
         config.http_service.authorization_request = ext_authz_v3.AuthorizationRequest(
             headers_to_add=[secret]
         )
-    extra = list(d.request_headers)
+    extra = [*ENVOY_HTTP_REQUEST_HEADERS, *d.request_headers]
     if d.peer_certificates:
         extra.append("x-forwarded-client-cert")
-    if extra:
-        config.allowed_headers = _names(*extra)
+    config.allowed_headers = _names(*extra)
     return config
 
 

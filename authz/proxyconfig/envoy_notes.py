@@ -109,8 +109,10 @@ status, content-length, WWW-Authenticate and Location itself), nothing else."""
 
 ALLOWED_HEADERS = """\
 Client headers sent to authz besides the ones Envoy always sends (Host, Method, Path,
-Content-Length, Authorization). Never widen this to the x-original-* / x-forwarded-*
-headers that authz's NGINX and forward-auth dialects read as the original request."""
+Content-Length, Authorization): the scheme (x-forwarded-proto, which this Envoy sets from
+the connection) and the request and trace ids for the audit line, then what rules read.
+Never widen this to the x-original-* / x-forwarded-{method,uri,host} headers that authz's
+NGINX and forward-auth dialects read as the original request."""
 
 PROXY_SECRET = f"""\
 The shared secret authz checks (authz serve --http-proxy-secret-file), read from Envoy's

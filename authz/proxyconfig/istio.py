@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from authz.proxyconfig.model import (
     DENIAL_CLIENT_HEADERS,
     ENVOY_CHECK_PATH,
+    ENVOY_HTTP_REQUEST_HEADERS,
     GRPC_PORT,
     LOGIN_CLIENT_HEADERS_ON_ALLOW,
     Deployment,
@@ -74,7 +75,7 @@ def provider(d: Deployment, name: str, service: str, port: int) -> dict[str, obj
     if d.transport is Transport.GRPC:
         grpc = {**common, "timeout": seconds(d.timeout_ms), "statusOnError": str(d.status_on_error)}
         return {"name": name, "envoyExtAuthzGrpc": grpc}
-    to_authz = ["authorization", *d.request_headers]
+    to_authz = ["authorization", *ENVOY_HTTP_REQUEST_HEADERS, *d.request_headers]
     if d.peer_certificates:
         to_authz.append("x-forwarded-client-cert")
     http = {

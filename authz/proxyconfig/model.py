@@ -48,6 +48,23 @@ IDENTITY_HEADER_PREFIX = "x-auth-"
 CONTRACT_IDENTITY_HEADERS = ("x-auth-subject", "x-auth-issuer")
 # Headers the nginx and forward-auth dialects read as "the original request": a client must
 # never be able to send them to authz through Envoy.
+# What Envoy's HTTP ext_authz sends authz besides Host, Method, Path, Content-Length and
+# Authorization: a DPoP proof, the scheme (Envoy's HCM sets x-forwarded-proto from the connection,
+# replacing a client's, unless xff_num_trusted_hops trusts the hop before it; DPoP's htu
+# and redirects need it), and the ids that tie the audit line to the access log and trace.
+ENVOY_HTTP_REQUEST_HEADERS = (
+    "dpop",  # a DPoP-bound token's proof (RFC 9449)
+    "x-forwarded-proto",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+)
 DIALECT_REQUEST_HEADERS = (
     "x-original-method",
     "x-original-uri",

@@ -106,6 +106,12 @@ def original_request(
         if not host:
             raise RequestError("Host missing")
         original = target[len(ENVOY_PREFIX) :]
+        # Envoy's HCM sets x-forwarded-proto from the downstream connection (replacing a
+        # client's unless a trusted hop sent it): the scheme, for DPoP's htu and redirects.
+        proto = headers.get("x-forwarded-proto", "").lower()
+        if proto in _PROTOS and "x-forwarded-proto" not in repeated:
+            connection = KnownConnection(scheme=proto)
+            return request_view(method, host, original, headers, {}, connection=connection)
         return request_view(method, host, original, headers, {})
     names = _DESCRIBED[dialect]
     fields = []
@@ -217,10 +223,11 @@ def plain(status: int) -> Rendered:
 def render(answer: Answer, dialect: Dialect) -> Rendered:
     """The Answer as this dialect's proxy reads it."""
     status = answer.status
-    if dialect is Dialect.NGINX and status == 400:
-        status = 403  # NGINX takes only 2xx/401/403 from auth_request; 400 would be a 500
-    elif dialect is Dialect.NGINX and status < 400 and not answer.allowed:
-        status = 401  # a sign-in redirect NGINX cannot relay: the client gets a 401
+    if dialect is Dialect.NGINX and not answer.allowed and status not in (401, 403, 503):
+        # NGINX takes only 2xx/401/403 from auth_request (anything else is its 500): a
+        # redirect (sign-in, denyWith) it cannot relay is a 401; a 400, or a denyWith
+        # status such as 404, is a 403. A 503 (overloaded) stays the error it is.
+        status = 401 if status < 400 else 403
     parts = [_status_line(status)]
     if answer.allowed:
         parts.extend(_header(name, value) for name, value in answer.headers)

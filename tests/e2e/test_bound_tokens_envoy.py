@@ -1,7 +1,9 @@
 """Key-bound tokens behind a real Envoy that terminates TLS and validates client
 certificates: a certificate-bound token (RFC 8705) passes only on a connection with its
 certificate, which Envoy hands to authz (`include_peer_certificate`); a DPoP proof
-(RFC 9449) is checked against the scheme, Host and path Envoy reports."""
+(RFC 9449) is checked against the scheme, Host and path Envoy reports. Both over the gRPC
+and the HTTP ext_authz transport (there Envoy reports the scheme in x-forwarded-proto and
+the certificate in x-forwarded-client-cert)."""
 
 from __future__ import annotations
 
@@ -65,10 +67,17 @@ def _context(tmp: Path, name: str | None) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, Path]]:
+    transport: str = request.param
     tmp = tmp_path_factory.mktemp("bound")
-    write(tmp / "policy.yaml", issuer(), policy(hosts=["127.0.0.1"], dpop={}))
+    # Over HTTP the certificate comes in x-forwarded-client-cert, which this Envoy sets
+    # (replacing a client's): the policy trusts it there.
+    forwarded = {"clientCertificate": {"trustForwardedClientCert": True}}
+    spec = forwarded if transport == "http" else {}
+    write(tmp / "policy.yaml", issuer(), policy(hosts=["127.0.0.1"], dpop={}, **spec))
     with ExitStack() as stack:
         authz = start_authz(stack, tmp)
         upstream = start_upstream(stack)
@@ -77,10 +86,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]
         bootstrap = envoy_bootstrap(
             listen_port=listen,
             admin_port=admin,
-            authz_grpc=authz.grpc_addr,
+            authz_grpc=authz.grpc_addr if transport == "grpc" else str(authz.http_check_addr),
             upstream_port=upstream.port,
             timeout_ms=2000,
             peer_certificates=True,
+            transport=transport,
+            policy_routes={},  # the policy is chosen by host
         )
         with_client_tls(
             bootstrap,

@@ -145,7 +145,10 @@ def test_http_transport_follows_the_contract() -> None:
         "retry-after",
     ]
     assert "allowed_client_headers_on_success" not in response
-    assert config["allowed_headers"] == {"patterns": [{"exact": "cookie", "ignore_case": True}]}
+    # the proof, the scheme and the correlation ids, then what the rules read
+    sent = [p["exact"] for p in config["allowed_headers"]["patterns"]]
+    assert sent == [*model.ENVOY_HTTP_REQUEST_HEADERS, "cookie"]
+    assert sent[:3] == ["dpop", "x-forwarded-proto", "x-request-id"]
     assert "grpc_service" not in config
     assert "typed_extension_protocol_options" not in _cluster(data)  # HTTP/1.1 is enough
 
@@ -154,7 +157,7 @@ def test_browser_login_sends_what_sign_in_reads_and_passes_a_renewed_cookie() ->
     d = {"transport": Transport.HTTP, "authz": model.TcpAddress("127.0.0.1", 9003)}
     config = _hcm(_bootstrap(**d, browser_login=True))["http_filters"][0]["typed_config"]
     sent = [p["exact"] for p in config["allowed_headers"]["patterns"]]
-    assert sent == list(model.LOGIN_CHECK_HEADERS)
+    assert sent == [*model.ENVOY_HTTP_REQUEST_HEADERS, *model.LOGIN_CHECK_HEADERS]
     response = config["http_service"]["authorization_response"]
     on_success = response["allowed_client_headers_on_success"]["patterns"]
     assert on_success == [{"exact": "set-cookie", "ignore_case": True}]

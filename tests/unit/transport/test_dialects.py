@@ -50,6 +50,25 @@ def test_envoy_checks_are_the_original_request_after_the_prefix() -> None:
     assert view.headers is headers
 
 
+@pytest.mark.parametrize(
+    ("proto", "repeated", "scheme"),
+    [
+        ("https", set(), "https"),
+        ("HTTP", set(), "http"),
+        (None, set(), ""),  # not sent: unknown (a DPoP htu cannot match)
+        ("https,http", set(), ""),  # not one value
+        ("https", {"x-forwarded-proto"}, ""),  # sent twice
+        ("ftp", set(), ""),
+    ],
+)
+def test_envoy_checks_take_the_scheme_envoy_set(
+    proto: str | None, repeated: set[str], scheme: str
+) -> None:
+    headers = {"host": "shop.example"} | ({"x-forwarded-proto": proto} if proto else {})
+    view = original_request(Dialect.ENVOY, "GET", "/check/envoy/orders", headers, repeated)
+    assert view.connection.scheme == scheme
+
+
 def test_nginx_and_forward_auth_read_the_described_request() -> None:
     view = original_request(Dialect.NGINX, "GET", "/check/nginx", dict(NGINX), set())
     assert (view.method, view.host, view.path) == ("POST", "shop.example", "/orders/1")
@@ -144,6 +163,19 @@ def test_nginx_gets_403_for_a_bad_request() -> None:
     assert rendered.status == 403
     assert rendered.data.startswith(b"HTTP/1.1 403 Forbidden\r\n")
     assert b'error="invalid_request"' in rendered.data
+
+
+@pytest.mark.parametrize(
+    ("status", "nginx_status"),
+    [(302, 401), (303, 401), (404, 403), (418, 403), (500, 403), (401, 401), (403, 403)],
+)
+def test_nginx_gets_401_or_403_for_any_denial(status: int, nginx_status: int) -> None:
+    """A denyWith status (or a sign-in redirect) NGINX cannot relay: a redirect is a 401,
+    anything else a 403 (authz's own 503 stays: NGINX makes it its 500, an error). Forward
+    auth (Caddy, Traefik) relays it as it is."""
+    custom = Answer(status, "token_missing", (("content-type", "text/plain"),), body="no")
+    assert render(custom, Dialect.NGINX).status == nginx_status
+    assert render(custom, Dialect.FORWARD).status == status
 
 
 def test_identity_values_go_out_as_utf8() -> None:
