@@ -114,3 +114,38 @@ def test_a_new_snapshot_version_is_a_new_line_head(
 
 def _as_dict(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in Outcome.__dataclass_fields__}
+
+
+TRACE, SPAN = "a" * 32, "b" * 16
+CORRELATED = [
+    (
+        {"x-request-id": "r-1", "traceparent": f"00-{TRACE}-{SPAN}-01"},
+        {"request_id": "r-1", "trace_id": TRACE, "parent_span_id": SPAN},
+    ),
+    (
+        {"b3": f"{TRACE}-{SPAN}-1"},
+        {"trace_id": TRACE, "parent_span_id": SPAN, "trace_format": "b3"},
+    ),
+    ({"x-request-id": "not an id"}, {}),  # not well formed: left out, never logged
+    ({}, {}),
+]
+NAMES = ("request_id", "trace_id", "parent_span_id", "trace_format")
+
+
+@pytest.mark.parametrize(("headers", "ids"), CORRELATED)
+def test_the_correlation_ids_are_in_the_kept_parts_line_too(
+    headers: dict[str, str], ids: dict[str, str], json_logs: pytest.CaptureFixture[str]
+) -> None:
+    """request_id, trace_id, parent_span_id and trace_format, where `fields` puts them."""
+    audit = Audit(Metrics(CollectorRegistry()))
+    outcome = CASES[0][1]
+    for _ in range(2):
+        audit.record(outcome, 0.001, headers)
+    logs._AUDIT.sink.drain()  # type: ignore[union-attr]
+    lines = json_logs.readouterr().out.splitlines()[-2:]
+    expected = logs._one_line({"event": "decision", **fields(outcome, 0.001, headers)})
+    for line in lines:
+        members = line.encode().rpartition(b',"level":"info","timestamp":"')[0]
+        assert members + b"}" == expected
+        parsed = json.loads(line)
+        assert {k: parsed[k] for k in NAMES if k in parsed} == ids
