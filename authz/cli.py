@@ -187,6 +187,13 @@ def _parser() -> argparse.ArgumentParser:
         "unix://; a password in it is never logged); default: remembered per process",
     )
     serve.add_argument(
+        "--dpop-replay-redis-password-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the password of --dpop-replay-redis (kept out of the URL and the "
+        "process list)",
+    )
+    serve.add_argument(
         "--dpop-replay-timeout-ms",
         type=int,
         default=50,
@@ -430,6 +437,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(
             "authz serve: --internal-token-issuer and --internal-token-keys go together"
         )
+    # Before any worker starts: a missing or empty password file is a usage error.
+    replay_redis = _replay_redis_url(args.dpop_replay_redis, args.dpop_replay_redis_password_file)
     tls = _tls_files(args, "serve")
     if tls is not None:  # before any worker starts: unusable files are a usage error
         from authz.tls import ServerCertificates, TLSError
@@ -479,7 +488,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             watch_namespaces=args.watch_namespaces,
             leader_election_namespace=args.leader_election_namespace,
             leader_election_id=args.leader_election_id,
-            dpop_replay_redis=args.dpop_replay_redis,
+            dpop_replay_redis=replay_redis,
             dpop_replay_timeout_ms=args.dpop_replay_timeout_ms,
             dpop_replay_entries=args.dpop_replay_entries,
             dpop_nonce_secret_file=args.dpop_nonce_secret_file,
@@ -490,6 +499,30 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             session_redis_password_file=args.session_redis_password_file,
         )
     )
+
+
+def _replay_redis_url(url: str | None, password_file: Path | None) -> str | None:
+    """The DPoP replay cache's Redis URL with the password from its file put in. The cache
+    takes a URL; built here, the password stays in this process's memory: never in argv
+    (the `--workers` supervisor passes the file's path on, each worker reads it) and never
+    logged."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    if password_file is None:
+        return url
+    if url is None:
+        raise UsageError("authz serve: --dpop-replay-redis-password-file needs --dpop-replay-redis")
+    password = password_file.read_text(encoding="utf-8").removesuffix("\n")
+    if not password:
+        raise ValueError(f"{password_file} is empty; a Redis password must not be")
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise UsageError(
+            "authz serve: --dpop-replay-redis has a password already: give it in the URL "
+            "or in --dpop-replay-redis-password-file, not both"
+        )
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def _load(policy_dir: Path, labels: dict[str, str], *, fetch_keys: bool) -> tuple[Any, Any]:

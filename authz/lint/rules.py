@@ -6,8 +6,9 @@ admission webhook warn about (the policy is valid and serves; these rules are de
   decodes or adds): authz matches the normalised path (authz.request.paths);
 - an encoded `/` or `\\`: such requests are refused (400) before any rule is consulted;
 - a `*` or `{` in a path prefix: prefixes are literal text, not globs;
-- a rule after a catch-all rule (no method, host or path limits), or after a rule
-  with the same match: the first matching rule decides, so it is never reached.
+- a rule after a rule with the same match: the first matching rule decides, so it is
+  never reached. (Rules after a catch-all are the compiler's warning, policy.advice, which
+  lint reports with the build's other findings.)
 
 Host names with a port or a trailing dot are reported by the compiler (compile.host_problems).
 """
@@ -15,20 +16,20 @@ Host names with a port or a trailing dot are reported by the compiler (compile.h
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from authz.policy.advice import matches_everything
 from authz.request.paths import ENCODED_SLASH, normalize_path
 
 _TEMPLATE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:=\*\*|=\*)?\}")
-_CATCH_ALL_PATHS = ("/**",)
 
 
 def never_matching(spec: Mapping[str, Any]) -> list[str]:
     """Warnings, `spec.rules[i]...: why`, for an AuthzPolicy spec that passed validation."""
     warnings: list[str] = []
     seen: dict[str, int] = {}
-    catch_all: int | None = None
+    catch_all = False
     for i, rule in enumerate(spec.get("rules", ())):
         match = rule.get("match", {})
         where = f"spec.rules[{i}]"
@@ -36,11 +37,7 @@ def never_matching(spec: Mapping[str, Any]) -> list[str]:
             warnings += _path(path, f"{where}.match.paths[{j}]", glob=True)
         for j, prefix in enumerate(match.get("pathPrefixes", ())):
             warnings += _path(prefix, f"{where}.match.pathPrefixes[{j}]", glob=False)
-        if catch_all is not None:
-            warnings.append(
-                f"{where}: never reached: rules[{catch_all}] before it matches every request "
-                "(the first matching rule decides)"
-            )
+        if catch_all:  # what follows is the compiler's warning (policy.advice)
             continue
         shape = _shape(match)
         if shape in seen:
@@ -50,8 +47,7 @@ def never_matching(spec: Mapping[str, Any]) -> list[str]:
             )
             continue
         seen[shape] = i
-        if _matches_everything(match):
-            catch_all = i
+        catch_all = matches_everything(match)
     return warnings
 
 
@@ -88,21 +84,15 @@ def _path(path: str, where: str, *, glob: bool) -> list[str]:
 
 
 def _shape(match: Mapping[str, Any]) -> str:
-    """The match as a comparable value: lists as sets, hosts case-insensitive."""
-    parts: list[Sequence[str]] = [
-        sorted(set(match.get("methods", ()))),
-        sorted(set(match.get("paths", ()))),
-        sorted(set(match.get("pathPrefixes", ()))),
-        sorted({h.lower() for h in match.get("hosts", ())}),
-    ]
+    """The match as a comparable value: every condition in it, lists of names as sets,
+    hosts case-insensitive (header and certificate conditions as written)."""
+    parts: dict[str, Any] = {}
+    for key, value in sorted(match.items()):
+        if not value:
+            continue
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            folded = {v.lower() for v in value} if key in ("hosts", "notHosts") else set(value)
+            parts[key] = sorted(folded)
+        else:
+            parts[key] = value
     return repr(parts)
-
-
-def _matches_everything(match: Mapping[str, Any]) -> bool:
-    """No limit on method and host, and none on path (or a path that is every path)."""
-    if match.get("methods") or any(h != "*" for h in match.get("hosts", ())):
-        return False
-    paths, prefixes = match.get("paths", ()), match.get("pathPrefixes", ())
-    if not paths and not prefixes:
-        return True
-    return any(p in _CATCH_ALL_PATHS for p in paths) or "/" in prefixes

@@ -37,15 +37,28 @@ def claim_value_warnings(conditions: Sequence[Mapping[str, Any]], where: str) ->
                 break
 
 
-def _matches_everything(rule: Mapping[str, Any]) -> bool:
-    """A rule whose match is empty: every request reaches it, whatever its requirements."""
-    return not any(v for v in rule.get("match", {}).values())
+_CATCH_ALL_PATHS = ("/**",)
+_LIMITS = frozenset({"methods", "hosts", "paths", "pathPrefixes"})
+
+
+def matches_everything(match: Mapping[str, Any]) -> bool:
+    """A rule match every request reaches, whatever its requirements: no limit on method or
+    host (`*` is none), none on path (`/**` and the prefix `/` are none), and no other
+    condition (headers, addresses, peers, ports, negations)."""
+    if any(value for key, value in match.items() if key not in _LIMITS):
+        return False
+    if match.get("methods") or any(h != "*" for h in match.get("hosts", ())):
+        return False
+    paths, prefixes = match.get("paths", ()), match.get("pathPrefixes", ())
+    if not paths and not prefixes:
+        return True
+    return any(p in _CATCH_ALL_PATHS for p in paths) or "/" in prefixes
 
 
 def unreachable_rules(rules: Sequence[Mapping[str, Any]]) -> Iterator[str]:
     """Rules after one that matches every request are never tried (the first match decides)."""
     for i, rule in enumerate(rules):
-        if _matches_everything(rule):
+        if matches_everything(rule.get("match", {})):
             for j in range(i + 1, len(rules)):
                 yield f"spec.rules[{j}]: never reached: spec.rules[{i}] matches every request"
             return

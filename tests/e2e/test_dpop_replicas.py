@@ -109,3 +109,36 @@ def test_with_redis_gone_dpop_fails_closed_fast_and_nothing_else_waits(
     started = time.monotonic()
     assert a.check(bearer) == (200, "")
     assert time.monotonic() - started < 1.0
+
+
+def test_a_redis_password_from_a_file_authenticates_every_replica(
+    policy_dir: Path,
+    tmp_path: Path,
+    redis_server: Callable[..., RedisServer],
+    authz_server: Callable[..., AuthzServer],
+) -> None:
+    """`--dpop-replay-redis-password-file` (the chart mounts it from a Secret): replicas with
+    the password share replay state; one without it fails closed, and the password is in
+    neither's command line nor log."""
+    redis = redis_server()
+    password = "s3cret:/@%"  # characters a URL would need escaped
+    with redis.client() as client:
+        client.config_set("requirepass", password)
+    password_file = tmp_path / "password"
+    password_file.write_text(password + "\n")  # as `kubectl create secret --from-file` may
+    shared = ["--dpop-replay-redis", redis.url, "--dpop-replay-timeout-ms", "200"]
+    with_password = [*shared, "--dpop-replay-redis-password-file", str(password_file)]
+    servers = [authz_server(policy_dir, extra_args=with_password) for _ in range(2)]
+    a, b = (Replica(s) for s in servers)
+    without = Replica(authz_server(policy_dir, extra_args=shared))
+    try:
+        headers = _proof(_token())
+        assert a.check(headers) == (200, "")
+        assert b.check(headers) == (401, "dpop_proof_replayed")
+        assert without.check(_proof(_token())) == (503, "dpop_replay_unavailable")
+    finally:
+        for replica in (a, b, without):
+            replica.channel.close()
+    for server in (*servers, without.server):
+        assert password not in " ".join(server.process.argv)
+        assert password not in server.process.output()

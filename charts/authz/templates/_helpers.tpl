@@ -195,3 +195,85 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "authz.webhookSecret" -}}
 {{- .Values.webhook.secretName | default (printf "%s-tls" (include "authz.webhookName" .)) }}
 {{- end }}
+
+{{/* Shared state and secrets ------------------------------------------------------------
+     What replicas must share (Redis URLs, the DPoP nonce secret, the internal-token keys,
+     the HTTP proxy secret). A secret is always a file from a Secret mounted read-only under
+     /etc/authz/secrets/<volume>, never an argument or a variable: the process list and the
+     pod spec show only its path. A Secret given by name and key projects that key alone. */}}
+
+{{/* The mounted Secrets as JSON: [{volume, flag, secret, key}] (key "": the whole Secret,
+     a directory). */}}
+{{- define "authz.secretFiles" -}}
+{{- $v := .Values }}
+{{- $files := list }}
+{{- with $v.httpProxySecret.name }}
+{{- $files = append $files (dict "volume" "http-proxy-secret" "flag" "--http-proxy-secret-file" "secret" . "key" $v.httpProxySecret.key) }}
+{{- end }}
+{{- with $v.dpop.nonceSecret.name }}
+{{- $files = append $files (dict "volume" "dpop-nonce-secret" "flag" "--dpop-nonce-secret-file" "secret" . "key" $v.dpop.nonceSecret.key) }}
+{{- end }}
+{{- with $v.dpop.replayRedis.passwordSecret.name }}
+{{- $files = append $files (dict "volume" "dpop-replay-redis-password" "flag" "--dpop-replay-redis-password-file" "secret" . "key" $v.dpop.replayRedis.passwordSecret.key) }}
+{{- end }}
+{{- with $v.login.sessionRedis.passwordSecret.name }}
+{{- $files = append $files (dict "volume" "session-redis-password" "flag" "--session-redis-password-file" "secret" . "key" $v.login.sessionRedis.passwordSecret.key) }}
+{{- end }}
+{{- with $v.internalTokens.keysSecret }}
+{{- $files = append $files (dict "volume" "internal-token-keys" "flag" "--internal-token-keys" "secret" . "key" "") }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* The internal tokens' issuer: as given, else (central mode) the Service's ops port. */}}
+{{- define "authz.internalTokenIssuer" -}}
+{{- .Values.internalTokens.issuer | default (printf "http://%s.%s.svc:%v/internal" (include "authz.fullname" .) .Release.Namespace .Values.ports.http) }}
+{{- end }}
+
+{{/* authz serve's shared-state flags (both modes). */}}
+{{- define "authz.stateArgs" -}}
+{{- $v := .Values }}
+{{- with $v.dpop.replayRedis.url }}
+- {{ printf "--dpop-replay-redis=%s" . | quote }}
+{{- end }}
+{{- with $v.login.sessionRedis.url }}
+- {{ printf "--session-redis=%s" . | quote }}
+{{- end }}
+{{- if $v.internalTokens.keysSecret }}
+- {{ printf "--internal-token-issuer=%s" (include "authz.internalTokenIssuer" .) | quote }}
+{{- end }}
+{{- range include "authz.secretFiles" . | fromJsonArray }}
+- {{ .flag }}=/etc/authz/secrets/{{ .volume }}{{ with .key }}/{{ . }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Their volume mounts; (list $ "volume name prefix"). */}}
+{{- define "authz.secretMounts" -}}
+{{- $prefix := index . 1 }}
+{{- range include "authz.secretFiles" (index . 0) | fromJsonArray }}
+- name: {{ $prefix }}{{ .volume }}
+  mountPath: /etc/authz/secrets/{{ .volume }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Their volumes; (list $ "volume name prefix" groupReadable). groupReadable (central
+     mode with an fsGroup): mode 0440, readable by the pod's fsGroup only; else Kubernetes'
+     default, since a workload's pod may have no fsGroup. */}}
+{{- define "authz.secretVolumes" -}}
+{{- $prefix := index . 1 }}
+{{- $groupReadable := index . 2 }}
+{{- range include "authz.secretFiles" (index . 0) | fromJsonArray }}
+- name: {{ $prefix }}{{ .volume }}
+  secret:
+    secretName: {{ .secret }}
+    {{- if $groupReadable }}
+    defaultMode: 0440
+    {{- end }}
+    {{- with .key }}
+    items:
+      - key: {{ . }}
+        path: {{ . }}
+    {{- end }}
+{{- end }}
+{{- end }}
