@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from authz.keys.client_auth import ASSERTION_ALGORITHMS
+from authz.keys.client_auth import METHODS as CLIENT_AUTH_METHODS
 from authz.policy.possession import (
     DPOP_ALGORITHMS,
     DPOP_DEFAULTS,
@@ -78,10 +80,6 @@ INTROSPECTION_DEFAULTS = {
     "failureThreshold": 5,
     "openSeconds": 10,
 }
-CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
-ASSERTION_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-)  # fmt: skip
 DEFAULT_MAX_TOKEN_LIFETIME = 86400
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 ACTIONS = ("requireToken", "allowAnonymous", "deny")

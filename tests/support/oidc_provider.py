@@ -32,7 +32,7 @@ from typing import Any, Self
 import jwt
 
 from authz.devtools import mint_token
-from authz.oidc.tokens import ASSERTION_TYPE
+from authz.keys.client_auth import ASSERTION_TYPE
 from tests.support.tokens import signing_key
 
 
@@ -212,7 +212,7 @@ def _handler(op: ScriptedProvider) -> type[BaseHTTPRequestHandler]:
             if header.startswith("Basic "):
                 pair = base64.b64decode(header[6:]).decode()
                 cid, _, secret = pair.partition(":")
-                cid, secret = urllib.parse.unquote(cid), urllib.parse.unquote(secret)
+                cid, secret = urllib.parse.unquote_plus(cid), urllib.parse.unquote_plus(secret)
                 return cid if clients.get(cid) == secret and secret else None
             if form.get("client_assertion_type") == ASSERTION_TYPE:
                 cid = form.get("client_id", "")
