@@ -90,9 +90,7 @@ class CaddyServer(ManagedServer):
     @property
     def log(self) -> str:
         """Caddy's own JSON log so far (errors reaching the auth service or the upstream)."""
-        if self.dir is None or not (self.dir / "caddy.log").exists():
-            return ""
-        return (self.dir / "caddy.log").read_text(encoding="utf-8", errors="replace")
+        return self.scratch_text("caddy.log")
 
     def start(self) -> Self:
         with alarm_paused():  # the first run builds Caddy (minutes), not a test's time

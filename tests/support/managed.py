@@ -70,6 +70,13 @@ class ManagedServer(ABC):
         """More for a failure report than the process output (a server's own log file)."""
         return ""
 
+    def scratch_text(self, name: str) -> str:
+        """The file ``name`` of the scratch dir as it is now ("" while there is none)."""
+        path = None if self.dir is None else self.dir / name
+        if path is None or not path.exists():
+            return ""
+        return path.read_text(encoding="utf-8", errors="replace")
+
     def __enter__(self) -> Self:
         if not self.started:
             self.start()

@@ -122,9 +122,7 @@ class NginxServer(ManagedServer):
     @property
     def error_log(self) -> str:
         """nginx's error log so far (the auth subrequest's failures are explained there)."""
-        if self.dir is None or not (self.dir / "error.log").exists():
-            return ""
-        return (self.dir / "error.log").read_text(encoding="utf-8", errors="replace")
+        return self.scratch_text("error.log")
 
     def start(self) -> Self:
         nginx = system_command("nginx", "nginx")
