@@ -199,22 +199,28 @@ def _intro_int(name: str, description: str, **extra: Any) -> JSON:
     return {"type": "integer", "description": description, "default": default, **extra}
 
 
+_REREAD = "(cluster mode only; read when referenced, again on every policy change and every 5 minutes)"  # fmt: skip
+
+
+def _ref(kind: str, description: str, *, namespace: bool = True) -> JSON:
+    """A key of a Secret or ConfigMap (`kind`); `namespace`: an issuer's reference, which a
+    ClusterJWTIssuer may point at any namespace."""
+    fields = {
+        "name": _str(f"{kind} name.", minLength=1, maxLength=253),
+        "key": _str(f"Key in the {kind}'s data.", minLength=1, maxLength=253),
+    }
+    if namespace:
+        fields["namespace"] = _str(
+            f"The {kind}'s namespace: ClusterJWTIssuer only (a JWTIssuer reads {kind}s in its "
+            "own namespace).",
+            minLength=1,
+            maxLength=63,
+        )
+    return _obj(description, fields, required=["name", "key"])
+
+
 def _secret_ref(what: str) -> JSON:
-    return _obj(
-        f"A Kubernetes Secret holding {what} (cluster mode only; read when referenced, again "
-        "on every policy change and every 5 minutes).",
-        {
-            "name": _str("Secret name.", minLength=1, maxLength=253),
-            "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
-            "namespace": _str(
-                "The Secret's namespace: ClusterJWTIssuer only (a JWTIssuer reads Secrets in "
-                "its own namespace).",
-                minLength=1,
-                maxLength=63,
-            ),
-        },
-        required=["name", "key"],
-    )
+    return _ref("Secret", f"A Kubernetes Secret holding {what} {_REREAD}.")
 
 
 ISSUER_SPEC: JSON = _obj(
@@ -299,21 +305,10 @@ ISSUER_SPEC: JSON = _obj(
             "secrets use `jwksFile` with `kty: oct` keys.",
             minLength=1,
         ),
-        "hmacSecretRef": _obj(
-            "A Kubernetes Secret holding a shared HMAC secret (cluster mode only; read when "
-            "referenced, again on every policy change and every 5 minutes). `algorithms` must "
-            "list the HS* algorithms to accept, and only those. Tokens must not name a kid.",
-            {
-                "name": _str("Secret name.", minLength=1, maxLength=253),
-                "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
-                "namespace": _str(
-                    "The Secret's namespace: ClusterJWTIssuer only (a JWTIssuer reads "
-                    "Secrets in its own namespace).",
-                    minLength=1,
-                    maxLength=63,
-                ),
-            },
-            required=["name", "key"],
+        "hmacSecretRef": _ref(
+            "Secret",
+            f"A Kubernetes Secret holding a shared HMAC secret {_REREAD}. `algorithms` must list "
+            "the HS* algorithms to accept, and only those. Tokens must not name a kid.",
         ),
         "tenants": _list(
             _str("A tenant id or domain.", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$", maxLength=253),
@@ -388,21 +383,10 @@ ISSUER_SPEC: JSON = _obj(
                     "and ClusterJWTIssuers only (it reads the authorizer's filesystem).",
                     minLength=1,
                 ),
-                "caBundleRef": _obj(
+                "caBundleRef": _ref(
+                    "ConfigMap",
                     "A ConfigMap holding the PEM CA bundle to verify the key server's "
-                    "certificate with, instead of the system CAs (cluster mode only; read when "
-                    "referenced, again on every policy change and every 5 minutes).",
-                    {
-                        "name": _str("ConfigMap name.", minLength=1, maxLength=253),
-                        "key": _str("Key in the ConfigMap's data.", minLength=1, maxLength=253),
-                        "namespace": _str(
-                            "The ConfigMap's namespace: ClusterJWTIssuer only (a JWTIssuer "
-                            "reads ConfigMaps in its own namespace).",
-                            minLength=1,
-                            maxLength=63,
-                        ),
-                    },
-                    required=["name", "key"],
+                    f"certificate with, instead of the system CAs {_REREAD}.",
                 ),
                 "allowInsecureHttp": {
                     "type": "boolean",
@@ -958,14 +942,10 @@ _INTERNAL_TOKEN = _obj(
 
 def _policy_secret_ref(what: str) -> JSON:
     """A Secret an AuthzPolicy names: always in its own namespace."""
-    return _obj(
-        f"A Kubernetes Secret in the policy's namespace holding {what} (cluster mode only; "
-        "read when referenced, again on every policy change and every 5 minutes).",
-        {
-            "name": _str("Secret name.", minLength=1, maxLength=253),
-            "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
-        },
-        required=["name", "key"],
+    return _ref(
+        "Secret",
+        f"A Kubernetes Secret in the policy's namespace holding {what} {_REREAD}.",
+        namespace=False,
     )
 
 
