@@ -608,19 +608,24 @@ _REQUIREMENT = _obj(
     },
 )
 
-_ISSUER_REF = _obj(
-    "A reference to a trusted issuer.",
-    {
-        "name": _str("Issuer object name.", minLength=1),
-        "kind": {
-            "type": "string",
-            "enum": list(ISSUER_KINDS),
-            "default": "JWTIssuer",
-            "description": "JWTIssuer (same namespace) or ClusterJWTIssuer.",
+
+def _issuer_ref(description: str) -> JSON:
+    return _obj(
+        description,
+        {
+            "name": _str("Issuer object name.", minLength=1),
+            "kind": {
+                "type": "string",
+                "enum": list(ISSUER_KINDS),
+                "default": "JWTIssuer",
+                "description": "JWTIssuer (same namespace) or ClusterJWTIssuer.",
+            },
         },
-    },
-    required=["name"],
-)
+        required=["name"],
+    )
+
+
+_ISSUER_REF = _issuer_ref("A reference to a trusted issuer.")
 
 _HEADER_CONDITION = _obj(
     "A condition on one request header. Set exactly one of present, equals, in, prefix, "
@@ -978,20 +983,10 @@ LOGIN_SPEC: JSON = _obj(
     "checks the ID token and sets an encrypted session cookie, and the session then counts "
     "as the request's token. API requests (not a navigation) still get 401.",
     {
-        "issuer": _obj(
+        "issuer": _issuer_ref(
             "The OpenID provider: one of `issuers`, with a fixed `issuer`. Its discovery "
             "document gives the endpoints, its keys verify ID tokens and its fetch settings "
-            "(timeout, CA bundle, allowInsecureHttp) reach the token endpoint.",
-            {
-                "name": _str("Issuer object name.", minLength=1),
-                "kind": {
-                    "type": "string",
-                    "enum": list(ISSUER_KINDS),
-                    "default": "JWTIssuer",
-                    "description": "JWTIssuer (same namespace) or ClusterJWTIssuer.",
-                },
-            },
-            required=["name"],
+            "(timeout, CA bundle, allowInsecureHttp) reach the token endpoint."
         ),
         "clientId": _str("The client id registered at the provider.", minLength=1, maxLength=256),
         "clientSecretFile": _file("the client secret (one trailing newline is ignored)"),
