@@ -54,7 +54,8 @@ class Secret(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class InlineSecret:
-    """A secret already read (from a Kubernetes Secret). Compared by value, never shown."""
+    """A secret already read (a Kubernetes Secret; a login block's secret, read at build time).
+    Compared by value, never shown."""
 
     data: bytes = field(repr=False)
 
