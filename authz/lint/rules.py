@@ -5,9 +5,10 @@ admission webhook warn about (the policy is valid and serves; these rules are de
 - a path that Envoy never forwards in that form (`//`, dot segments, `\\`, escapes it
   decodes or adds): authz matches the normalised path (authz.request.paths);
 - an encoded `/` or `\\`: such requests are refused (400) before any rule is consulted;
-- a `*` or `{` in a path prefix: prefixes are literal text, not globs;
-- a rule after a catch-all rule (no method, host or path limits), or after a rule
-  with the same match: the first matching rule decides, so it is never reached.
+- a `*` or `{` in a path prefix: prefixes are literal text, not globs.
+
+Rules never reached (after a catch-all, or after a rule with the same match) are found when
+the policy compiles (authz.policy.advice), so they are in its status and in lint's output too.
 
 Host names with a port or a trailing dot are reported by the compiler (compile.host_problems).
 """
@@ -15,20 +16,17 @@ Host names with a port or a trailing dot are reported by the compiler (compile.h
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from authz.request.paths import ENCODED_SLASH, normalize_path
 
 _TEMPLATE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:=\*\*|=\*)?\}")
-_CATCH_ALL_PATHS = ("/**",)
 
 
 def never_matching(spec: Mapping[str, Any]) -> list[str]:
     """Warnings, `spec.rules[i]...: why`, for an AuthzPolicy spec that passed validation."""
     warnings: list[str] = []
-    seen: dict[str, int] = {}
-    catch_all: int | None = None
     for i, rule in enumerate(spec.get("rules", ())):
         match = rule.get("match", {})
         where = f"spec.rules[{i}]"
@@ -36,22 +34,6 @@ def never_matching(spec: Mapping[str, Any]) -> list[str]:
             warnings += _path(path, f"{where}.match.paths[{j}]", glob=True)
         for j, prefix in enumerate(match.get("pathPrefixes", ())):
             warnings += _path(prefix, f"{where}.match.pathPrefixes[{j}]", glob=False)
-        if catch_all is not None:
-            warnings.append(
-                f"{where}: never reached: rules[{catch_all}] before it matches every request "
-                "(the first matching rule decides)"
-            )
-            continue
-        shape = _shape(match)
-        if shape in seen:
-            warnings.append(
-                f"{where}: never reached: rules[{seen[shape]}] before it has the same match "
-                "(the first matching rule decides)"
-            )
-            continue
-        seen[shape] = i
-        if _matches_everything(match):
-            catch_all = i
     return warnings
 
 
@@ -85,24 +67,3 @@ def _path(path: str, where: str, *, glob: bool) -> list[str]:
         f"{where}: {path!r} never matches: the proxy normalises paths ('//', dot segments, "
         "escapes) before authz sees them, so no request path has this form"
     ]
-
-
-def _shape(match: Mapping[str, Any]) -> str:
-    """The match as a comparable value: lists as sets, hosts case-insensitive."""
-    parts: list[Sequence[str]] = [
-        sorted(set(match.get("methods", ()))),
-        sorted(set(match.get("paths", ()))),
-        sorted(set(match.get("pathPrefixes", ()))),
-        sorted({h.lower() for h in match.get("hosts", ())}),
-    ]
-    return repr(parts)
-
-
-def _matches_everything(match: Mapping[str, Any]) -> bool:
-    """No limit on method and host, and none on path (or a path that is every path)."""
-    if match.get("methods") or any(h != "*" for h in match.get("hosts", ())):
-        return False
-    paths, prefixes = match.get("paths", ()), match.get("pathPrefixes", ())
-    if not paths and not prefixes:
-        return True
-    return any(p in _CATCH_ALL_PATHS for p in paths) or "/" in prefixes
