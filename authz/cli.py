@@ -78,17 +78,25 @@ def _tls_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _tls_files(args: argparse.Namespace, command: str) -> Any:
-    """TLSFiles from the --tls-* flags, or None; a half-given pair is a usage error."""
-    from authz.tls import TLSFiles
+def _tls_files(args: argparse.Namespace, command: str, *, required: bool = False) -> Any:
+    """TLSFiles from the --tls-* flags, or None; a half-given pair, or files that do not
+    make a server certificate, are a usage error (before anything starts)."""
+    from authz.tls import ServerCertificates, TLSError, TLSFiles
 
     if args.tls_cert_file is None and args.tls_key_file is None:
+        if required:
+            raise UsageError(f"authz {command}: --tls-cert-file and --tls-key-file are required")
         if args.tls_client_ca_file is not None:
             raise UsageError(f"authz {command}: --tls-client-ca-file needs --tls-cert-file")
         return None
     if args.tls_cert_file is None or args.tls_key_file is None:
         raise UsageError(f"authz {command}: give both --tls-cert-file and --tls-key-file")
-    return TLSFiles(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
+    tls = TLSFiles(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
+    try:
+        ServerCertificates(tls)
+    except TLSError as exc:
+        raise UsageError(f"authz {command}: --tls-cert-file/--tls-key-file: {exc}") from None
+    return tls
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -439,14 +447,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         )
     # Before any worker starts: a missing or empty password file is a usage error.
     replay_redis = _replay_redis_url(args.dpop_replay_redis, args.dpop_replay_redis_password_file)
-    tls = _tls_files(args, "serve")
-    if tls is not None:  # before any worker starts: unusable files are a usage error
-        from authz.tls import ServerCertificates, TLSError
-
-        try:
-            ServerCertificates(tls)
-        except TLSError as exc:
-            raise UsageError(f"authz serve: --tls-cert-file/--tls-key-file: {exc}") from None
+    tls = _tls_files(args, "serve")  # before any worker starts
     if args.workers > 1:
         if args.grpc_addr is not None and args.grpc_addr.startswith("unix:"):
             raise UsageError("authz serve: --workers needs a TCP --grpc-addr (or --grpc-addr off)")
@@ -777,15 +778,8 @@ def _webhook(args: argparse.Namespace) -> int:
     from authz.admission.run import run_webhook
     from authz.observe import logs
     from authz.policy.cluster import api_client
-    from authz.tls import ServerCertificates, TLSError
 
-    tls = _tls_files(args, "webhook")
-    if tls is None:
-        raise UsageError("authz webhook: --tls-cert-file and --tls-key-file are required")
-    try:
-        ServerCertificates(tls)
-    except TLSError as exc:
-        raise UsageError(f"authz webhook: --tls-cert-file/--tls-key-file: {exc}") from None
+    tls = _tls_files(args, "webhook", required=True)
     host, _, port = args.addr.rpartition(":")
     if not port.isdigit():
         raise UsageError(f"authz webhook: --addr {args.addr!r} is not HOST:PORT")

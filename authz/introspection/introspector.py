@@ -30,7 +30,7 @@ import structlog
 from authz.introspection import answer
 from authz.introspection.answer import AnswerError, Introspected
 from authz.introspection.cache import AnswerCache
-from authz.introspection.client_auth import ClientAuth, ClientAuthError
+from authz.keys.client_auth import ClientAuth, ClientAuthError
 from authz.keys.fetch import FetchError, post_form, tls_context
 from authz.keys.remote import FAST_WAIT, WaitSlots
 

@@ -5,10 +5,10 @@ admission webhook warn about (the policy is valid and serves; these rules are de
 - a path that Envoy never forwards in that form (`//`, dot segments, `\\`, escapes it
   decodes or adds): authz matches the normalised path (authz.request.paths);
 - an encoded `/` or `\\`: such requests are refused (400) before any rule is consulted;
-- a `*` or `{` in a path prefix: prefixes are literal text, not globs;
-- a rule after a rule with the same match: the first matching rule decides, so it is
-  never reached. (Rules after a catch-all are the compiler's warning, policy.advice, which
-  lint reports with the build's other findings.)
+- a `*` or `{` in a path prefix: prefixes are literal text, not globs.
+
+Rules never reached (after a catch-all, or after a rule with the same match) are found when
+the policy compiles (authz.policy.advice), so they are in its status and in lint's output too.
 
 Host names with a port or a trailing dot are reported by the compiler (compile.host_problems).
 """
@@ -19,7 +19,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from authz.policy.advice import matches_everything
 from authz.request.paths import ENCODED_SLASH, normalize_path
 
 _TEMPLATE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:=\*\*|=\*)?\}")
@@ -28,8 +27,6 @@ _TEMPLATE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:=\*\*|=\*)?\}")
 def never_matching(spec: Mapping[str, Any]) -> list[str]:
     """Warnings, `spec.rules[i]...: why`, for an AuthzPolicy spec that passed validation."""
     warnings: list[str] = []
-    seen: dict[str, int] = {}
-    catch_all = False
     for i, rule in enumerate(spec.get("rules", ())):
         match = rule.get("match", {})
         where = f"spec.rules[{i}]"
@@ -37,17 +34,6 @@ def never_matching(spec: Mapping[str, Any]) -> list[str]:
             warnings += _path(path, f"{where}.match.paths[{j}]", glob=True)
         for j, prefix in enumerate(match.get("pathPrefixes", ())):
             warnings += _path(prefix, f"{where}.match.pathPrefixes[{j}]", glob=False)
-        if catch_all:  # what follows is the compiler's warning (policy.advice)
-            continue
-        shape = _shape(match)
-        if shape in seen:
-            warnings.append(
-                f"{where}: never reached: rules[{seen[shape]}] before it has the same match "
-                "(the first matching rule decides)"
-            )
-            continue
-        seen[shape] = i
-        catch_all = matches_everything(match)
     return warnings
 
 
@@ -81,18 +67,3 @@ def _path(path: str, where: str, *, glob: bool) -> list[str]:
         f"{where}: {path!r} never matches: the proxy normalises paths ('//', dot segments, "
         "escapes) before authz sees them, so no request path has this form"
     ]
-
-
-def _shape(match: Mapping[str, Any]) -> str:
-    """The match as a comparable value: every condition in it, lists of names as sets,
-    hosts case-insensitive (header and certificate conditions as written)."""
-    parts: dict[str, Any] = {}
-    for key, value in sorted(match.items()):
-        if not value:
-            continue
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            folded = {v.lower() for v in value} if key in ("hosts", "notHosts") else set(value)
-            parts[key] = sorted(folded)
-        else:
-            parts[key] = value
-    return repr(parts)

@@ -1,73 +1,20 @@
 """The provider's token endpoint (RFC 6749 section 3.2): redeem a code, refresh, revoke.
 Run as jobs, never by a Check.
 
-The client authenticates with its secret (`client_secret_basic`, RFC 6749 2.3.1: each part
-form-urlencoded first; or `client_secret_post`) or with a JWT signed by its private key
-(`private_key_jwt`, RFC 7523 and OIDC Core section 9), which keeps the secret off the wire.
+The client authenticates with its secret (`client_secret_basic` or `client_secret_post`) or
+with a JWT signed by its private key (`private_key_jwt`), which keeps the secret off the wire:
+authz.keys.client_auth, shared with the introspection client.
 """
 
 from __future__ import annotations
 
-import base64
-import secrets
 import time
-import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import jwt
-
+from authz.keys.client_auth import ClientAuth
 from authz.keys.fetch import FetchError, FetchResult
-from authz.oidc.http import HttpSettings, request_json
-
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_SECONDS = 60
-
-
-@dataclass(frozen=True, slots=True)
-class ClientAuth:
-    """How the relying party proves it is `client_id`. Secrets never appear in `repr`."""
-
-    client_id: str
-    method: AuthMethod
-    secret: str | None = field(default=None, repr=False)
-    signing_key: Any = field(default=None, repr=False, compare=False)  # a PyJWT key object
-    signing_alg: str | None = None
-    signing_kid: str | None = None
-
-    def apply(self, endpoint: str, form: dict[str, str], headers: dict[str, str]) -> None:
-        """Add this client's authentication to a token endpoint request."""
-        if self.method == "client_secret_basic":
-            assert self.secret is not None
-            pair = f"{_quote(self.client_id)}:{_quote(self.secret)}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        elif self.method == "client_secret_post":
-            assert self.secret is not None
-            form["client_id"] = self.client_id
-            form["client_secret"] = self.secret
-        else:
-            form["client_id"] = self.client_id
-            form["client_assertion_type"] = ASSERTION_TYPE
-            form["client_assertion"] = self.assertion(endpoint)
-
-    def assertion(self, endpoint: str, now: float | None = None) -> str:
-        """RFC 7523 section 3: iss and sub are the client, aud the token endpoint."""
-        issued = int(time.time() if now is None else now)
-        claims = {
-            "iss": self.client_id,
-            "sub": self.client_id,
-            "aud": endpoint,
-            "jti": secrets.token_urlsafe(18),
-            "iat": issued,
-            "exp": issued + ASSERTION_SECONDS,
-        }
-        headers = {"kid": self.signing_kid} if self.signing_kid else None
-        return jwt.encode(claims, self.signing_key, algorithm=self.signing_alg, headers=headers)
-
-
-def _quote(text: str) -> str:
-    return urllib.parse.quote(text, safe="")
+from authz.oidc.http import HttpSettings, Reply, request_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +68,19 @@ def refresh(endpoint: str, client: ClientAuth, refresh_token: str, http: HttpSet
 def revoke(endpoint: str, client: ClientAuth, token: str, hint: str, http: HttpSettings) -> None:
     """RFC 7009: best effort (the caller does not wait); raises on failure for the log."""
     form = {"token": token, "token_type_hint": hint}
-    headers: dict[str, str] = {}
-    client.apply(endpoint, form, headers)
-    reply = request_json("POST", endpoint, http, form=form, headers=headers)
+    reply = _post(endpoint, client, form, http)
     if reply.status != 200:
         raise FetchError(FetchResult.HTTP_STATUS, f"revocation: HTTP {reply.status}")
 
 
+def _post(endpoint: str, client: ClientAuth, form: dict[str, str], http: HttpSettings) -> Reply:
+    """POST `form` to `endpoint`, authenticated as `client`."""
+    auth, headers = client.apply(endpoint, time.time())
+    return request_json("POST", endpoint, http, form=form | auth, headers=headers)
+
+
 def _grant(endpoint: str, client: ClientAuth, form: dict[str, str], http: HttpSettings) -> TokenSet:
-    headers: dict[str, str] = {}
-    client.apply(endpoint, form, headers)
-    reply = request_json("POST", endpoint, http, form=form, headers=headers)
+    reply = _post(endpoint, client, form, http)
     doc = reply.document if isinstance(reply.document, dict) else {}
     if reply.status != 200:
         error = doc.get("error")

@@ -37,15 +37,14 @@ def claim_value_warnings(conditions: Sequence[Mapping[str, Any]], where: str) ->
                 break
 
 
+_LISTED = ("methods", "hosts", "paths", "pathPrefixes")
 _CATCH_ALL_PATHS = ("/**",)
-_LIMITS = frozenset({"methods", "hosts", "paths", "pathPrefixes"})
 
 
-def matches_everything(match: Mapping[str, Any]) -> bool:
-    """A rule match every request reaches, whatever its requirements: no limit on method or
-    host (`*` is none), none on path (`/**` and the prefix `/` are none), and no other
-    condition (headers, addresses, peers, ports, negations)."""
-    if any(value for key, value in match.items() if key not in _LIMITS):
+def _matches_everything(match: Mapping[str, Any]) -> bool:
+    """No limit on method and host, none on path (or a path that is every path) and no other
+    condition: every request reaches the rule, whatever its requirements."""
+    if any(v for k, v in match.items() if k not in _LISTED):
         return False
     if match.get("methods") or any(h != "*" for h in match.get("hosts", ())):
         return False
@@ -55,13 +54,43 @@ def matches_everything(match: Mapping[str, Any]) -> bool:
     return any(p in _CATCH_ALL_PATHS for p in paths) or "/" in prefixes
 
 
+def _shape(match: Mapping[str, Any]) -> str:
+    """The match as a comparable value: lists of names as sets, hosts case-insensitive."""
+
+    def value(key: str, given: Any) -> Any:
+        if isinstance(given, list) and all(isinstance(v, str) for v in given):
+            return sorted(
+                {v.lower() for v in given} if key in ("hosts", "notHosts") else set(given)
+            )
+        return given
+
+    return json.dumps({k: value(k, v) for k, v in match.items() if v}, sort_keys=True)
+
+
 def unreachable_rules(rules: Sequence[Mapping[str, Any]]) -> Iterator[str]:
-    """Rules after one that matches every request are never tried (the first match decides)."""
+    """Rules no request reaches, the first matching rule deciding: those after a catch-all
+    rule, and those with the same match as an earlier rule."""
+    seen: dict[str, int] = {}
+    catch_all: int | None = None
     for i, rule in enumerate(rules):
-        if matches_everything(rule.get("match", {})):
-            for j in range(i + 1, len(rules)):
-                yield f"spec.rules[{j}]: never reached: spec.rules[{i}] matches every request"
-            return
+        match = rule.get("match", {})
+        where = f"spec.rules[{i}]"
+        if catch_all is not None:
+            yield (
+                f"{where}: never reached: rules[{catch_all}] before it matches every request "
+                "(the first matching rule decides)"
+            )
+            continue
+        shape = _shape(match)
+        if shape in seen:
+            yield (
+                f"{where}: never reached: rules[{seen[shape]}] before it has the same match "
+                "(the first matching rule decides)"
+            )
+            continue
+        seen[shape] = i
+        if _matches_everything(match):
+            catch_all = i
 
 
 def policy_warnings(spec: Mapping[str, Any]) -> list[str]:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from authz.introspection.client_auth import (
+from authz.introspection.introspector import IntrospectionSettings
+from authz.introspection.manager import IntrospectionManager
+from authz.keys.client_auth import (
     ClientAuth,
     ClientAuthError,
     FileSecret,
@@ -22,8 +24,6 @@ from authz.introspection.client_auth import (
     Method,
     Secret,
 )
-from authz.introspection.introspector import IntrospectionSettings
-from authz.introspection.manager import IntrospectionManager
 from authz.keys.fetch import tls_context
 from authz.keys.jwk import JWKSError, KeySet, NoUsableKeys, parse_jwks
 from authz.keys.provider import KeyProvider, StaticKeys

@@ -12,10 +12,10 @@ from typing import Any
 
 import jwt
 
+from authz.keys.client_auth import ClientAuth, InlineSecret, Method
 from authz.keys.remote import RemoteKeys
 from authz.oidc.http import HttpSettings
 from authz.oidc.seal import KeyRing, KeyRingError
-from authz.oidc.tokens import AuthMethod, ClientAuth
 from authz.policy.issuer import CompiledIssuer
 from authz.policy.login import LoginSettings, SessionSettings
 from authz.policy.schema import LOGIN_DEFAULTS, issuer_key
@@ -183,14 +183,15 @@ def _client(obj: PolicyObject, spec: Mapping[str, Any]) -> ClientAuth:
         if key.algorithm_name.startswith("HS"):
             raise LoginError("spec.login.privateKey: a shared secret; use clientSecretFile")
         return ClientAuth(
-            client_id,
             "private_key_jwt",
-            signing_key=key.key,
-            signing_alg=key.algorithm_name,
-            signing_kid=jwk.get("kid"),
+            client_id,
+            algorithm=key.algorithm_name,
+            key_id=jwk.get("kid"),
+            key=key.key,
         )
-    method: AuthMethod = spec.get("clientAuthentication", "client_secret_basic")
-    return ClientAuth(client_id, method, secret=_secret(obj, spec, "clientSecret", "login."))
+    method: Method = spec.get("clientAuthentication", "client_secret_basic")
+    secret = _secret(obj, spec, "clientSecret", "login.")
+    return ClientAuth(method, client_id, InlineSecret(secret.encode("utf-8")))
 
 
 def _key_ring(obj: PolicyObject, session: Mapping[str, Any]) -> KeyRing:

@@ -507,16 +507,8 @@ def secret_reader(api: client.ApiClient) -> SecretReader:
     core = client.CoreV1Api(api)
 
     def read(namespace: str, name: str, key: str) -> bytes:
-        try:
-            secret = core.read_namespaced_secret(name, namespace, _request_timeout=10)
-        except ApiException as exc:
-            raise ValueError(
-                f"cannot read Secret {namespace}/{name}: {exc.status} {exc.reason}"
-            ) from None
-        data = secret.data or {}
-        if key not in data:
-            raise ValueError(f"Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data[key])
+        value = _read_key("Secret", core.read_namespaced_secret, namespace, name, key)
+        return base64.b64decode(value)
 
     return read
 
@@ -526,18 +518,23 @@ def configmap_reader(api: client.ApiClient) -> ConfigMapReader:
     core = client.CoreV1Api(api)
 
     def read(namespace: str, name: str, key: str) -> str:
-        try:
-            configmap = core.read_namespaced_config_map(name, namespace, _request_timeout=10)
-        except ApiException as exc:
-            raise ValueError(
-                f"cannot read ConfigMap {namespace}/{name}: {exc.status} {exc.reason}"
-            ) from None
-        data = configmap.data or {}
-        if key not in data:
-            raise ValueError(f"ConfigMap {namespace}/{name} has no key {key!r}")
-        return str(data[key])
+        return str(_read_key("ConfigMap", core.read_namespaced_config_map, namespace, name, key))
 
     return read
+
+
+def _read_key(kind: str, get: Callable[..., Any], namespace: str, name: str, key: str) -> Any:
+    """One key of the Secret or ConfigMap `get` reads (a CoreV1Api method)."""
+    try:
+        found = get(name, namespace, _request_timeout=10)
+    except ApiException as exc:
+        raise ValueError(
+            f"cannot read {kind} {namespace}/{name}: {exc.status} {exc.reason}"
+        ) from None
+    data = found.data or {}
+    if key not in data:
+        raise ValueError(f"{kind} {namespace}/{name} has no key {key!r}")
+    return data[key]
 
 
 def _short(exc: Exception) -> str:

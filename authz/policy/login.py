@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from authz.keys.client_auth import ClientAuth
 from authz.oidc.http import HttpSettings
 from authz.oidc.seal import KeyRing
-from authz.oidc.tokens import ClientAuth
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from authz.keys.client_auth import ASSERTION_ALGORITHMS
+from authz.keys.client_auth import METHODS as CLIENT_AUTH_METHODS
 from authz.policy.possession import (
     DPOP_ALGORITHMS,
     DPOP_DEFAULTS,
@@ -78,10 +80,6 @@ INTROSPECTION_DEFAULTS = {
     "failureThreshold": 5,
     "openSeconds": 10,
 }
-CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
-ASSERTION_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-)  # fmt: skip
 DEFAULT_MAX_TOKEN_LIFETIME = 86400
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 ACTIONS = ("requireToken", "allowAnonymous", "deny")
@@ -201,22 +199,28 @@ def _intro_int(name: str, description: str, **extra: Any) -> JSON:
     return {"type": "integer", "description": description, "default": default, **extra}
 
 
+_REREAD = "(cluster mode only; read when referenced, again on every policy change and every 5 minutes)"  # fmt: skip
+
+
+def _ref(kind: str, description: str, *, namespace: bool = True) -> JSON:
+    """A key of a Secret or ConfigMap (`kind`); `namespace`: an issuer's reference, which a
+    ClusterJWTIssuer may point at any namespace."""
+    fields = {
+        "name": _str(f"{kind} name.", minLength=1, maxLength=253),
+        "key": _str(f"Key in the {kind}'s data.", minLength=1, maxLength=253),
+    }
+    if namespace:
+        fields["namespace"] = _str(
+            f"The {kind}'s namespace: ClusterJWTIssuer only (a JWTIssuer reads {kind}s in its "
+            "own namespace).",
+            minLength=1,
+            maxLength=63,
+        )
+    return _obj(description, fields, required=["name", "key"])
+
+
 def _secret_ref(what: str) -> JSON:
-    return _obj(
-        f"A Kubernetes Secret holding {what} (cluster mode only; read when referenced, again "
-        "on every policy change and every 5 minutes).",
-        {
-            "name": _str("Secret name.", minLength=1, maxLength=253),
-            "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
-            "namespace": _str(
-                "The Secret's namespace: ClusterJWTIssuer only (a JWTIssuer reads Secrets in "
-                "its own namespace).",
-                minLength=1,
-                maxLength=63,
-            ),
-        },
-        required=["name", "key"],
-    )
+    return _ref("Secret", f"A Kubernetes Secret holding {what} {_REREAD}.")
 
 
 ISSUER_SPEC: JSON = _obj(
@@ -301,21 +305,10 @@ ISSUER_SPEC: JSON = _obj(
             "secrets use `jwksFile` with `kty: oct` keys.",
             minLength=1,
         ),
-        "hmacSecretRef": _obj(
-            "A Kubernetes Secret holding a shared HMAC secret (cluster mode only; read when "
-            "referenced, again on every policy change and every 5 minutes). `algorithms` must "
-            "list the HS* algorithms to accept, and only those. Tokens must not name a kid.",
-            {
-                "name": _str("Secret name.", minLength=1, maxLength=253),
-                "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
-                "namespace": _str(
-                    "The Secret's namespace: ClusterJWTIssuer only (a JWTIssuer reads "
-                    "Secrets in its own namespace).",
-                    minLength=1,
-                    maxLength=63,
-                ),
-            },
-            required=["name", "key"],
+        "hmacSecretRef": _ref(
+            "Secret",
+            f"A Kubernetes Secret holding a shared HMAC secret {_REREAD}. `algorithms` must list "
+            "the HS* algorithms to accept, and only those. Tokens must not name a kid.",
         ),
         "tenants": _list(
             _str("A tenant id or domain.", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$", maxLength=253),
@@ -390,21 +383,10 @@ ISSUER_SPEC: JSON = _obj(
                     "and ClusterJWTIssuers only (it reads the authorizer's filesystem).",
                     minLength=1,
                 ),
-                "caBundleRef": _obj(
+                "caBundleRef": _ref(
+                    "ConfigMap",
                     "A ConfigMap holding the PEM CA bundle to verify the key server's "
-                    "certificate with, instead of the system CAs (cluster mode only; read when "
-                    "referenced, again on every policy change and every 5 minutes).",
-                    {
-                        "name": _str("ConfigMap name.", minLength=1, maxLength=253),
-                        "key": _str("Key in the ConfigMap's data.", minLength=1, maxLength=253),
-                        "namespace": _str(
-                            "The ConfigMap's namespace: ClusterJWTIssuer only (a JWTIssuer "
-                            "reads ConfigMaps in its own namespace).",
-                            minLength=1,
-                            maxLength=63,
-                        ),
-                    },
-                    required=["name", "key"],
+                    f"certificate with, instead of the system CAs {_REREAD}.",
                 ),
                 "allowInsecureHttp": {
                     "type": "boolean",
@@ -626,19 +608,24 @@ _REQUIREMENT = _obj(
     },
 )
 
-_ISSUER_REF = _obj(
-    "A reference to a trusted issuer.",
-    {
-        "name": _str("Issuer object name.", minLength=1),
-        "kind": {
-            "type": "string",
-            "enum": list(ISSUER_KINDS),
-            "default": "JWTIssuer",
-            "description": "JWTIssuer (same namespace) or ClusterJWTIssuer.",
+
+def _issuer_ref(description: str) -> JSON:
+    return _obj(
+        description,
+        {
+            "name": _str("Issuer object name.", minLength=1),
+            "kind": {
+                "type": "string",
+                "enum": list(ISSUER_KINDS),
+                "default": "JWTIssuer",
+                "description": "JWTIssuer (same namespace) or ClusterJWTIssuer.",
+            },
         },
-    },
-    required=["name"],
-)
+        required=["name"],
+    )
+
+
+_ISSUER_REF = _issuer_ref("A reference to a trusted issuer.")
 
 _HEADER_CONDITION = _obj(
     "A condition on one request header. Set exactly one of present, equals, in, prefix, "
@@ -960,14 +947,10 @@ _INTERNAL_TOKEN = _obj(
 
 def _policy_secret_ref(what: str) -> JSON:
     """A Secret an AuthzPolicy names: always in its own namespace."""
-    return _obj(
-        f"A Kubernetes Secret in the policy's namespace holding {what} (cluster mode only; "
-        "read when referenced, again on every policy change and every 5 minutes).",
-        {
-            "name": _str("Secret name.", minLength=1, maxLength=253),
-            "key": _str("Key in the Secret's data.", minLength=1, maxLength=253),
-        },
-        required=["name", "key"],
+    return _ref(
+        "Secret",
+        f"A Kubernetes Secret in the policy's namespace holding {what} {_REREAD}.",
+        namespace=False,
     )
 
 
@@ -1000,20 +983,10 @@ LOGIN_SPEC: JSON = _obj(
     "checks the ID token and sets an encrypted session cookie, and the session then counts "
     "as the request's token. API requests (not a navigation) still get 401.",
     {
-        "issuer": _obj(
+        "issuer": _issuer_ref(
             "The OpenID provider: one of `issuers`, with a fixed `issuer`. Its discovery "
             "document gives the endpoints, its keys verify ID tokens and its fetch settings "
-            "(timeout, CA bundle, allowInsecureHttp) reach the token endpoint.",
-            {
-                "name": _str("Issuer object name.", minLength=1),
-                "kind": {
-                    "type": "string",
-                    "enum": list(ISSUER_KINDS),
-                    "default": "JWTIssuer",
-                    "description": "JWTIssuer (same namespace) or ClusterJWTIssuer.",
-                },
-            },
-            required=["name"],
+            "(timeout, CA bundle, allowInsecureHttp) reach the token endpoint."
         ),
         "clientId": _str("The client id registered at the provider.", minLength=1, maxLength=256),
         "clientSecretFile": _file("the client secret (one trailing newline is ignored)"),

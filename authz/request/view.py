@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from authz.policy.conditions import Peer
 from authz.request.paths import ENCODED_SLASH, normalize_path
 from authz.request.records import record
 
@@ -32,25 +33,18 @@ class RequestError(ValueError):
     """The input cannot describe an HTTP request we can judge (400 request_invalid)."""
 
 
-class Connection(Protocol):
+class Connection(Peer, Protocol):
     """What the proxy knows of the connection the request came on ("" or 0: not known),
     read by the transport only when a rule or credential asks. `peer_principal` is the mTLS
     client's identity as Envoy reports it (a SPIFFE URI SAN, or the certificate subject);
     `peer_certificate` is the client certificate as URL-encoded PEM, sent only when the
-    proxy is told to (`include_peer_certificate`)."""
+    proxy is told to (`include_peer_certificate`). What rule conditions read of it is
+    `Peer` (policy.conditions); a credential also reads the scheme and source port."""
 
     @property
     def scheme(self) -> str: ...
     @property
-    def source_address(self) -> str: ...
-    @property
     def source_port(self) -> int: ...
-    @property
-    def destination_port(self) -> int: ...
-    @property
-    def peer_principal(self) -> str: ...
-    @property
-    def peer_certificate(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

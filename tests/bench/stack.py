@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -30,6 +29,7 @@ from tests.support.procs import (
     wait_for_addr,
     wait_for_http,
 )
+from tests.support.served import ClosedOnExit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: 1000 policies take a while to parse (pure-Python YAML); don't mistake that for a hang.
@@ -117,7 +117,7 @@ class Proxy:
         return http_request(f"http://127.0.0.1:{self.port}", "GET", path, headers).status
 
 
-class Stack:
+class Stack(ClosedOnExit):
     """Processes started for one phase of the run; all stopped when the `with` ends.
     Servers start on `layout.server` CPUs, Envoy goes where its role says."""
 
@@ -125,15 +125,7 @@ class Stack:
         self._exit = ExitStack()
         self.layout = layout or Layout()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self._exit.close()
 
     def _own(self, proc: Process) -> Process:

@@ -21,8 +21,8 @@ import json
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
+
+from tests.support.served import ServedInThread
 
 CHALLENGE = 'Bearer realm="test", error="invalid_token"'
 SCOPE_CHALLENGE = 'Bearer error="insufficient_scope"'
@@ -88,16 +88,11 @@ class _Server(ThreadingHTTPServer):
         """Proxies close idle keep-alive connections; that is not an error worth a traceback."""
 
 
-class FixedAuthServer:
+class FixedAuthServer(ServedInThread[_Server]):
     """``with FixedAuthServer() as auth:`` on a free loopback port; ``auth.addr`` is host:port."""
 
     def __init__(self) -> None:
-        self._server = _Server()
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        super().__init__(_Server())
 
     @property
     def addr(self) -> str:
@@ -106,18 +101,3 @@ class FixedAuthServer:
     def calls(self) -> list[AuthCall]:
         with self._server.lock:
             return list(self._server.calls)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

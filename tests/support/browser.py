@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from selenium import webdriver
@@ -34,6 +32,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
+from tests.support.managed import ManagedServer
 from tests.support.procs import scratch_dir, system_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +66,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return int(width), int(height)
 
 
-class Browser:
+class Browser(ManagedServer):
     """A headless Chromium session; ``driver`` is the Selenium WebDriver."""
 
     def __init__(
@@ -172,6 +171,10 @@ class Browser:
         path.write_bytes(data)
         return path
 
+    @property
+    def started(self) -> bool:
+        return self._driver is not None
+
     def stop(self) -> None:
         if self._driver is not None:
             try:
@@ -179,23 +182,5 @@ class Browser:
             finally:
                 self._driver = None
 
-    def cleanup(self) -> None:
-        self.stop()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> Self:
-        if self._driver is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None and self._driver is not None:
-            print(f"browser was at {self._driver.current_url}")
-        self.cleanup()
+    def diagnostics(self) -> str:
+        return f"browser was at {self._driver.current_url}" if self._driver is not None else ""

@@ -17,13 +17,12 @@ Caddyfiles are indented with tabs (Caddy warns about anything else). Sites shoul
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from tests.support import testbin
+from tests.support.managed import ManagedServer
 from tests.support.procs import Process, ProcessError, alarm_paused, scratch_dir, wait_for_tcp
 
 _GLOBAL = """{{
@@ -74,7 +73,7 @@ def forward_auth_site(
     )
 
 
-class CaddyServer:
+class CaddyServer(ManagedServer):
     """``with CaddyServer(sites, port=p) as caddy:``; SIGTERM on exit."""
 
     def __init__(self, sites: str, *, port: int, ready_timeout: float = 10.0) -> None:
@@ -91,9 +90,7 @@ class CaddyServer:
     @property
     def log(self) -> str:
         """Caddy's own JSON log so far (errors reaching the auth service or the upstream)."""
-        if self.dir is None or not (self.dir / "caddy.log").exists():
-            return ""
-        return (self.dir / "caddy.log").read_text(encoding="utf-8", errors="replace")
+        return self.scratch_text("caddy.log")
 
     def start(self) -> Self:
         with alarm_paused():  # the first run builds Caddy (minutes), not a test's time
@@ -115,39 +112,11 @@ class CaddyServer:
         if check.returncode != 0:
             self.cleanup()
             raise ProcessError(f"caddy validate rejected the Caddyfile:\n{check.stderr[-4000:]}")
-        self.process = Process([caddy, "run", *args], name="caddy", env=env).start()
-        try:
-            wait_for_tcp("127.0.0.1", self.port, self.ready_timeout, proc=self.process)
-        except BaseException:
-            self.stop()
-            raise
+        process = Process([caddy, "run", *args], name="caddy", env=env)
+        self._run(
+            process, lambda: wait_for_tcp("127.0.0.1", self.port, self.ready_timeout, proc=process)
+        )
         return self
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self.process is not None:
-            self.process.cleanup()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> Self:
-        if self.process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None and self.process is not None:
-            self.process.print_tail()
-            print(self.log[-4000:])
-        self.cleanup()
+    def diagnostics(self) -> str:
+        return self.log

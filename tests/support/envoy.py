@@ -17,15 +17,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
 from authz.proxyconfig import envoy, model
-from tests.support.procs import Process, ProcessError, http_get, wait_for_http
+from tests.support.managed import ManagedServer
+from tests.support.procs import Process, ProcessError, http_get, scratch_dir, wait_for_http
 
 EXT_AUTHZ_FILTER = envoy.EXT_AUTHZ
 JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
@@ -151,7 +150,7 @@ def validate_config(
     )
 
 
-class EnvoyProcess:
+class EnvoyProcess(ManagedServer):
     """Run Envoy on a bootstrap dict; ``with EnvoyProcess(cfg, admin_port=p) as envoy: ...``.
 
     Uses ``--use-dynamic-base-id`` so any number of Envoys (pytest-xdist workers,
@@ -176,7 +175,6 @@ class EnvoyProcess:
         self.extra_args = list(extra_args)
         self.ready_timeout = ready_timeout
         self.envoy = envoy or envoy_binary()
-        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self.config_path: Path | None = None
         self.process: Process | None = None
 
@@ -185,8 +183,8 @@ class EnvoyProcess:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self) -> Self:
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="envoy-")
-        self.config_path = Path(self._tmpdir.name) / "envoy.json"
+        self.dir = scratch_dir("envoy-")
+        self.config_path = self.dir / "envoy.json"
         self.config_path.write_text(json.dumps(self.bootstrap, indent=2), encoding="utf-8")
         argv = [
             self.envoy,
@@ -196,21 +194,14 @@ class EnvoyProcess:
             "--concurrency", "1",
             *self.extra_args,
         ]  # fmt: skip
-        self.process = Process(argv, name="envoy").start()
-        try:
-            body = wait_for_http(
-                f"{self.admin_url}/ready", timeout=self.ready_timeout, proc=self.process
-            )
-            if body.strip() != b"LIVE":
-                raise ProcessError(f"envoy /ready said {body!r}\n{self.process.tail()}")
-        except BaseException:
-            # The error carries the log tail; keep the log file, drop the config.
-            self.stop()
-            if self._tmpdir is not None:
-                self._tmpdir.cleanup()
-                self._tmpdir = None
-            raise
+        process = Process(argv, name="envoy")
+        self._run(process, lambda: self._ready(process))
         return self
+
+    def _ready(self, process: Process) -> None:
+        body = wait_for_http(f"{self.admin_url}/ready", timeout=self.ready_timeout, proc=process)
+        if body.strip() != b"LIVE":
+            raise ProcessError(f"envoy /ready said {body!r}\n{process.tail()}")
 
     def stats(self, filter_regex: str = "") -> dict[str, int]:
         """Counters/gauges from the admin ``/stats`` (optionally ``?filter=regex``)."""
@@ -224,30 +215,3 @@ class EnvoyProcess:
             if value.strip().lstrip("-").isdigit():
                 out[name] = int(value)
         return out
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def cleanup(self) -> None:
-        if self.process is not None:
-            self.process.cleanup()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
-
-    def __enter__(self) -> Self:
-        if self.process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None and self.process is not None:
-            self.process.print_tail()
-        self.cleanup()

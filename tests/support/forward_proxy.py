@@ -17,8 +17,8 @@ import socket
 import socketserver
 import threading
 import urllib.parse
-from types import TracebackType
-from typing import Self
+
+from tests.support.served import ServedInThread
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -106,14 +106,12 @@ class _Server(socketserver.ThreadingTCPServer):
         self.requests: list[str] = []
 
 
-class ForwardProxy:
+class ForwardProxy(ServedInThread[_Server]):
     """See the module docstring."""
 
     def __init__(self, credentials: tuple[str, str] | None = None) -> None:
-        self._server = _Server(credentials)
-        self.port: int = self._server.server_address[1]
+        super().__init__(_Server(credentials))
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def url_with(self, user: str, password: str) -> str:
         quote = urllib.parse.quote
@@ -123,18 +121,3 @@ class ForwardProxy:
     def requests(self) -> list[str]:
         with self._server.lock:
             return list(self._server.requests)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -19,8 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httptools
 from prometheus_client import CollectorRegistry
@@ -33,6 +32,7 @@ from authz.request.cache import TokenCache
 from authz.request.pipeline import Serving
 from authz.transport.http import HttpChecker, HttpLimits, HttpTransport
 from authz.transport.sockets import listen
+from tests.support.served import ClosedOnExit
 
 
 @dataclass
@@ -72,7 +72,7 @@ class _Reading:
         self.done.append(Response(status, self.headers, bytes(self.body), keep))
 
 
-class Connection:
+class Connection(ClosedOnExit):
     """One client connection; `request` for one exchange, `send` + `responses` for more."""
 
     def __init__(self, port: int, timeout: float = 10.0) -> None:
@@ -118,17 +118,6 @@ class Connection:
 
     def close(self) -> None:
         self.sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def raw_request(method: str, target: str, headers: Mapping[str, str] | None = None) -> bytes:

@@ -28,20 +28,19 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
 
 from tests.support import testbin
 from tests.support.hydra_login_app import LoginApp
+from tests.support.managed import ManagedServer
 from tests.support.procs import Process, alarm_paused, free_port, scratch_dir, wait_for_http
 
 SYSTEM_SECRET = "authz-e2e-system-secret-0123456789"
@@ -294,7 +293,7 @@ class Hydra:
 
 
 @dataclass
-class HydraServer:
+class HydraServer(ManagedServer):
     """``with HydraServer(...) as server: server.hydra``. Options:
 
     * ``login_app``: also run the login/consent/logout app and point ``urls.*`` at it;
@@ -359,48 +358,21 @@ class HydraServer:
             "-c",
             config,
         ]
-        self.process = Process(argv, name="hydra").start()
-        try:
-            public = f"http://127.0.0.1:{public_port}"
-            wait_for_http(f"{public}/health/ready", self.ready_timeout, proc=self.process)
-            wait_for_http(f"{admin}/health/ready", self.ready_timeout, proc=self.process)
-            self._hydra = Hydra(public, admin)
-            self._hydra.jwks()  # generate the signing keys now, not in a timed test step
-        except BaseException:
-            self.cleanup()
-            raise
+        self._run(Process(argv, name="hydra"), lambda: self._ready(public_port, admin_port))
         return self
 
+    def _ready(self, public_port: int, admin_port: int) -> None:
+        public, admin = f"http://127.0.0.1:{public_port}", f"http://127.0.0.1:{admin_port}"
+        wait_for_http(f"{public}/health/ready", self.ready_timeout, proc=self.process)
+        wait_for_http(f"{admin}/health/ready", self.ready_timeout, proc=self.process)
+        self._hydra = Hydra(public, admin)
+        self._hydra.jwks()  # generate the signing keys now, not in a timed test step
+
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
+        super().stop()
         if self.app is not None:
             self.app.close()
             self.app = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self.process is not None:
-            self.process.cleanup()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> Self:
-        if self.process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None and self.process is not None:
-            self.process.print_tail()
-        self.cleanup()
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

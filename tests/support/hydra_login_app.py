@@ -31,8 +31,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from tests.support.served import ServedInThread
 
 ROLES = ("tester",)
 _FLOW = "/admin/oauth2/auth/requests"
@@ -213,16 +214,11 @@ class _Server(ThreadingHTTPServer):
         """A browser closing a keep-alive connection is not worth a traceback."""
 
 
-class LoginApp:
+class LoginApp(ServedInThread[_Server]):
     """The app on ``127.0.0.1:port`` (a free one by default), served from a thread."""
 
     def __init__(self, admin: str, port: int = 0) -> None:
-        self._server = _Server(admin, port)
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        super().__init__(_Server(admin, port))
 
     @property
     def url(self) -> str:
@@ -241,21 +237,6 @@ class LoginApp:
             "logout": f"{self.url}/logout",
             "post_logout_redirect": f"{self.url}/logged-out",
         }
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,10 +28,11 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import jwt
+
+from tests.support.served import ServedInThread
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 PATH = "/introspect"
@@ -118,24 +119,20 @@ class _Server(ThreadingHTTPServer):
     owner: IntrospectionServer
 
 
-class IntrospectionServer:
+class IntrospectionServer(ServedInThread[_Server]):
     def __init__(self, check: ClientCheck, *, upstream: str | None = None) -> None:
         self.check = check
         self.upstream = upstream
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}{PATH}"
         self._lock = threading.Lock()
         self._answers: dict[str, dict[str, Any]] = {}
         self._fault = Fault()
         self._jtis: set[str] = set()
         self.requests: list[Recorded] = []
         self.calls: Counter[str] = Counter()  # by token
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.owner = self
+        super().__init__(server, poll_interval=0.02)
+        self.url = f"http://127.0.0.1:{self.port}{PATH}"
 
     # -- what it answers -------------------------------------------------------------------
 
@@ -205,23 +202,6 @@ class IntrospectionServer:
     def record(self, recorded: Recorded) -> None:
         with self._lock:
             self.requests.append(recorded)
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _form(value: str) -> str:

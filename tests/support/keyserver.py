@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from authz.keys.sources import FetchSettings
 from authz.policy.schema import FETCH_DEFAULTS
 from tests.support.pki import CA, pem_cert, pem_key
+from tests.support.served import ServedInThread
 
 
 def fetch_settings(**changes: Any) -> FetchSettings:
@@ -153,23 +153,14 @@ def self_signed_cert_pem(private_key: Any, common_name: str = "securetoken") -> 
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-class KeyServer:
+class KeyServer(ServedInThread[_Server]):
     """The server; `url` is its base URL. Use as a context manager. `host` is the address
     it listens on (loopback unless a test needs another one)."""
 
     def __init__(self, ca: LocalCA | None = None, host: str = "127.0.0.1") -> None:
         self._tls = ca.server_context() if ca is not None else None
-        self._server = _Server(0, self._tls, host)
-        self.port: int = self._server.server_address[1]
+        super().__init__(_Server(0, self._tls, host), poll_interval=0.02)
         self.url = f"{'https' if ca else 'http'}://{host}:{self.port}"
-        self._thread: threading.Thread | None = None
-        self._start()
-
-    def _start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -216,28 +207,11 @@ class KeyServer:
 
     def down(self) -> None:
         """Stop listening: connections to the port are refused until `up()`."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread = None
+        self.close()
 
     def up(self) -> None:
         """Listen again on the same port, with the same routes and counts."""
         old = self._server
         self._server = _Server(self.port, self._tls)
         self._server.routes, self._server.counts = old.routes, old.counts
-        self._start()
-
-    def close(self) -> None:
-        self.down()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        self._serve()

@@ -43,7 +43,6 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
@@ -52,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from kubernetes import client as k8s
 
 from tests.support import testbin
+from tests.support.managed import ManagedServer
 from tests.support.pki import CA, pem_cert, pem_key
 from tests.support.procs import Process, ProcessError, free_port, wait_for_http
 
@@ -134,7 +134,7 @@ def _write_pki(d: Path) -> None:
 # -- the control plane ---------------------------------------------------------------------
 
 
-class ControlPlane:
+class ControlPlane(ManagedServer):
     """etcd + kube-apiserver on free loopback ports. See the module docstring.
 
     ``users`` pre-registers static bearer-token users (name -> groups); they are written to
@@ -209,7 +209,8 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        """Stop the API server, then etcd, and delete the work dir (if we made it). Idempotent."""
+        """Stop the API server, then etcd, and delete the work dir (if we made it). Idempotent.
+        (So ``cleanup`` has nothing more to do.)"""
         self.stop_apiserver()
         if self.etcd is not None:
             self.etcd.stop()
@@ -267,20 +268,13 @@ class ControlPlane:
                 )
             time.sleep(0.25)
 
-    def __enter__(self) -> Self:
-        if self.apiserver is None:
-            self.start()
-        return self
+    @property
+    def started(self) -> bool:
+        return self.apiserver is not None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None and self.apiserver is not None:
+    def report_failure(self) -> None:
+        if self.apiserver is not None:
             self.apiserver.print_tail(60)
-        self.stop()
 
     # -- where things are --------------------------------------------------------------------
 

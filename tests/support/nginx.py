@@ -17,12 +17,11 @@ dirs (a 0700 dir makes request bodies larger than the buffer fail with 500), so 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from tests.support.managed import ManagedServer
 from tests.support.procs import Process, ProcessError, scratch_dir, system_command, wait_for_tcp
 
 _MAIN = """worker_processes 1;
@@ -106,7 +105,7 @@ def auth_request_site(
     )
 
 
-class NginxServer:
+class NginxServer(ManagedServer):
     """``with NginxServer(http_block, port=p) as nginx:``; SIGTERM (fast shutdown) on exit."""
 
     def __init__(self, http: str, *, port: int, ready_timeout: float = 10.0) -> None:
@@ -123,9 +122,7 @@ class NginxServer:
     @property
     def error_log(self) -> str:
         """nginx's error log so far (the auth subrequest's failures are explained there)."""
-        if self.dir is None or not (self.dir / "error.log").exists():
-            return ""
-        return (self.dir / "error.log").read_text(encoding="utf-8", errors="replace")
+        return self.scratch_text("error.log")
 
     def start(self) -> Self:
         nginx = system_command("nginx", "nginx")
@@ -140,39 +137,11 @@ class NginxServer:
         if test.returncode != 0:
             self.cleanup()
             raise ProcessError(f"nginx -t rejected the config:\n{test.stderr}")
-        self.process = Process([*argv, "-g", "daemon off;"], name="nginx").start()
-        try:
-            wait_for_tcp("127.0.0.1", self.port, self.ready_timeout, proc=self.process)
-        except BaseException:
-            self.stop()
-            raise
+        process = Process([*argv, "-g", "daemon off;"], name="nginx")
+        self._run(
+            process, lambda: wait_for_tcp("127.0.0.1", self.port, self.ready_timeout, proc=process)
+        )
         return self
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self.process is not None:
-            self.process.cleanup()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> Self:
-        if self.process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None and self.process is not None:
-            self.process.print_tail()
-            print(self.error_log[-4000:])
-        self.cleanup()
+    def diagnostics(self) -> str:
+        return self.error_log

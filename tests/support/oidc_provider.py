@@ -26,13 +26,13 @@ import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import jwt
 
 from authz.devtools import mint_token
-from authz.oidc.tokens import ASSERTION_TYPE
+from authz.keys.client_auth import ASSERTION_TYPE
+from tests.support.served import ServedInThread
 from tests.support.tokens import signing_key
 
 
@@ -65,7 +65,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class ScriptedProvider:
+class ScriptedProvider(ServedInThread[ThreadingHTTPServer]):
     def __init__(self) -> None:
         self.state = _State()
         self.id_token_claims: dict[str, Any] = {}  # merged into every ID token issued
@@ -74,13 +74,10 @@ class ScriptedProvider:
         self.expires_in = 3600
         self.omit_id_token = False
         self.down = False  # the token endpoint answers 503
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self.issuer = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        server.daemon_threads = True
+        super().__init__(server, poll_interval=0.02)
+        self.issuer = f"http://127.0.0.1:{self.port}"
 
     # -- what a test scripts -----------------------------------------------------------------
 
@@ -151,21 +148,6 @@ class ScriptedProvider:
             self.state.refresh[refresh] = grant
         return body
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _handler(op: ScriptedProvider) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -212,7 +194,7 @@ def _handler(op: ScriptedProvider) -> type[BaseHTTPRequestHandler]:
             if header.startswith("Basic "):
                 pair = base64.b64decode(header[6:]).decode()
                 cid, _, secret = pair.partition(":")
-                cid, secret = urllib.parse.unquote(cid), urllib.parse.unquote(secret)
+                cid, secret = urllib.parse.unquote_plus(cid), urllib.parse.unquote_plus(secret)
                 return cid if clients.get(cid) == secret and secret else None
             if form.get("client_assertion_type") == ASSERTION_TYPE:
                 cid = form.get("client_id", "")

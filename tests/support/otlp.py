@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from tests.support.served import ClosedOnExit
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mis
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-class OtlpReceiver:
+class OtlpReceiver(ClosedOnExit):
     def __init__(self) -> None:
         self._service = _Service()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -93,14 +94,3 @@ class OtlpReceiver:
 
     def close(self) -> None:
         self._server.stop(grace=None)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -13,13 +13,12 @@ Pitfall: redis-py answers a ``SET NX`` that did not set the key with ``None``, n
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
 
+from tests.support.managed import ManagedServer
 from tests.support.procs import (
     Process,
     free_port,
@@ -30,7 +29,7 @@ from tests.support.procs import (
 )
 
 
-class RedisServer:
+class RedisServer(ManagedServer):
     """``with RedisServer() as server:``; ``server.url`` is ``unix:///.../redis.sock``."""
 
     def __init__(self, *, tcp: bool = False, ready_timeout: float = 10.0) -> None:
@@ -80,40 +79,11 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", "",  # to stdout, which Process captures
         ]  # fmt: skip
-        self.process = Process(argv, name="redis-server").start()
-        try:
-            wait_for_unix(self.socket_path, self.ready_timeout, proc=self.process)
-            if self.port is not None:
-                wait_for_tcp("127.0.0.1", self.port, self.ready_timeout, proc=self.process)
-        except BaseException:
-            self.stop()
-            raise
+        process = Process(argv, name="redis-server")
+        self._run(process, lambda: self._ready(process))
         return self
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self.process is not None:
-            self.process.cleanup()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> Self:
-        if self.process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None and self.process is not None:
-            self.process.print_tail()
-        self.cleanup()
+    def _ready(self, process: Process) -> None:
+        wait_for_unix(self.socket_path, self.ready_timeout, proc=process)
+        if self.port is not None:
+            wait_for_tcp("127.0.0.1", self.port, self.ready_timeout, proc=process)

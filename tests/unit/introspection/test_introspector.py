@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from authz.introspection.client_auth import ClientAuth, InlineSecret
 from authz.introspection.introspector import (
     IntrospectionSettings,
     Introspector,
@@ -18,6 +17,7 @@ from authz.introspection.introspector import (
     Unavailable,
 )
 from authz.introspection.manager import CallPool, IntrospectionManager
+from authz.keys.client_auth import ClientAuth, InlineSecret
 from tests.support.introspection_server import ClientCheck, IntrospectionServer
 
 NOW = 1_700_000_000.0

@@ -7,9 +7,9 @@ import contextlib
 
 from prometheus_client import CollectorRegistry
 
-from authz.introspection.client_auth import ClientAuth
 from authz.introspection.introspector import IntrospectionSettings, Unavailable
 from authz.introspection.manager import IntrospectionManager
+from authz.keys.client_auth import ClientAuth
 from authz.observe.metrics import Metrics
 from tests.support.introspection_server import ClientCheck, IntrospectionServer
 

@@ -277,7 +277,8 @@ def test_lint_warns_about_strings_that_look_typed_and_unreachable_rules() -> Non
     status = served.statuses["AuthzPolicy/default/api"]
     assert status.accepted  # warnings: the policy still serves
     assert status.problems == (
-        "spec.rules[3]: never reached: spec.rules[2] matches every request",
+        "spec.rules[3]: never reached: rules[2] before it matches every request (the first "
+        "matching rule decides)",
         "spec.rules[0].claims[0]: 'true' is a string and matches only the string \"true\"; "
         "claims compare with their JSON type: write true without quotes for a boolean or "
         "number claim",

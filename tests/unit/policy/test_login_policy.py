@@ -79,11 +79,8 @@ def test_a_valid_block_compiles(tmp_path: Path) -> None:
     (web,) = served.snapshot.policies
     login = web.login
     assert login is not None and not served.statuses["AuthzPolicy/default/web"].problems
-    assert (login.client.client_id, login.client.method, login.client.secret) == (
-        "web",
-        "client_secret_basic",
-        "s3cret",
-    )
+    assert (login.client.client_id, login.client.method) == ("web", "client_secret_basic")
+    assert login.client.secret is not None and login.client.secret.value() == b"s3cret"
     assert login.scopes == ("openid", "email") and login.public_port == 8443
     assert login.paths == ("/oauth2/callback", "/oauth2/logout")
     assert login.session.cookie == "__Host-authz-session" and len(login.session.keys.keys) == 1
@@ -126,7 +123,7 @@ def test_private_key_jwt_takes_a_private_jwk(tmp_path: Path) -> None:
     served = serve(*docs, origin=str(tmp_path / "p.yaml"))
     login = served.snapshot.policies[0].login
     assert login is not None
-    assert (login.client.method, login.client.signing_alg, login.client.signing_kid) == (
+    assert (login.client.method, login.client.algorithm, login.client.key_id) == (
         "private_key_jwt",
         "ES256",
         "web-key",
@@ -177,7 +174,8 @@ def test_in_the_cluster_secrets_are_read_from_the_policys_namespace() -> None:
         read_secret=_read_secret,
     )
     (web,) = served.snapshot.policies
-    assert web.login is not None and web.login.client.secret == "s3cret"
+    assert web.login is not None and web.login.client.secret is not None
+    assert web.login.client.secret.value() == b"s3cret"
     assert web.login.http.public_only  # a tenant's provider: no loopback, no metadata service
 
 

@@ -111,14 +111,16 @@ def test_what_a_dead_worker_never_took_goes_to_another(dispatcher: Dispatcher) -
 def test_a_stuck_worker_gets_no_new_connections(
     dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(handoff, "STUCK_SECONDS", 0.2)
+    monkeypatch.setattr(handoff, "STUCK_SECONDS", 0.3)
     awake, stuck = _worker(dispatcher, 0), _worker(dispatcher, 1)
     dispatcher.start()
     time.sleep(0.3)
     clients = [_connect(dispatcher, b"x") for _ in range(2)]  # one each; `stuck` never reads
-    time.sleep(0.4)
+    time.sleep(0.5)
+    assert _count(awake, 1) == 1  # `awake` takes (and acknowledges) its one
+    time.sleep(0.3)  # the dispatcher reads the acknowledgement; `stuck`'s one is now old
     clients += [_connect(dispatcher, b"y") for _ in range(4)]
-    assert _count(awake, 5) == 5 and dispatcher.handed == [5, 1]
+    assert _count(awake, 4) == 4 and dispatcher.handed == [5, 1]
     assert _count(stuck, 1) == 1  # it gets the one it was given when it catches up
     for client in clients:
         client.close()

@@ -1,11 +1,15 @@
-"""How authz authenticates itself to an introspection endpoint (RFC 7662 2.1 requires it).
+"""How authz authenticates itself as an OAuth client: to an introspection endpoint (RFC 7662
+2.1 requires it) and to a login provider's token endpoint (RFC 6749 3.2).
 
 `client_secret_basic` and `client_secret_post` (RFC 6749 2.3.1), `private_key_jwt` (RFC 7523
 2.2 and OIDC Core 9: a fresh signed assertion per call, so a captured one cannot be replayed
 past its jti and minute), or `none` for an endpoint protected another way (a mesh, or
 Hydra's admin port). Secrets come from a file, re-read when it changes (a rotated Secret
-volume needs no restart), or inline once read from a Kubernetes Secret; they never appear
-in a repr, a log line or an error message.
+volume needs no restart), or inline once read (a Kubernetes Secret, a login block's secret);
+they never appear in a repr, a log line or an error message.
+
+It lives in authz.keys because that is the layer below both of its users (authz.introspection
+and authz.oidc are siblings and may not import each other).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class Secret(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class InlineSecret:
-    """A secret already read (from a Kubernetes Secret). Compared by value, never shown."""
+    """A secret already read (a Kubernetes Secret; a login block's secret, read at build time).
+    Compared by value, never shown."""
 
     data: bytes = field(repr=False)
 
@@ -101,8 +106,10 @@ class FileSecret:
 
 @dataclass(frozen=True, slots=True)
 class ClientAuth:
-    """The client authentication of one introspecting issuer. `secret` is the client
-    secret (secret methods) or the PEM private key (private_key_jwt)."""
+    """How authz proves it is `client_id` to one endpoint. `secret` is the client secret
+    (secret methods) or the PEM private key (private_key_jwt); `key` instead holds a private
+    key already parsed and checked (a login block's private JWK), `algorithm` then naming
+    its algorithm."""
 
     method: Method
     client_id: str = ""
@@ -110,6 +117,7 @@ class ClientAuth:
     algorithm: str | None = None  # private_key_jwt; None: the key's natural algorithm
     key_id: str | None = None  # private_key_jwt: the assertion's `kid`
     audience: str | None = None  # private_key_jwt: the assertion's `aud`; None: the endpoint
+    key: Any = field(default=None, repr=False, compare=False)  # private_key_jwt: a parsed key
 
     def check(self) -> None:
         """Read the credential once, so a bad file or key fails when the policy is loaded;
@@ -157,6 +165,8 @@ class ClientAuth:
         return self.secret.value()
 
     def _signing_key(self) -> tuple[Any, str]:
+        if self.key is not None and self.algorithm:
+            return self.key, self.algorithm
         if self.secret is None:
             raise ClientAuthError("private_key_jwt needs a private key")
         return signing_key(self.secret.value(), self.algorithm)

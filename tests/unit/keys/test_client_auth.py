@@ -1,4 +1,4 @@
-"""Client authentication to the introspection endpoint, as the endpoint checks it."""
+"""Client authentication to an introspection or token endpoint, as the endpoint checks it."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authz.introspection.client_auth import (
+from authz.keys.client_auth import (
     ASSERTION_TYPE,
     ClientAuth,
     ClientAuthError,
     FileSecret,
     InlineSecret,
 )
+from tests.support.tokens import signing_key
 
 ENDPOINT = "https://idp.test/oauth2/introspect"
 
@@ -75,6 +76,24 @@ def test_private_key_jwt_assertion_verifies_with_pyjwt(key: object, alg: str) ->
         jwt.decode(again["client_assertion"], public, algorithms=[alg], audience=ENDPOINT)["jti"]
         != claims["jti"]
     )
+
+
+def test_private_key_jwt_signs_with_a_key_already_parsed() -> None:
+    """A login block's private JWK, parsed and checked when the policy is built."""
+    private, public = signing_key("ES256", "client-key")
+    auth = ClientAuth(
+        "private_key_jwt", "web", algorithm="ES256", key_id="client-key", key=jwt.PyJWK(private).key
+    )
+    form, _ = auth.apply("https://op.example/token", time.time())
+    assert jwt.get_unverified_header(form["client_assertion"])["kid"] == "client-key"
+    claims = jwt.decode(
+        form["client_assertion"],
+        jwt.PyJWK(public).key,
+        algorithms=["ES256"],
+        audience="https://op.example/token",
+    )
+    assert claims["iss"] == claims["sub"] == "web" and claims["exp"] - claims["iat"] == 60
+    assert "key=" not in repr(auth)
 
 
 def test_private_key_jwt_audience_and_algorithm_can_be_chosen() -> None:
