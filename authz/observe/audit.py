@@ -3,7 +3,8 @@
 The line's fields are rendered in groups, each group as orjson renders it inside the whole
 object, so the line is the same bytes as rendering `fields()` at once. The groups that
 repeat from Check to Check are kept: the decision's (decision, reason, status, policy, rule,
-snapshot) and the verified token's (iss, sub, aud, jti, kid, per cached token object).
+snapshot) and the verified token's (iss, sub, aud, jti, kid), per token object a later Check
+is given again (a hot hit in the token cache: `Authentication.reused`).
 """
 
 from __future__ import annotations
@@ -183,7 +184,9 @@ class Audit:
         if auth is not None and auth.binding is not None:
             parts.append(_members({"binding": auth.binding}))
         verified = outcome.verified
-        if verified is not None:
+        if verified is not None and (auth is None or not auth.reused):
+            parts.append(_members(_token(verified)))  # a token object not seen again
+        elif verified is not None:
             # The entry holds `verified`, so its id cannot be reused while the entry lives.
             kept = self._tokens.get(id(verified))
             if kept is None or kept[0] is not verified:

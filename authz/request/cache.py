@@ -132,10 +132,13 @@ class TokenCache:
         now: float,
         valid: Callable[[VerifiedToken, _Context], bool],
         context: _Context,
-    ) -> VerifiedToken | None:
-        """The cached token if it is still `valid(token, context)` for the caller; a stale
-        one is dropped. (A function and its argument rather than a closure: no closure is
-        made for every Check.)"""
+    ) -> tuple[VerifiedToken, bool] | None:
+        """The cached token if it is still `valid(token, context)` for the caller, and
+        whether it was hot: the very object the last hit returned. Only then is what a
+        caller keeps per token object worth keeping: a cold hit's object is new, and with
+        more active tokens than hot entries it is pushed out before its next use. A stale
+        entry is dropped. (A function and its argument rather than a closure: no closure
+        is made for every Check.)"""
         with self._lock:
             hot = self._hot.get(digest)
             if hot is not None:
@@ -144,7 +147,7 @@ class TokenCache:
                     self._hot.move_to_end(digest)
                     self._records.move_to_end(digest)
                     self.hits += 1
-                    return verified
+                    return verified, True
                 self._stale(digest)
                 return None
             record = self._records.get(digest)
@@ -166,7 +169,7 @@ class TokenCache:
                 self._make_hot(digest, deadline, verified, footprint(verified))
                 self._shrink()
             self.hits += 1
-            return verified
+            return verified, False
 
     def put(self, digest: bytes, verified: VerifiedToken, now: float) -> None:
         """Cache a token `verify` accepted (one without a payload, an introspection

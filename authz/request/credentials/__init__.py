@@ -38,8 +38,11 @@ class Authentication:
     check (token source, audience) refused it: audit lines and explanations name its issuer.
     `source` is where the credential came (header, cookie or query parameter): removed
     upstream by stripAuthorization.
-    `reused` says the identity was verified before and is cached: what is derived from it
-    (the answer, its rendering) is worth keeping for the next request.
+    `reused` says `verified` is the very object an earlier request was given (a hot hit in
+    the token cache, an introspection answer's kept token): what is derived from it and
+    kept per object (the decision, the answer, its rendering) is found by the next request.
+    A token decoded again from a cold record is not: keeping what was derived from it would
+    only hold memory until the memo fills.
     `binding` names what proved the caller holds the token's key: "dpop" (a DPoP proof) or
     "x5t#S256" (the client certificate); None for a plain bearer token.
     `digest` is the SHA-256 of the credential (never the credential): what is minted for

@@ -10,7 +10,8 @@ claim) is checked against the request: see `credentials.binding`.
 
 For a cached token without `cnf` the checks of its source and audience depend on nothing
 but the token, the policy and the token's place, all immutable: their result is kept per
-(token, policy, place), so a cache hit does not repeat them (bounded; emptied when full).
+(token, policy, place), so a hit on a hot cached token does not repeat them (kept only for
+such a token: `Authentication.reused`; bounded; emptied when full).
 The issuer's required claims and tenant binding are still checked on every use.
 """
 
@@ -101,8 +102,9 @@ class BearerJwt:
     def verified(
         self, token: str, policy: CompiledPolicy, may_wait: bool
     ) -> tuple[VerifiedToken, bool, bytes]:
-        """The verified token, whether it came from the cache, and the token's digest.
-        Also what a DPoP-bound token is verified with (`credentials.dpop`)."""
+        """The verified token, whether it is the object an earlier Check was given (a hot
+        hit in the token cache: `Authentication.reused`), and the token's digest. Also what
+        a DPoP-bound token is verified with (`credentials.dpop`)."""
         now = self._clock()
         if len(token) > self.max_token_bytes:
             raise TokenError(
@@ -111,7 +113,7 @@ class BearerJwt:
         digest = TokenCache.digest(token)
         cached = self.cache.get(digest, now, _still_valid, policy)
         if cached is not None:
-            return cached, True, digest
+            return cached[0], cached[1], digest
         verified = verify(
             token, policy.issuers_by_iss, now, self.max_token_bytes, may_wait=may_wait
         )

@@ -50,6 +50,11 @@ def outcomes() -> Iterator[tuple[str, Outcome]]:
             token=bearer_token(scope="r", sub=weird, jti="x" * 300, aud=["api", "t" * 300]),
         )[1],
     )
+    kept, token = TokenCache(), bearer_token(scope="r", jti="j2")
+    check(SERVED, path="/read/1", token=token, cache=kept)  # verified, cached, hot
+    again = check(SERVED, path="/read/1", token=token, cache=kept)[1]  # fields kept per token
+    assert again.authentication is not None and again.authentication.reused
+    yield "allow, token kept", again
     rejected = pipeline(SERVED, TokenCache(0)).reject(Reason.REQUEST_INVALID, "bad \u2028 path")
     yield "no request", rejected[1]  # never got a view: no request fields
     yield "no policy", check(serve(issuer()), path="/read/1")[1]

@@ -88,17 +88,21 @@ def test_a_record_is_a_fraction_of_the_decoded_token() -> None:
 
 def test_a_cold_hit_is_the_token_that_was_verified() -> None:
     """A hit on a record decodes it again: the same claims, identity, expiry, issuer and
-    key set; it is then hot, so the next hit is that very object (answers are memoised
-    per identity object)."""
+    key set, said to be a cold hit (a new object: nothing kept per object finds it); it is
+    then hot, so the next hit is that very object, said to be hot (answers are memoised per
+    token object)."""
     token = users(2)[1]
     cache = TokenCache(hot_entries=1)
     cache.put(b"a" * 32, token, NOW)
     cache.put(b"b" * 32, users(1)[0], NOW)  # pushes `a` out of the hot set
-    again = cache.get(b"a" * 32, NOW, ALWAYS, None)
-    assert again is not None and again is not token
+    cold = cache.get(b"a" * 32, NOW, ALWAYS, None)
+    assert cold is not None
+    again, hot = cold
+    assert again is not token and not hot
     assert again == token and again.identity == token.identity
     assert again.issuer is token.issuer and again.keys is token.keys
-    assert cache.get(b"a" * 32, NOW, ALWAYS, None) is again
+    hit = cache.get(b"a" * 32, NOW, ALWAYS, None)
+    assert hit is not None and hit[0] is again and hit[1]
     assert (cache.hits, cache.misses) == (2, 0)
 
 
@@ -158,7 +162,7 @@ def test_a_stale_entry_is_a_miss_and_is_dropped() -> None:
         cache = TokenCache(hot_entries=hot_entries)
         cache.put(b"a" * 32, small, NOW)
         hit = cache.get(b"a" * 32, NOW, ALWAYS, None)
-        assert hit == small and cache.hits == 1
+        assert hit == (small, hot_entries > 0) and cache.hits == 1
         assert cache.get(b"a" * 32, NOW, lambda _v, _c: False, None) is None
         assert (cache.hits, cache.misses, len(cache), cache.bytes) == (1, 1, 0, 0)
 
