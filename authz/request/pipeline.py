@@ -103,6 +103,21 @@ class Pipeline:
             tuple[int, int, int, int, str | None],
             tuple[CompiledRule, CompiledPolicy, Identity, VerifiedToken | None, Decision],
         ] = {}
+        self._seen: Snapshot | None = None
+        self._forget: list[Callable[[], None]] = [self._decided.clear, self.responder.forget]
+
+    def on_snapshot_change(self, forget: Callable[[], None]) -> None:
+        """Have `forget()` called when a Check reads another serving snapshot than the
+        Check before: a memo that holds policy objects drops them with the snapshot
+        that made them, instead of keeping old snapshots alive until it fills. (Driven by
+        what Checks read, so any `Serving` works; a Check still on the old snapshot may
+        store an entry after the change, which the next change drops.)"""
+        self._forget.append(forget)
+
+    def _snapshot_changed(self, snapshot: Snapshot) -> None:
+        self._seen = snapshot
+        for forget in self._forget:
+            forget()
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
         """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
@@ -148,6 +163,8 @@ class Pipeline:
 
     def decide(self, request: RequestView, *, may_wait: bool = True) -> Outcome:
         snapshot = self._serving.snapshot
+        if snapshot is not self._seen:
+            self._snapshot_changed(snapshot)
         version = snapshot.version
         policy = snapshot.select(request.host, request.context)
         if policy is None:
@@ -204,8 +221,9 @@ class Pipeline:
         """`_authorize`, kept for a cached identity: unless a claim condition of the rule
         reads the time (`maxAgeSeconds`), the decision is a function of the rule, the policy,
         the identity, the verified token (the rule's issuers and audiences) and how the
-        credential was bound, all immutable (bounded; emptied when full). The rule's request
-        conditions were evaluated when the rule was chosen."""
+        credential was bound, all immutable (bounded; emptied when full or when another
+        snapshot serves). The rule's request conditions were evaluated when the rule was
+        chosen."""
         clock = self._clock
         if rule is None or authentication is None or not authentication.reused:
             return _authorize(action, rule, rule_name, policy, authentication, clock=clock)

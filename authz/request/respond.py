@@ -225,7 +225,8 @@ def challenge(
 
 
 # Bounds on the memos below: denials vary only by policy-defined scope sets; allow answers
-# by cached identity, so that memo is simply emptied when full.
+# by cached identity, so that memo is simply emptied when full. Those holding policy
+# objects are also emptied when another snapshot serves (`Responder.forget`).
 _MAX_DENIALS = 4096
 _MAX_ALLOWED = 4096
 _AllowKey = tuple[int, str, str | None, str | None, int, tuple[str, ...]]
@@ -248,6 +249,11 @@ class Responder:
             _AllowKey, tuple[Identity, CompiledPolicy, TokenSource | None, Answer]
         ] = {}
         self._unlisted: Answer | None = None
+
+    def forget(self) -> None:
+        """Drop the memos that hold policy objects (another snapshot serves)."""
+        self._custom.clear()
+        self._allowed.clear()
 
     def deny(
         self,

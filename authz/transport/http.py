@@ -90,6 +90,7 @@ class HttpChecker:
         self._carriable: dict[
             tuple[int, Dialect, int], tuple[Answer, CompiledPolicy | None, str | None]
         ] = {}
+        pipeline.on_snapshot_change(self._carriable.clear)  # it holds policies
 
     def view(
         self,

@@ -11,7 +11,8 @@ claim) is checked against the request: see `credentials.binding`.
 For a cached token without `cnf` the checks of its source and audience depend on nothing
 but the token, the policy and the token's place, all immutable: their result is kept per
 (token, policy, place), so a hit on a hot cached token does not repeat them (kept only for
-such a token: `Authentication.reused`; bounded; emptied when full).
+such a token: `Authentication.reused`; bounded; emptied when full, and when another
+snapshot serves: `forget`).
 The issuer's required claims and tenant binding are still checked on every use.
 """
 
@@ -49,6 +50,10 @@ class BearerJwt:
         self.max_token_bytes = max_token_bytes
         self._clock = clock
         self._checked: dict[tuple[bytes, int, int], _Checked] = {}
+
+    def forget(self) -> None:
+        """Drop the kept checks: they hold policy objects, and another snapshot serves."""
+        self._checked.clear()
 
     def find(self, request: RequestView, policy: CompiledPolicy) -> Presented | None:
         found = extract_token(request, policy.token_sources)

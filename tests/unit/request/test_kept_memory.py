@@ -1,27 +1,39 @@
 """What Checks keep between them (decisions, policy checks, answers, audit fields per token
-object) holds no more than the token cache's hot set: with more active tokens than hot
-entries, what a server holds stays what its cache budget says, and the answers are the
-same."""
+object) holds no more than the token cache's hot set and the serving snapshot: with more
+active tokens than hot entries, or after hot reloads, what a server holds stays what its
+cache budget and its policies say, and the answers are the same."""
 
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from authz.observe.audit import Audit
 from authz.observe.metrics import Metrics
+from authz.observe.recorder import Recorder
+from authz.policy.snapshot import CompiledPolicy, Snapshot
 from authz.request.assembly import pipeline
 from authz.request.cache import TokenCache
 from authz.request.verify import VerifiedToken
 from authz.request.view import request_view
+from authz.transport.dialects import ENVOY_PREFIX, Dialect
+from authz.transport.http import HttpChecker
 from tests.support.docs import issuer, policy, rule
-from tests.support.snapshots import HTTPS, bearer_token, serve
+from tests.support.snapshots import HTTPS, bearer_token, serve, serve_sources
 from tests.support.tokens import NOW
 
 HOST = "api.example"
 ROUND_ROBIN = 4  # tokens in turn: twice the hot set, so every hit is on a cold record
+
+
+@dataclass
+class Swappable:
+    """What a policy store is to a pipeline: the snapshot serving now, swapped by the test."""
+
+    snapshot: Snapshot
 
 
 def _living(kind: type, test: Any) -> int:
@@ -72,3 +84,48 @@ def test_a_hot_token_is_still_kept() -> None:
     view = request_view("GET", HOST, "/x", headers, {}, connection=HTTPS)
     answers = [checker.check(view)[0] for _ in range(3)]
     assert answers[1] is answers[2] and answers[0] == answers[1]
+
+
+def _policy_docs(n: int) -> list[dict[str, Any]]:
+    """Snapshot `n`: the same issuer, a policy whose rule moved (a hot reload's edit)."""
+    return [
+        issuer(),
+        policy(
+            "swapped",
+            rules=[
+                rule("read", paths=[f"/v{n}/**"], requireScopes={"allOf": ["r"]}),
+                rule("rest"),
+            ],
+        ),
+    ]
+
+
+def test_swapped_snapshots_are_not_kept_alive() -> None:
+    """50 hot reloads with Checks in between, each result kept (a hot token's policy checks
+    and decision, an allow answer and whether the HTTP transport can carry it out): the old
+    compiled policies are let go, not held by what was kept."""
+    served = serve_sources(_policy_docs(0))
+    serving = Swappable(served.snapshot)
+    checker = HttpChecker(
+        pipeline(serving, TokenCache(), clock=lambda: NOW),
+        Recorder(Audit(Metrics(CollectorRegistry()))),
+    )
+    for n in range(1, 51):
+        served = serve_sources(_policy_docs(n), previous=served)
+        serving.snapshot = served.snapshot
+        # callers come and go: what was kept for one is not replaced by a later Check
+        reader = bearer_token(sub=f"reader-{n}", scope="r")
+        writer = bearer_token(sub=f"writer-{n}", scope="w")
+        for path, token, reason in (
+            (f"/v{n}/a", reader, "allowed"),
+            (f"/v{n}/a", writer, "insufficient_scope"),
+            (f"/v{n - 1}/a", writer, "allowed"),  # the rule moved
+        ):
+            headers = {"host": HOST, "x-forwarded-proto": "https"}
+            headers["authorization"] = f"Bearer {token}"
+            for _ in range(3):  # verified, then kept, then reused
+                decided = checker.decide(Dialect.ENVOY, "GET", ENVOY_PREFIX + path, headers, set())
+                assert isinstance(decided, tuple)
+                assert str(decided[1].decision.reason) == reason
+    del decided, served
+    assert _living(CompiledPolicy, lambda p: p.id.endswith("/swapped")) <= 2
