@@ -44,7 +44,7 @@ lint: venv
 	$(BIN)/hadolint Dockerfile
 
 test-fast: venv
-	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit tests/conformance tests/security
+	$(BIN)/pytest $(PYTEST_FLAGS) -n 2 tests/unit tests/conformance tests/security
 
 test-e2e: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e

@@ -273,7 +273,12 @@ def serve(settings: ServeSettings) -> int:
         )
         secret = _proxy_secret(settings.http_proxy_secret_file)
         tls = certificates.ssl_context() if certificates else None
-        http = HttpTransport(HttpChecker(checks, recorder, secret), checks_from, tls=tls)
+        http = HttpTransport(
+            HttpChecker(checks, recorder, secret),
+            checks_from,
+            tls=tls,
+            queue_wait=metrics.queue_seconds.labels("http").observe,
+        )
     state = ServerState(store, (lambda: controller.source.ready) if controller else (lambda: True))
     # An explanation never records a DPoP proof as used: it gets a replay cache of its own.
     debug = debug_handler(store, **shared, **options) if settings.debug_endpoints else None

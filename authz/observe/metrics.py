@@ -65,8 +65,9 @@ class Metrics:
         registry.register(self.checks)
         self.queue_seconds = Histogram(
             "authz_check_queue_seconds",
-            "Time a Check waited before its handler ran: for a free handler thread (grpc) or "
-            "for the event loop (http). It grows when authz is overloaded, before latency does.",
+            "Time a Check waited before its handler ran: for a free handler thread (grpc); for "
+            "the event loop, sampled every 100 ms, or a wait-pool thread (http). It grows when "
+            "authz is overloaded, before latency does.",
             ["transport"],
             buckets=(
                 0.0001,

@@ -6,6 +6,11 @@ check (docs/performance.md). Each request becomes a `RequestView` by its dialect
 signature verification), the `Answer` is rendered (shared answers once), and the same
 `Recorder` as gRPC writes the audit line, metrics and span.
 
+How long checks wait before they run (`authz_check_queue_seconds{transport="http"}`): a
+check that runs on the loop waits for whatever the loop is doing, which a probe samples
+every `LAG_PROBE_SECONDS` as the lateness of a timer; a check that goes to the wait pool
+is timed from its hand-off to its start on a pool thread.
+
 Deciding never waits on the loop: where a check needs a bounded wait for a key fetch
 running elsewhere, the pipeline raises `WouldWait` and the check runs again, waiting
 allowed, on a small thread pool. Everything is bounded: connections, checks waiting on
@@ -54,6 +59,7 @@ from authz.transport.sockets import address_of
 log = structlog.get_logger("authz.server")
 
 _MAX_RENDERED = 4096
+LAG_PROBE_SECONDS = 0.1
 _NOT_FOUND = plain(404)
 
 
@@ -210,9 +216,17 @@ class _Asked:
 class HttpCheckServer:
     """The connections of one event loop and what they share: checker, limits, wait pool."""
 
-    def __init__(self, checker: HttpChecker, limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self,
+        checker: HttpChecker,
+        limits: HttpLimits | None = None,
+        queue_wait: Callable[[float], None] | None = None,
+    ) -> None:
         self.checker = checker
         self.limits = limits or HttpLimits()
+        self._queue_wait = queue_wait
+        self._probe_due = 0.0
+        self._prober: asyncio.TimerHandle | None = None
         self.connections: set[Connection] = set()
         self.tick = 0  # seconds since start, advanced by the sweep; cheaper than a clock read
         self.waiting = 0
@@ -271,8 +285,15 @@ class HttpCheckServer:
             except RuntimeError:
                 log.warning("check finished after the HTTP transport stopped")
 
-        checked = self._pool.submit(self.checker.decide_waiting, view, asked.dialect)
+        checked = self._pool.submit(self._decide_waiting, view, asked.dialect, time.perf_counter())
         checked.add_done_callback(waited)
+
+    def _decide_waiting(
+        self, view: RequestView, dialect: Dialect, handed: float
+    ) -> tuple[Answer, Outcome]:
+        if self._queue_wait is not None:
+            self._queue_wait(time.perf_counter() - handed)
+        return self.checker.decide_waiting(view, dialect)
 
     def _waited(self, asked: _Asked, finished: Future[tuple[Answer, Outcome]]) -> None:
         self.waiting -= 1
@@ -314,6 +335,9 @@ class HttpCheckServer:
                 lambda: Connection(self), sock=source, ssl=self.tls
             )
         self._sweeper = loop.call_later(1.0, self._sweep)
+        if self._queue_wait is not None:
+            self._probe_due = loop.time() + LAG_PROBE_SECONDS
+            self._prober = loop.call_at(self._probe_due, self._probe)
         ready()
         await self._stopped.wait()
 
@@ -339,6 +363,14 @@ class HttpCheckServer:
         assert self._loop is not None
         self._sweeper = self._loop.call_later(1.0, self._sweep)
 
+    def _probe(self) -> None:
+        """How late this timer ran is how long a check arriving at its due time waited."""
+        assert self._loop is not None and self._queue_wait is not None
+        now = self._loop.time()
+        self._queue_wait(max(0.0, now - self._probe_due))
+        self._probe_due = now + LAG_PROBE_SECONDS
+        self._prober = self._loop.call_at(self._probe_due, self._probe)
+
     async def drain(self, grace: float) -> None:
         """Stop accepting, let answers owed go out (at most `grace` seconds), close the rest."""
         if self._server is not None:
@@ -355,6 +387,8 @@ class HttpCheckServer:
                 connection.transport.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._stopped is not None:
             self._stopped.set()
@@ -371,11 +405,12 @@ class HttpTransport:
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop,
         *,
         tls: ssl.SSLContext | None = None,
+        queue_wait: Callable[[float], None] | None = None,
     ) -> None:
         """`source`: a listening socket, or (a `--workers` worker) the connections its
         supervisor hands over. `tls`: serve HTTPS with this context (authz.tls: reloaded on
-        rotation)."""
-        self.server = HttpCheckServer(checker, limits)
+        rotation). `queue_wait` is told how long checks wait before they run."""
+        self.server = HttpCheckServer(checker, limits, queue_wait)
         self.server.tls = tls
         self.source = source
         self.address = source.address if isinstance(source, Handed) else address_of(source)

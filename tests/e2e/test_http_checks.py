@@ -11,6 +11,7 @@ optional proxy secret. The decisions are counted by authz's HTTP transport.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -167,6 +168,20 @@ def test_allow_sets_identity_replaces_a_spoofed_one_and_strips_the_token(
     assert "authorization" not in headers  # the policy's stripAuthorization
     assert "x-authz-remove" not in headers
     assert stack.decisions("allowed") == before + 1
+
+
+def test_the_http_queue_wait_is_on_the_metrics_page(stack: Stack) -> None:
+    """The operator's overload signal exists for HTTP checks too (the loop is probed every
+    100 ms from the start)."""
+
+    def probes() -> float:
+        name = 'authz_check_queue_seconds_count{transport="http"}'
+        (line,) = [line for line in stack.authz.metrics().splitlines() if line.startswith(name)]
+        return float(line.split()[-1])
+
+    first = probes()
+    time.sleep(0.5)
+    assert probes() >= first + 2
 
 
 def test_no_token_is_401_with_a_bare_challenge(stack: Stack) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
@@ -124,7 +125,13 @@ class Browser(ManagedServer):
 
     def wait_for_url(self, prefix: str, timeout: float = 10.0) -> str:
         """Block until the current URL starts with ``prefix`` (redirect chains); return it."""
-        WebDriverWait(self.driver, timeout).until(lambda d: d.current_url.startswith(prefix))
+        try:
+            WebDriverWait(self.driver, timeout).until(lambda d: d.current_url.startswith(prefix))
+        except TimeoutException as exc:  # say where the redirect chain stopped
+            raise TimeoutException(
+                f"not at {prefix} after {timeout} s; at {self.driver.current_url}: "
+                f"{self.driver.find_element(By.TAG_NAME, 'body').text[:300]!r}"
+            ) from exc
         return str(self.driver.current_url)
 
     def requested_urls(self) -> list[str]:

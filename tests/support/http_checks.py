@@ -152,6 +152,16 @@ class HttpCheckServer:
                     total += sample.value
         return total
 
+    def queue_waits(self, longer_than: float) -> tuple[float, float]:
+        """authz_check_queue_seconds{transport="http"}: (all waits, waits over
+        `longer_than`, which must be a bucket bound)."""
+        buckets = {}
+        for family in self.metrics.registry.collect():
+            for sample in family.samples:
+                if sample.name == "authz_check_queue_seconds_bucket":
+                    buckets[float(sample.labels["le"])] = sample.value
+        return buckets[float("inf")], buckets[float("inf")] - buckets[longer_than]
+
 
 @contextmanager
 def http_check_server(
@@ -169,7 +179,9 @@ def http_check_server(
         pipeline(serving, cache, **options), Recorder(Audit(metrics)), proxy_secret
     )
     sock = listen("127.0.0.1:0")
-    transport = HttpTransport(checker, sock, limits)
+    transport = HttpTransport(
+        checker, sock, limits, queue_wait=metrics.queue_seconds.labels("http").observe
+    )
     transport.start()
     try:
         yield HttpCheckServer(transport, sock.getsockname()[1], metrics, cache)

@@ -110,6 +110,20 @@ def test_a_dpop_token_that_is_also_certificate_bound_needs_both() -> None:
         ("", None),
         ("Hash=" + "a" * 20_000, None),
     ],
+    ids=[  # the certificates are made per run: ids that do not change with them
+        "envoy-xfcc",
+        "hash-upper-case",
+        "cert-url-encoded",
+        "first-element-alice",
+        "quoted-comma",
+        "first-element-zeros",
+        "hash-not-hex",
+        "hash-short",
+        "cert-garbage",
+        "no-hash-or-cert",
+        "empty",
+        "oversized",
+    ],
 )
 def test_forwarded_certificate(header: str, expected: str | None) -> None:
     assert forwarded_certificate(header) == expected

@@ -14,7 +14,7 @@ from authz.transport import handoff
 from authz.transport.handoff import Dispatcher, Handed
 from authz.transport.sockets import listen
 
-_ENDS: list[socket.socket] = []
+_OPENED: list[socket.socket] = []  # closed after each test, passed or failed
 
 
 @pytest.fixture
@@ -24,14 +24,14 @@ def dispatcher() -> Iterator[Dispatcher]:
     yield dispatcher
     dispatcher.stop()
     listening.close()
-    while _ENDS:
-        _ENDS.pop().close()
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 def _worker(dispatcher: Dispatcher, index: int, *, ready: bool = True) -> Handed:
     end = dispatcher.attach(index)
     end.setblocking(False)
-    _ENDS.append(end)
+    _OPENED.append(end)
     worker = Handed(end, "test")
     if ready:
         worker.announce_ready()
@@ -40,6 +40,7 @@ def _worker(dispatcher: Dispatcher, index: int, *, ready: bool = True) -> Handed
 
 def _connect(dispatcher: Dispatcher, payload: bytes) -> socket.socket:
     client = socket.create_connection(dispatcher.listening.getsockname()[:2], timeout=5)
+    _OPENED.append(client)
     client.sendall(payload)
     return client
 
@@ -75,12 +76,11 @@ def test_connections_go_to_the_ready_workers_in_turn(dispatcher: Dispatcher) -> 
     first, second = _worker(dispatcher, 0), _worker(dispatcher, 1)
     dispatcher.start()
     time.sleep(0.3)  # the dispatcher reads both workers' "ready"
-    clients = [_connect(dispatcher, f"req-{i}".encode()) for i in range(6)]
+    for i in range(6):
+        _connect(dispatcher, f"req-{i}".encode())
     got = _take(first, 3), _take(second, 3)
     assert [len(g) for g in got] == [3, 3] and dispatcher.handed == [3, 3]
     assert _payloads(got[0]) | _payloads(got[1]) == {f"req-{i}".encode() for i in range(6)}
-    for client in clients:
-        client.close()
 
 
 def test_a_worker_not_ready_yet_gets_nothing_while_another_is(dispatcher: Dispatcher) -> None:
@@ -88,10 +88,9 @@ def test_a_worker_not_ready_yet_gets_nothing_while_another_is(dispatcher: Dispat
     dispatcher.start()
     time.sleep(0.3)
     assert not dispatcher.all_ready()
-    clients = [_connect(dispatcher, b"x") for _ in range(4)]
+    for _ in range(4):
+        _connect(dispatcher, b"x")
     assert _count(ready, 4) == 4 and _count(starting, 1, timeout=0.5) == 0
-    for client in clients:
-        client.close()
 
 
 def test_what_a_dead_worker_never_took_goes_to_another(dispatcher: Dispatcher) -> None:
@@ -99,13 +98,12 @@ def test_what_a_dead_worker_never_took_goes_to_another(dispatcher: Dispatcher) -
     survivor, dying = _worker(dispatcher, 0), _worker(dispatcher, 1)
     dispatcher.start()
     time.sleep(0.3)
-    clients = [_connect(dispatcher, f"req-{i}".encode()) for i in range(4)]
+    for i in range(4):
+        _connect(dispatcher, f"req-{i}".encode())
     time.sleep(0.3)  # two of them wait, unread, in the dying worker's pair
     dying.pair.close()
     taken = _take(survivor, 4)
     assert _payloads(taken) == {f"req-{i}".encode() for i in range(4)}
-    for client in clients:
-        client.close()
 
 
 def test_a_stuck_worker_gets_no_new_connections(
@@ -115,12 +113,12 @@ def test_a_stuck_worker_gets_no_new_connections(
     awake, stuck = _worker(dispatcher, 0), _worker(dispatcher, 1)
     dispatcher.start()
     time.sleep(0.3)
-    clients = [_connect(dispatcher, b"x") for _ in range(2)]  # one each; `stuck` never reads
+    for _ in range(2):  # one each; `stuck` never reads
+        _connect(dispatcher, b"x")
     time.sleep(0.5)
     assert _count(awake, 1) == 1  # `awake` takes (and acknowledges) its one
     time.sleep(0.3)  # the dispatcher reads the acknowledgement; `stuck`'s one is now old
-    clients += [_connect(dispatcher, b"y") for _ in range(4)]
+    for _ in range(4):
+        _connect(dispatcher, b"y")
     assert _count(awake, 4) == 4 and dispatcher.handed == [5, 1]
     assert _count(stuck, 1) == 1  # it gets the one it was given when it catches up
-    for client in clients:
-        client.close()

@@ -415,6 +415,41 @@ def test_too_many_waiting_checks_get_a_fast_503(tmp_path: Path, key_server: KeyS
         store.close()
 
 
+def test_a_stalled_loop_shows_in_the_queue_wait_metric() -> None:
+    """The loop's probe samples how long a check arriving now would wait. Stalling the loop
+    from outside is a fault stand-in: the transport never blocks its own loop on purpose."""
+    with http_check_server(_served(), clock=lambda: NOW) as server:
+        time.sleep(0.35)
+        sampled, long = server.queue_waits(longer_than=0.1)
+        assert sampled >= 2 and long == 0  # an idle loop answers its probe at once
+        server.transport._loop.call_soon_threadsafe(time.sleep, 0.3)
+        time.sleep(0.6)
+        assert server.queue_waits(longer_than=0.1)[1] == 1
+
+
+def test_checks_queued_for_the_wait_pool_show_in_the_queue_wait_metric(
+    tmp_path: Path, key_server: KeyServer
+) -> None:
+    store = _store(tmp_path, key_server, wait_ms=3000)
+    try:
+        limits = HttpLimits(max_waiting=2, wait_threads=1)
+        with http_check_server(store, limits=limits) as server:
+            key_server.fault("/jwks", body=b'{"keys": []}', delay=1.0)
+            waiting = [
+                threading.Thread(target=_timed, args=(server, _token(key_server.url, kid)))
+                for kid in ("k5", "k6")
+            ]
+            for thread in waiting:
+                thread.start()
+                time.sleep(0.1)
+            for thread in waiting:
+                thread.join(10)
+            # k6 waited on the pool's one thread while k5's check waited for the refetch
+            assert server.queue_waits(longer_than=0.25)[1] == 1
+    finally:
+        store.close()
+
+
 def test_the_transport_stops_with_a_check_still_waiting(
     tmp_path: Path, key_server: KeyServer
 ) -> None:
