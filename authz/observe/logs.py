@@ -3,7 +3,8 @@
 The audit line is written for every Check, so it is cheap on purpose: it skips
 structlog's processor chain (~5 us per line even when empty) and is rendered by orjson
 straight into the same buffer structlog's lines go to, with the same fields (`event`,
-`level`, `timestamp` as structlog writes them). A background thread flushes that buffer
+`level`, `timestamp` as structlog writes them). `audit_members` takes the line's fields
+already rendered, so a caller can keep the parts that repeat (observe/audit.py). A background thread flushes that buffer
 every 200 ms (and at exit), instead of one write and flush syscall per Check. A process
 killed with SIGKILL may lose the last 200 ms of lines.
 """
@@ -29,20 +30,17 @@ class _BufferedLines:
 
     def __init__(self, raw: Any) -> None:
         self._out = io.BufferedWriter(raw, buffer_size=1 << 16)
-        self._lock = threading.Lock()
         threading.Thread(target=self._flusher, name="log-flush", daemon=True).start()
         atexit.register(self.drain)
 
     def write(self, data: bytes) -> None:
-        with self._lock:
-            self._out.write(data)
+        self._out.write(data)  # BufferedWriter takes its own lock
 
     def flush(self) -> None:
         """Called by BytesLogger after every line: a no-op, the thread flushes."""
 
     def drain(self) -> None:
-        with self._lock:
-            self._out.flush()
+        self._out.flush()
 
     def _flusher(self) -> None:
         event = threading.Event()
@@ -78,6 +76,7 @@ class _AuditLines:
     enabled = True  # the configured level lets info lines through
     second = -1
     prefix = ""
+    tail = b""  # `,"level":"info","timestamp":"<prefix>.` as bytes, for audit_members
 
 
 _AUDIT = _AuditLines()
@@ -89,9 +88,15 @@ def _timestamp(now: float) -> str:
     writes it; the date and time of day are formatted once per second."""
     second = int(now)
     if second != _AUDIT.second:
-        _AUDIT.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _AUDIT.second = second
+        _new_second(second)
     return f"{_AUDIT.prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def _new_second(second: int) -> None:
+    prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    _AUDIT.prefix = prefix
+    _AUDIT.tail = b',"level":"info","timestamp":"' + prefix.encode() + b"."
+    _AUDIT.second = second
 
 
 def audit_line(event: str, fields: dict[str, Any]) -> None:
@@ -104,6 +109,29 @@ def audit_line(event: str, fields: dict[str, Any]) -> None:
         return
     line = {"event": event, **fields, "level": "info", "timestamp": _timestamp(time.time())}
     sink.write(_one_line(line) + b"\n")
+
+
+def audit_rendered() -> bool:
+    """Whether audit lines go to the JSON sink, so `audit_members` may be used (otherwise,
+    and when the level drops them, `audit_line` is the way: it does what is right)."""
+    return _AUDIT.enabled and _AUDIT.sink is not None
+
+
+def audit_members(members: bytes) -> None:
+    """One audit line from its fields already rendered as JSON object members, without
+    braces (`"event":"decision","decision":"allow",...`), as `audit_line` writes them:
+    `level` and `timestamp` follow. Only while `audit_rendered()`."""
+    sink = _AUDIT.sink
+    assert sink is not None
+    if not members.isascii():  # a fast test; the line breaks are not ASCII
+        for raw, escaped in _LINE_BREAKS:
+            members = members.replace(raw, escaped)
+    now = time.time()
+    second = int(now)
+    if second != _AUDIT.second:
+        _new_second(second)
+    # as _timestamp() writes it, formatted straight into the line
+    sink.write(b'{%b%b%06dZ"}\n' % (members, _AUDIT.tail, int((now - second) * 1_000_000)))
 
 
 def configure(level: str = "info", json_output: bool = True) -> None:

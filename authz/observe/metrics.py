@@ -1,10 +1,18 @@
 """Prometheus metrics, one `Metrics` object per process. Label values come from small fixed
-sets (reason codes, policy ids); live state (snapshot, keys, cache) is read at scrape time."""
+sets (reason codes, policy ids); live state (snapshot, keys, cache) is read at scrape time.
+
+The two series every Check updates (decisions and Check duration) are tallied by the thread
+that made the Check, in plain Python ints, and summed at scrape time (`CheckCounts`): the
+exposition is the same as prometheus_client's Counter and Histogram would give, without
+their per-update locks and method calls (~1 us of every Check).
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import (
@@ -16,8 +24,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.utils import floatToGoString
 
 from authz import __version__
 from authz.introspection.manager import IntrospectionManager
@@ -52,18 +61,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series: noise
         self.registry = registry
-        self.decisions = Counter(
-            "authz_decisions_total",
-            "Check decisions by result, reason code and policy.",
-            ["decision", "reason", "policy"],
-            registry=registry,
-        )
-        self.check_seconds = Histogram(
-            "authz_check_duration_seconds",
-            "Time spent in the Check handler.",
-            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
-            registry=registry,
-        )
+        self.checks = CheckCounts(CHECK_BUCKETS)
+        registry.register(self.checks)
         self.queue_seconds = Histogram(
             "authz_check_queue_seconds",
             "Time a Check waited before its handler ran: for a free handler thread (grpc); for "
@@ -127,6 +126,92 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text format served on /metrics."""
         return generate_latest(self.registry)
+
+
+CHECK_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+Decided = tuple[str, str, str]  # the decision labels: decision, reason, policy
+
+
+class _Tally:
+    """One thread's counts. Only that thread writes them, so no update is lost."""
+
+    __slots__ = ("buckets", "decisions", "seconds")
+
+    def __init__(self, buckets: int) -> None:
+        self.decisions: dict[Decided, int] = {}
+        self.buckets = [0] * buckets
+        self.seconds = 0.0
+
+
+class CheckCounts(Collector):
+    """`authz_decisions_total` (decision, reason, policy) and `authz_check_duration_seconds`,
+    counted per thread and summed when scraped."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self._bounds = (*buckets, float("inf"))
+        # `le` as prometheus_client writes it (Go's float format)
+        self._le: tuple[str, ...] = tuple(
+            floatToGoString(bound)  # type: ignore[no-untyped-call]
+            for bound in self._bounds
+        )
+        self._local = threading.local()
+        self._tallies: list[_Tally] = []
+        self._seen: dict[Decided, None] = {}  # label sets in the order first counted
+        self._lock = threading.Lock()
+
+    def count(self, decided: Decided, seconds: float) -> None:
+        """One Check: its decision labels and how long it took."""
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._new_tally()
+        decisions = tally.decisions
+        count = decisions.get(decided)
+        if count is None:
+            with self._lock:
+                self._seen.setdefault(decided)
+            count = 0
+        decisions[decided] = count + 1
+        tally.buckets[bisect_left(self._bounds, seconds)] += 1
+        tally.seconds += seconds
+
+    def _new_tally(self) -> _Tally:
+        tally = _Tally(len(self._bounds))
+        with self._lock:
+            self._tallies.append(tally)
+        self._local.tally = tally
+        return tally
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        with self._lock:
+            tallies, seen = list(self._tallies), list(self._seen)
+        totals: dict[Decided, int] = {}
+        buckets = [0] * len(self._bounds)
+        seconds = 0.0
+        for tally in tallies:
+            for decided, count in tally.decisions.copy().items():
+                totals[decided] = totals.get(decided, 0) + count
+            for i, count in enumerate(tally.buckets.copy()):
+                buckets[i] += count
+            seconds += tally.seconds
+        decisions = CounterMetricFamily(
+            "authz_decisions",
+            "Check decisions by result, reason code and policy.",
+            labels=["decision", "reason", "policy"],
+        )
+        for decided in seen:
+            decisions.add_metric(decided, totals.get(decided, 0))
+        yield decisions
+        cumulative, running = [], 0
+        for le, count in zip(self._le, buckets, strict=True):
+            running += count
+            cumulative.append((le, running))
+        yield HistogramMetricFamily(
+            "authz_check_duration_seconds",
+            "Time spent in the Check handler.",
+            buckets=cumulative,
+            sum_value=seconds,
+        )
 
 
 class StateCollector(Collector):

@@ -9,7 +9,7 @@ records the others that claim it as conflicts instead of breaking the tie.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -71,8 +71,10 @@ class Requirement:
     def __bool__(self) -> bool:
         return bool(self.all_of or self.any_of)
 
-    def satisfied_by(self, values: frozenset[str]) -> bool:
-        return self.all_of <= values and (not self.any_of or not self.any_of.isdisjoint(values))
+    def satisfied_by(self, values: Iterable[str]) -> bool:
+        return self.all_of.issubset(values) and (
+            not self.any_of or not self.any_of.isdisjoint(values)
+        )
 
     def describe(self) -> tuple[str, ...]:
         """The values to name in a WWW-Authenticate `scope` attribute."""
@@ -98,6 +100,12 @@ class CompiledRule:
     audiences: frozenset[str] | None = None
     deny_with: DenyWith | None = None
     login: bool = True  # with the policy's login: a browser without a session signs in
+
+    @property
+    def timed(self) -> bool:
+        """Whether deciding reads the time (a `maxAgeSeconds` claim condition): such a
+        decision cannot be kept for the next request."""
+        return any(c.max_age is not None for c in self.claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,23 +165,40 @@ class CompiledPolicy:
     client_certificate: ClientCertificateSettings = CONNECTION_ONLY
     internal_token: InternalTokenSpec | None = None
     login: LoginSettings | None = None  # browser sign-in (OIDC code flow) and sessions
+    # the rules that may match a method (rule_for), made from `rules` after init
+    _by_method: Mapping[str, tuple[CompiledRule, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _any_method: tuple[CompiledRule, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Each method's candidate rules, in order: rule_for skips the others unread."""
+        methods = {m for r in self.rules if r.methods is not None for m in r.methods}
+        by_method = {
+            m: tuple(r for r in self.rules if r.methods is None or m in r.methods) for m in methods
+        }
+        object.__setattr__(self, "_by_method", by_method)
+        object.__setattr__(self, "_any_method", tuple(r for r in self.rules if r.methods is None))
 
     def rule_for(self, request: Request) -> CompiledRule | None:
         """The first rule matching the request. Glob patterns are matched once, for all
         rules, and only if a rule gets that far; other conditions only after method, path
-        and host matched."""
+        and host matched. (PathMatcher.literal, inlined: this loop runs for every Check.)"""
         method, host, path = request.method, request.host, request.path
         globbed: frozenset[str] | None = None
-        for rule in self.rules:
-            if rule.methods is not None and method not in rule.methods:
-                continue
+        for rule in self._by_method.get(method, self._any_method):
             paths = rule.paths
-            if paths is not None and not paths.literal(path):
-                if paths.pattern is None:
+            if (
+                paths is not None
+                and path not in paths.exact
+                and not (paths.prefixes and path.startswith(paths.prefixes))
+            ):
+                pattern = paths.pattern
+                if pattern is None:
                     continue
                 if globbed is None:
                     globbed = self.patterns.matching(path) if self.patterns else frozenset()
-                if paths.pattern.text not in globbed:
+                if pattern.text not in globbed:
                     continue
             if rule.hosts is not None and not rule.hosts.matches(host):
                 continue

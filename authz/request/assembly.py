@@ -43,7 +43,7 @@ def pipeline(
     introspected = IntrospectedToken(max_token_bytes=max_token_bytes, clock=clock)
     runtime = login if login is not None else LoginRuntime(clock=clock)
     session = SessionCookie(runtime, cache, max_token_bytes=max_token_bytes, clock=clock)
-    return Pipeline(
+    checker = Pipeline(
         serving,
         Authenticator((bearer, introspected, dpop, session), clock=clock),
         realm=realm,
@@ -53,3 +53,5 @@ def pipeline(
         clock=clock,
         sign_in=LoginFlow(runtime, clock=clock),
     )
+    checker.on_snapshot_change(bearer.forget)
+    return checker

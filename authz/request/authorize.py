@@ -29,7 +29,7 @@ def rule_refuses(rule: CompiledRule, authentication: Authentication) -> TokenErr
 
 def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity, now: float) -> Decision:
     """Requirements of a requireToken rule against a verified identity."""
-    if rule.scopes and not rule.scopes.satisfied_by(frozenset(who.scopes)):
+    if rule.scopes and not rule.scopes.satisfied_by(who.scopes):
         return Decision(
             False,
             Reason.INSUFFICIENT_SCOPE,
@@ -39,7 +39,7 @@ def authorize(rule: CompiledRule, policy: CompiledPolicy, who: Identity, now: fl
             who,
             rule.scopes.describe(),
         )
-    if rule.roles and not rule.roles.satisfied_by(frozenset(who.roles)):
+    if rule.roles and not rule.roles.satisfied_by(who.roles):
         return Decision(
             False,
             Reason.INSUFFICIENT_ROLE,

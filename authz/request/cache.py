@@ -32,6 +32,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from authz.keys.jwk import KeySet
 from authz.policy.issuer import CompiledIssuer
@@ -47,6 +48,7 @@ HOT_OVERHEAD = 440
 HOT_ENTRIES = 1024
 _ORIGINS = 1024  # distinct (issuer, key set, kid) remembered for sharing; then started over
 
+_Context = TypeVar("_Context")
 _DEADLINE = struct.Struct("<d")  # a record's blob: the deadline, then the payload
 
 
@@ -125,18 +127,27 @@ class TokenCache:
         return hashlib.sha256(token.encode()).digest()
 
     def get(
-        self, digest: bytes, now: float, valid: Callable[[VerifiedToken], bool]
-    ) -> VerifiedToken | None:
-        """The cached token if it is still `valid` for the caller; a stale one is dropped."""
+        self,
+        digest: bytes,
+        now: float,
+        valid: Callable[[VerifiedToken, _Context], bool],
+        context: _Context,
+    ) -> tuple[VerifiedToken, bool] | None:
+        """The cached token if it is still `valid(token, context)` for the caller, and
+        whether it was hot: the very object the last hit returned. Only then is what a
+        caller keeps per token object worth keeping: a cold hit's object is new, and with
+        more active tokens than hot entries it is pushed out before its next use. A stale
+        entry is dropped. (A function and its argument rather than a closure: no closure
+        is made for every Check.)"""
         with self._lock:
             hot = self._hot.get(digest)
             if hot is not None:
                 deadline, verified, _size = hot
-                if now < deadline and valid(verified):
+                if now < deadline and valid(verified, context):
                     self._hot.move_to_end(digest)
                     self._records.move_to_end(digest)
                     self.hits += 1
-                    return verified
+                    return verified, True
                 self._stale(digest)
                 return None
             record = self._records.get(digest)
@@ -150,7 +161,7 @@ class TokenCache:
                 return None
             payload = origin.unpack(blob[_DEADLINE.size :])
             verified = restore(origin.issuer, origin.keys, origin.kid, payload)
-            if not valid(verified):
+            if not valid(verified, context):
                 self._stale(digest)
                 return None
             self._records.move_to_end(digest)
@@ -158,7 +169,7 @@ class TokenCache:
                 self._make_hot(digest, deadline, verified, footprint(verified))
                 self._shrink()
             self.hits += 1
-            return verified
+            return verified, False
 
     def put(self, digest: bytes, verified: VerifiedToken, now: float) -> None:
         """Cache a token `verify` accepted (one without a payload, an introspection

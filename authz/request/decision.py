@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from authz.request.records import record
+
 
 class Reason(StrEnum):
     """Reason codes: stable strings used in logs, metrics and response bodies."""
@@ -127,7 +129,7 @@ class Identity:
     kid: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     """An allow or a deny, with the reason and the policy and rule that produced it."""
 

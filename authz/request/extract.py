@@ -90,7 +90,7 @@ def unverified_carriers(
     Another scheme alone (`Basic`) is the upstream's own business and stays."""
     found: list[str] = []
     for source in sources:
-        if source.kind != "header" or source == verified:
+        if source.kind != "header" or source is verified or source == verified:
             continue
         value = request.headers.get(source.name)
         if value is None or not value.strip():
@@ -98,7 +98,7 @@ def unverified_carriers(
         scheme = source.prefix.strip().lower()
         if not scheme or any(part.lstrip().lower().startswith(scheme) for part in value.split(",")):
             found.append(source.name)
-    return tuple(dict.fromkeys(found))
+    return tuple(dict.fromkeys(found)) if found else ()
 
 
 def without_cookie(header: str, name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Protocol
 
 from authz.keys.signing import NoSigningKey
@@ -18,17 +18,20 @@ from authz.policy.snapshot import Action, CompiledPolicy, CompiledRule, Snapshot
 from authz.request.authenticate import Authenticator
 from authz.request.authorize import authorize, rule_refuses
 from authz.request.credentials import Authentication
-from authz.request.decision import BrowserStep, Decision, Reason
+from authz.request.decision import BrowserStep, Decision, Identity, Reason
 from authz.request.internal_token import InternalTokens
 from authz.request.nonces import Nonces
+from authz.request.records import record
 from authz.request.respond import Answer, Responder, http_status
 from authz.request.verify import VerifiedToken, WouldWait
 
 __all__ = ["Outcome", "Pipeline", "Serving", "WouldWait"]
 from authz.request.view import RequestView
 
+_MAX_DECIDED = 4096  # decisions kept for cached identities
 
-@dataclass(frozen=True, slots=True)
+
+@record
 class Outcome:
     """A decision with what the response and the audit log need to know."""
 
@@ -96,6 +99,25 @@ class Pipeline:
         self.internal_tokens = internal_tokens
         self._clock = clock
         self._sign_in = sign_in
+        self._decided: dict[
+            tuple[int, int, int, int, str | None],
+            tuple[CompiledRule, CompiledPolicy, Identity, VerifiedToken | None, Decision],
+        ] = {}
+        self._seen: Snapshot | None = None
+        self._forget: list[Callable[[], None]] = [self._decided.clear, self.responder.forget]
+
+    def on_snapshot_change(self, forget: Callable[[], None]) -> None:
+        """Have `forget()` called when a Check reads another serving snapshot than the
+        Check before: a memo that holds policy objects drops them with the snapshot
+        that made them, instead of keeping old snapshots alive until it fills. (Driven by
+        what Checks read, so any `Serving` works; a Check still on the old snapshot may
+        store an entry after the change, which the next change drops.)"""
+        self._forget.append(forget)
+
+    def _snapshot_changed(self, snapshot: Snapshot) -> None:
+        self._seen = snapshot
+        for forget in self._forget:
+            forget()
 
     def check(self, request: RequestView, *, may_wait: bool = True) -> tuple[Answer, Outcome]:
         """Decide and answer. `may_wait=False` (an event loop): raises WouldWait where deciding
@@ -141,6 +163,8 @@ class Pipeline:
 
     def decide(self, request: RequestView, *, may_wait: bool = True) -> Outcome:
         snapshot = self._serving.snapshot
+        if snapshot is not self._seen:
+            self._snapshot_changed(snapshot)
         version = snapshot.version
         policy = snapshot.select(request.host, request.context)
         if policy is None:
@@ -162,9 +186,7 @@ class Pipeline:
             authentication = self._authenticator.authenticate(
                 request, policy, may_wait=may_wait, revocations=snapshot.revocations
             )
-            decision = _authorize(
-                action, rule, rule_name, policy, authentication, clock=self._clock
-            )
+            decision = self._authorize(action, rule, rule_name, policy, authentication)
         if not decision.allowed and policy.dry_run:
             return self._dry_run(
                 decision,
@@ -187,6 +209,45 @@ class Pipeline:
         return self._internal_token(
             Outcome(decision, request, policy, authentication, version, rule=rule)
         )
+
+    def _authorize(
+        self,
+        action: Action,
+        rule: CompiledRule | None,
+        rule_name: str,
+        policy: CompiledPolicy,
+        authentication: Authentication | None,
+    ) -> Decision:
+        """`_authorize`, kept for a cached identity: unless a claim condition of the rule
+        reads the time (`maxAgeSeconds`), the decision is a function of the rule, the policy,
+        the identity, the verified token (the rule's issuers and audiences) and how the
+        credential was bound, all immutable (bounded; emptied when full or when another
+        snapshot serves). The rule's request conditions were evaluated when the rule was
+        chosen."""
+        clock = self._clock
+        if rule is None or authentication is None or not authentication.reused:
+            return _authorize(action, rule, rule_name, policy, authentication, clock=clock)
+        who = authentication.identity
+        if who is None:
+            return _authorize(action, rule, rule_name, policy, authentication, clock=clock)
+        verified = authentication.verified
+        # The entry holds rule, policy, identity and token: their ids cannot be reused meanwhile.
+        key = (id(rule), id(policy), id(who), id(verified), authentication.binding)
+        kept = self._decided.get(key)
+        if (
+            kept is not None
+            and kept[0] is rule
+            and kept[1] is policy
+            and kept[2] is who
+            and kept[3] is verified
+        ):
+            return kept[4]
+        decision = _authorize(action, rule, rule_name, policy, authentication, clock=clock)
+        if not rule.timed:
+            if len(self._decided) >= _MAX_DECIDED:
+                self._decided.clear()
+            self._decided[key] = (rule, policy, who, verified, decision)
+        return decision
 
     def _internal_token(self, outcome: Outcome) -> Outcome:
         """An allowed request of a policy with `internalToken` carries one upstream; none can

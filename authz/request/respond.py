@@ -225,10 +225,11 @@ def challenge(
 
 
 # Bounds on the memos below: denials vary only by policy-defined scope sets; allow answers
-# by cached identity, so that memo is simply emptied when full.
+# by cached identity, so that memo is simply emptied when full. Those holding policy
+# objects are also emptied when another snapshot serves (`Responder.forget`).
 _MAX_DENIALS = 4096
 _MAX_ALLOWED = 4096
-_AllowKey = tuple[int, str, str | None, str | None, TokenSource | None, tuple[str, ...]]
+_AllowKey = tuple[int, str, str | None, str | None, int, tuple[str, ...]]
 _DenyKey = tuple[Reason, tuple[str, ...], str | None, bool]
 NONCE_HEADER = "dpop-nonce"
 
@@ -244,8 +245,15 @@ class Responder:
         self.nonces = nonces
         self._denials: dict[_DenyKey, Answer] = {}
         self._custom: dict[tuple[int, _DenyKey], tuple[DenyResponse, Answer]] = {}
-        self._allowed: dict[_AllowKey, tuple[Identity, CompiledPolicy, Answer]] = {}
+        self._allowed: dict[
+            _AllowKey, tuple[Identity, CompiledPolicy, TokenSource | None, Answer]
+        ] = {}
         self._unlisted: Answer | None = None
+
+    def forget(self) -> None:
+        """Drop the memos that hold policy objects (another snapshot serves)."""
+        self._custom.clear()
+        self._allowed.clear()
 
     def deny(
         self,
@@ -377,15 +385,17 @@ class Responder:
             return self._allow(
                 decision, policy, request, source, unverified, internal_token=internal_token
             )
-        # The memo holds `who`, so its id cannot be reused while the entry lives.
-        key = (id(who), decision.reason.value, decision.policy, decision.rule, source, unverified)
+        # The memo holds `who` and `source`, so their ids cannot be reused while the entry
+        # lives (a source's own hash is a Python method). The reason is a StrEnum: the
+        # member hashes and compares as its value.
+        key = (id(who), decision.reason, decision.policy, decision.rule, id(source), unverified)
         memo = self._allowed.get(key)
-        if memo is not None and memo[0] is who and memo[1] is policy:
-            return memo[2]
+        if memo is not None and memo[0] is who and memo[1] is policy and memo[2] is source:
+            return memo[3]
         answer = self._allow(decision, policy, request, source, unverified, shared=True)
         if len(self._allowed) >= _MAX_ALLOWED:
             self._allowed.clear()
-        self._allowed[key] = (who, policy, answer)
+        self._allowed[key] = (who, policy, source, answer)
         return answer
 
     def step(self, decision: Decision, step: BrowserStep) -> Answer:

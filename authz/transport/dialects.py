@@ -72,8 +72,13 @@ _DESCRIBED = {
 }
 
 
+_ENVOY_PATH = ENVOY_PREFIX + "/"
+
+
 def dialect_of(target: str) -> Dialect | None:
     """The dialect a check request's target names, or None (not a check path: 404)."""
+    if target.startswith(_ENVOY_PATH):  # the usual case first: one test
+        return Dialect.ENVOY
     if target.startswith(ENVOY_PREFIX):
         rest = target[len(ENVOY_PREFIX) :]
         return Dialect.ENVOY if rest[:1] in ("/", "*") else None

@@ -4,6 +4,11 @@ CheckResponse out. The only module on the request path that knows protobuf.
 The CheckRequest becomes a `RequestView`, the pipeline decides and answers, and the
 `Answer` becomes a CheckResponse: allow responses built field by field (on upb several
 times cheaper than keyword arguments or Struct.update), denials built once per answer.
+
+grpcio calls the method with the serialized request and sends the bytes it returns: the
+request is parsed here (its size bounds the headers for free), and a shared answer's
+response is serialized once and its bytes reused. grpcio's own (de)serialisers would do
+the same work in Python around every call (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from typing import Any
 import grpc
 import structlog
 from envoy.config.core.v3.base_pb2 import HeaderValueOption
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -50,15 +56,18 @@ _APPEND = HeaderValueOption.APPEND_IF_EXISTS_OR_ADD  # Set-Cookie: one header pe
 _MAX_RENDERED = 4096
 
 
-def request_view_of(check_request: Any) -> RequestView:
+def request_view_of(check_request: Any, size: int | None = None) -> RequestView:
     """Read the attributes Envoy sends; the fields are protobuf strings, never None.
-    Envoy sends `headers` or `header_map` (raw values), never both."""
+    Envoy sends `headers` or `header_map` (raw values), never both. `size`: the request's
+    serialized size, if known."""
     attrs = check_request.attributes
     http = attrs.request.http
     headers: Mapping[str, str] = http.headers
     count = len(headers) or len(http.header_map.headers)
-    # The serialized size (one C call) bounds every header: walk them only when large.
-    if count > MAX_HEADERS or http.ByteSize() > MAX_HEADER_BYTES:
+    # The serialized size bounds every header: walk them only when large.
+    if size is None:
+        size = http.ByteSize()
+    if count > MAX_HEADERS or size > MAX_HEADER_BYTES:
         pairs = [(h.key, h.value or h.raw_value) for h in http.header_map.headers]
         check_header_limits(count, [*http.headers.items(), *pairs])
     if not headers and len(http.header_map.headers):
@@ -118,33 +127,49 @@ class _Connection:
 
 class GrpcChecker:
     """One Check: CheckRequest -> pipeline -> CheckResponse. A shared answer (one the
-    responder reuses) is rendered once (responses are only ever read: gRPC serialises them)."""
+    responder reuses) is rendered and serialized once (responses are only ever read)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self._rendered: dict[int, tuple[Answer, CheckResponse]] = {}
+        self._rendered: dict[int, tuple[Answer, CheckResponse, bytes]] = {}
 
     def check(self, check_request: Any) -> tuple[CheckResponse, Outcome]:
-        try:
-            view = request_view_of(check_request)
-        except RequestError as exc:
-            answer, outcome = self.pipeline.reject(Reason.REQUEST_INVALID, str(exc))
-        else:
-            answer, outcome = self.pipeline.check(view)
+        answer, outcome = self.decide(check_request)
         return self.render(answer), outcome
+
+    def decide(self, check_request: Any, size: int | None = None) -> tuple[Answer, Outcome]:
+        try:
+            view = request_view_of(check_request, size)
+        except RequestError as exc:
+            return self.pipeline.reject(Reason.REQUEST_INVALID, str(exc))
+        return self.pipeline.check(view)
 
     def render(self, answer: Answer) -> CheckResponse:
         if not answer.shared:
-            return _allow(answer) if answer.allowed else _deny(answer)
+            return _response(answer)
+        return self._shared(answer)[1]
+
+    def serialized(self, answer: Answer) -> bytes:
+        """The CheckResponse for `answer` on the wire."""
+        if not answer.shared:
+            return _response(answer).SerializeToString()  # type: ignore[no-any-return]
+        return self._shared(answer)[2]
+
+    def _shared(self, answer: Answer) -> tuple[Answer, CheckResponse, bytes]:
         # The memo holds `answer`, so its id cannot be reused while the entry lives.
         memo = self._rendered.get(id(answer))
         if memo is not None and memo[0] is answer:
-            return memo[1]
-        response = _allow(answer) if answer.allowed else _deny(answer)
+            return memo
+        response = _response(answer)
+        memo = (answer, response, response.SerializeToString())
         if len(self._rendered) >= _MAX_RENDERED:
             self._rendered.clear()
-        self._rendered[id(answer)] = (answer, response)
-        return response
+        self._rendered[id(answer)] = memo
+        return memo
+
+
+def _response(answer: Answer) -> CheckResponse:
+    return _allow(answer) if answer.allowed else _deny(answer)
 
 
 def _allow(answer: Answer) -> CheckResponse:
@@ -194,19 +219,28 @@ def _deny(answer: Answer) -> CheckResponse:
     return response
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+class AuthorizationService:
+    """The Check method as grpcio calls it: the serialized CheckRequest in, the serialized
+    CheckResponse out."""
+
     def __init__(self, checker: GrpcChecker, recorder: Recorder) -> None:
         self._checker = checker
         self._recorder = recorder
 
-    def Check(self, request: Any, context: Any) -> Any:
+    def Check(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         started = time.perf_counter()
         try:
-            response, outcome = self._checker.check(request)
+            request = CheckRequest.FromString(raw)
+        except DecodeError:  # what grpcio answers when its own deserializer fails
+            context.abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!")
+        checker = self._checker
+        try:
+            answer, outcome = checker.decide(request, len(raw))
+            response = checker.serialized(answer)
         except Exception:  # fail closed: a bug denies the request, never opens it
             log.exception("check failed; denying")
-            answer, outcome = self._checker.pipeline.reject(Reason.INTERNAL_ERROR, "")
-            response = self._checker.render(answer)
+            answer, outcome = checker.pipeline.reject(Reason.INTERNAL_ERROR, "")
+            response = checker.serialized(answer)
         seconds = time.perf_counter() - started
         headers = outcome.request.headers if outcome.request else _headers(request)
         self._recorder.record(outcome, seconds, headers)
@@ -259,9 +293,12 @@ def grpc_server(
         pool,
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(checker, recorder), server
-    )
+    check = grpc.unary_unary_rpc_method_handler(AuthorizationService(checker, recorder).Check)
+    handlers = {"Check": check}  # no (de)serializers: Check takes and returns bytes
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    # A registered method skips the generic handler lookup per call (grpcio >= 1.62; the
+    # grpc-stubs do not know it yet).
+    server.add_registered_method_handlers(SERVICE, handlers)  # type: ignore[attr-defined]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

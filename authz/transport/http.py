@@ -37,6 +37,7 @@ import structlog
 import uvloop
 
 from authz.observe.recorder import Recorder
+from authz.policy.snapshot import CompiledPolicy
 from authz.request.decision import Decision, Reason
 from authz.request.pipeline import Outcome, Pipeline, WouldWait
 from authz.request.respond import Answer
@@ -92,6 +93,10 @@ class HttpChecker:
         self.recorder = recorder
         self._secret = proxy_secret
         self._rendered: dict[tuple[int, Dialect], tuple[Answer, Rendered]] = {}
+        self._carriable: dict[
+            tuple[int, Dialect, int], tuple[Answer, CompiledPolicy | None, str | None]
+        ] = {}
+        pipeline.on_snapshot_change(self._carriable.clear)  # it holds policies
 
     def view(
         self,
@@ -148,17 +153,33 @@ class HttpChecker:
         answer, outcome = decided
         if not answer.allowed:
             return decided
-        policy = outcome.policy
-        names = None  # Envoy's dialect does not need them
-        if policy is not None and dialect is not Dialect.ENVOY:
-            names = [spec.name for spec in policy.response.headers]
-        missing = unsupported(answer, dialect, names)
+        missing = self._unsupported(answer, dialect, outcome.policy)
         if missing is None:
             return decided
         denied = Decision(
             False, Reason.REQUEST_INVALID, missing, outcome.decision.policy, outcome.decision.rule
         )
         return self.pipeline.respond(dataclasses.replace(outcome, decision=denied))
+
+    def _unsupported(
+        self, answer: Answer, dialect: Dialect, policy: CompiledPolicy | None
+    ) -> str | None:
+        """`unsupported()`, a function of the answer, the dialect and the policy's identity
+        headers: kept for a shared answer (its entry holds answer and policy)."""
+        key = (id(answer), dialect, id(policy))
+        if answer.shared:
+            kept = self._carriable.get(key)
+            if kept is not None and kept[0] is answer and kept[1] is policy:
+                return kept[2]
+        names = None  # Envoy's dialect does not need them
+        if policy is not None and dialect is not Dialect.ENVOY:
+            names = [spec.name for spec in policy.response.headers]
+        missing = unsupported(answer, dialect, names)
+        if answer.shared:
+            if len(self._carriable) >= _MAX_RENDERED:
+                self._carriable.clear()
+            self._carriable[key] = (answer, policy, missing)
+        return missing
 
     def overloaded(self, view: RequestView, waiting: int) -> tuple[Answer, Outcome]:
         detail = f"{waiting} checks already waiting for keys"

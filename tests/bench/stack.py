@@ -37,9 +37,11 @@ STARTUP_TIMEOUT = 300.0
 CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 
 
-def child_env() -> dict[str, str]:
+def child_env(source: Path = REPO_ROOT) -> dict[str, str]:
+    """The environment of a child: `source` (holding the `authz` package) first on the path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    paths = (str(source), str(REPO_ROOT), env.get("PYTHONPATH"))
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -142,10 +144,12 @@ class Stack(ClosedOnExit):
         pinned: bool = True,
         transport: str = "grpc",
         python: Path | None = None,
+        source: Path = REPO_ROOT,
     ) -> Server:
         """`authz serve` on free ports, on the server CPUs unless `pinned` is false;
         `transport` "grpc" or "http" is the one it serves checks on; `python` runs it
-        (default: this interpreter; this checkout's code is first on its path either way)."""
+        (default: this interpreter); `source` is where the `authz` package is imported
+        from (default this checkout; another version, for tests.bench.compare)."""
         http = transport == "http"
         grpc_addr = "" if http else f"127.0.0.1:{grpc_port or free_port()}"
         check_addr = f"127.0.0.1:{free_port()}" if http else ""
@@ -160,17 +164,20 @@ class Stack(ClosedOnExit):
             *extra_args,
             *extra_authz_args(),
         ]  # fmt: skip
-        proc = self._own(Process(argv, name="authz", env=child_env(), cwd=REPO_ROOT).start())
+        env = child_env(source)
+        proc = self._own(Process(argv, name="authz", env=env, cwd=source).start())
         http_url = f"http://127.0.0.1:{http_port}"
         wait_for_http(f"{http_url}/readyz", STARTUP_TIMEOUT, proc=proc)
         wait_for_addr(grpc_addr or check_addr, STARTUP_TIMEOUT, proc=proc)
         return Server("authz", proc, grpc_addr, http_url, check_http_addr=check_addr or None)
 
-    def trivial(self) -> Server:
+    def trivial(self, extra_args: Sequence[str] = ()) -> Server:
+        """The gRPC floor: tests.bench.trivial_server."""
         grpc_addr = f"127.0.0.1:{free_port()}"
         argv = [
             *taskset(self.layout.server),
             sys.executable, "-m", "tests.bench.trivial_server", "--addr", grpc_addr,
+            *extra_args,
         ]  # fmt: skip
         proc = self._own(Process(argv, name="trivial", env=child_env(), cwd=REPO_ROOT).start())
         wait_for_addr(grpc_addr, STARTUP_TIMEOUT, proc=proc)

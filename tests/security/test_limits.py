@@ -1,6 +1,6 @@
 """Request limits: over a limit is a 400 (or 401 for the token) with a reason, never an error.
 
-The serialized-size shortcut in `extract` skips the per-header walk for small requests;
+The serialized-size shortcut in `request_view_of` skips the per-header walk for small requests;
 these cases sit on both sides of every limit, for `headers` and for raw `header_map`.
 """
 
@@ -80,6 +80,22 @@ def test_header_limits(
     assert response.denied_response.status.code == 400
     assert outcome.decision.reason == "request_invalid"
     assert "over" in outcome.decision.detail  # says which limit, for the audit log
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["headers", "header_map"])
+@pytest.mark.parametrize(("name", "headers", "status"), CASES, ids=[c[0] for c in CASES])
+def test_header_limits_through_grpc(
+    client: CheckClient, name: str, headers: dict[str, str], status: int, raw: bool
+) -> None:
+    """Over gRPC the request's size on the wire decides whether headers are walked."""
+    response = client.stub.Check(request(headers, raw=raw), timeout=10)
+    if status == 200:
+        assert response.status.code == 0
+        return
+    assert (response.denied_response.status.code, response.status.message) == (
+        400,
+        "request_invalid",
+    )
 
 
 def test_over_the_limit_through_grpc(client: CheckClient) -> None:

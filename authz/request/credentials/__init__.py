@@ -7,18 +7,18 @@ every kind a policy accepts; the bearer JWT is the first kind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.decision import Identity
 from authz.request.jose import TokenError
+from authz.request.records import record
 from authz.request.verify import VerifiedToken
 from authz.request.view import RequestView
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Presented:
     """A credential found in a request, not yet verified. `secret` is never logged.
     `request` is the request it came in: what a key-bound credential is checked against
@@ -30,7 +30,7 @@ class Presented:
     request: RequestView | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Authentication:
     """The result of the authenticate step: an identity, or the failure that denies it.
 
@@ -38,8 +38,11 @@ class Authentication:
     check (token source, audience) refused it: audit lines and explanations name its issuer.
     `source` is where the credential came (header, cookie or query parameter): removed
     upstream by stripAuthorization.
-    `reused` says the identity was verified before and is cached: what is derived from it
-    (the answer, its rendering) is worth keeping for the next request.
+    `reused` says `verified` is the very object an earlier request was given (a hot hit in
+    the token cache, an introspection answer's kept token): what is derived from it and
+    kept per object (the decision, the answer, its rendering) is found by the next request.
+    A token decoded again from a cold record is not: keeping what was derived from it would
+    only hold memory until the memo fills.
     `binding` names what proved the caller holds the token's key: "dpop" (a DPoP proof) or
     "x5t#S256" (the client certificate); None for a plain bearer token.
     `digest` is the SHA-256 of the credential (never the credential): what is minted for

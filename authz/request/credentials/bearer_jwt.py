@@ -7,6 +7,13 @@ Then the checks that depend on the policy: the token came where its issuer sends
 and it names an audience the policy accepts; and those that depend on the time: the
 issuer's required claims (`maxAgeSeconds`) and tenant binding. A key-bound token (its `cnf`
 claim) is checked against the request: see `credentials.binding`.
+
+For a cached token without `cnf` the checks of its source and audience depend on nothing
+but the token, the policy and the token's place, all immutable: their result is kept per
+(token, policy, place), so a hit on a hot cached token does not repeat them (kept only for
+such a token: `Authentication.reused`; bounded; emptied when full, and when another
+snapshot serves: `forget`).
+The issuer's required claims and tenant binding are still checked on every use.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from authz.policy.issuer import TokenSource
 from authz.policy.snapshot import CompiledPolicy
 from authz.request.cache import TokenCache
 from authz.request.claims import MISSING
@@ -25,6 +33,9 @@ from authz.request.extract import extract_token
 from authz.request.jose import TokenError
 from authz.request.verify import VerifiedToken, check_token_kind, verify
 from authz.request.view import RequestView
+
+_MAX_CHECKED = 4096
+_Checked = tuple[CompiledPolicy, TokenSource, VerifiedToken, Authentication]
 
 
 class BearerJwt:
@@ -38,6 +49,11 @@ class BearerJwt:
         self.cache = cache
         self.max_token_bytes = max_token_bytes
         self._clock = clock
+        self._checked: dict[tuple[bytes, int, int], _Checked] = {}
+
+    def forget(self) -> None:
+        """Drop the kept checks: they hold policy objects, and another snapshot serves."""
+        self._checked.clear()
 
     def find(self, request: RequestView, policy: CompiledPolicy) -> Presented | None:
         found = extract_token(request, policy.token_sources)
@@ -55,6 +71,18 @@ class BearerJwt:
             verified, reused, digest = self.verified(presented.secret, policy, may_wait)
         except TokenError as exc:
             return Authentication(None, exc, source=source)
+        # The entry holds policy, source and token, so their ids cannot be reused meanwhile.
+        key = (digest, id(policy), id(source))
+        if reused:
+            kept = self._checked.get(key)
+            if kept is not None and kept[0] is policy and kept[1] is source and kept[2] is verified:
+                issuer = verified.issuer
+                if issuer.required_claims or issuer.tenant_claim is not None:
+                    try:  # on every use: `maxAgeSeconds` depends on the time
+                        check_token_kind(verified, self._clock())
+                    except TokenError as exc:
+                        return Authentication(None, exc, verified, source)
+                return kept[3]
         try:
             if source not in verified.issuer.token_sources:
                 raise TokenError(
@@ -67,24 +95,30 @@ class BearerJwt:
             binding = check_bearer(verified, presented.request, policy)
         except TokenError as exc:
             return Authentication(None, exc, verified, source)
-        return Authentication(
+        authentication = Authentication(
             verified.identity, None, verified, source, reused, binding=binding, digest=digest
         )
+        if reused and "cnf" not in verified.claims:  # no binding: nothing read the request
+            if len(self._checked) >= _MAX_CHECKED:
+                self._checked.clear()
+            self._checked[key] = (policy, source, verified, authentication)
+        return authentication
 
     def verified(
         self, token: str, policy: CompiledPolicy, may_wait: bool
     ) -> tuple[VerifiedToken, bool, bytes]:
-        """The verified token, whether it came from the cache, and the token's digest.
-        Also what a DPoP-bound token is verified with (`credentials.dpop`)."""
+        """The verified token, whether it is the object an earlier Check was given (a hot
+        hit in the token cache: `Authentication.reused`), and the token's digest. Also what
+        a DPoP-bound token is verified with (`credentials.dpop`)."""
         now = self._clock()
         if len(token) > self.max_token_bytes:
             raise TokenError(
                 Reason.TOKEN_TOO_LARGE, f"token longer than {self.max_token_bytes} bytes"
             )
         digest = TokenCache.digest(token)
-        cached = self.cache.get(digest, now, lambda c: _still_valid(c, policy))
+        cached = self.cache.get(digest, now, _still_valid, policy)
         if cached is not None:
-            return cached, True, digest
+            return cached[0], cached[1], digest
         verified = verify(
             token, policy.issuers_by_iss, now, self.max_token_bytes, may_wait=may_wait
         )

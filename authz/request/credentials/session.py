@@ -204,14 +204,16 @@ class SessionCookie:
         self, token: str, policy: CompiledPolicy, now: float, *, may_wait: bool
     ) -> VerifiedToken:
         digest = TokenCache.digest(token)
-        cached = self._cache.get(digest, now, lambda c: _still_valid(c, policy))
-        if cached is None:
-            cached = verify(
+        hit = self._cache.get(digest, now, _still_valid, policy)
+        if hit is not None:
+            verified = hit[0]
+        else:
+            verified = verify(
                 token, policy.issuers_by_iss, now, self._max_token_bytes, may_wait=may_wait
             )
-            self._cache.put(digest, cached, now)
-        check_audience(cached, policy)
-        return cached
+            self._cache.put(digest, verified, now)
+        check_audience(verified, policy)
+        return verified
 
 
 def _provider(policy: CompiledPolicy, login: LoginSettings, session: Session) -> CompiledIssuer:

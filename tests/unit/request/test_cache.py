@@ -17,7 +17,7 @@ from authz.request.verify import VerifiedToken, verify
 from tests.support.tokens import NOW, claims, make_issuer, mint
 
 ISSUER, PRIVATE = make_issuer("ES256")
-ALWAYS = lambda _v: True  # noqa: E731 (the caller's validity test, when nothing changed)
+ALWAYS = lambda _v, _c: True  # noqa: E731 (the caller's validity test, when nothing changed)
 
 
 def verified(**extra: object) -> VerifiedToken:
@@ -88,17 +88,21 @@ def test_a_record_is_a_fraction_of_the_decoded_token() -> None:
 
 def test_a_cold_hit_is_the_token_that_was_verified() -> None:
     """A hit on a record decodes it again: the same claims, identity, expiry, issuer and
-    key set; it is then hot, so the next hit is that very object (answers are memoised
-    per identity object)."""
+    key set, said to be a cold hit (a new object: nothing kept per object finds it); it is
+    then hot, so the next hit is that very object, said to be hot (answers are memoised per
+    token object)."""
     token = users(2)[1]
     cache = TokenCache(hot_entries=1)
     cache.put(b"a" * 32, token, NOW)
     cache.put(b"b" * 32, users(1)[0], NOW)  # pushes `a` out of the hot set
-    again = cache.get(b"a" * 32, NOW, ALWAYS)
-    assert again is not None and again is not token
+    cold = cache.get(b"a" * 32, NOW, ALWAYS, None)
+    assert cold is not None
+    again, hot = cold
+    assert again is not token and not hot
     assert again == token and again.identity == token.identity
     assert again.issuer is token.issuer and again.keys is token.keys
-    assert cache.get(b"a" * 32, NOW, ALWAYS) is again
+    hit = cache.get(b"a" * 32, NOW, ALWAYS, None)
+    assert hit is not None and hit[0] is again and hit[1]
     assert (cache.hits, cache.misses) == (2, 0)
 
 
@@ -129,7 +133,7 @@ def test_one_token_cannot_fill_the_cache() -> None:
     big = verified(**{f"c{i}": i for i in range(1000)})
     cache = TokenCache(max_bytes=footprint(big) * 4)  # it would take a quarter: refused
     cache.put(b"x" * 32, big, NOW)
-    assert len(cache) == 0 and cache.get(b"x" * 32, NOW, ALWAYS) is None
+    assert len(cache) == 0 and cache.get(b"x" * 32, NOW, ALWAYS, None) is None
 
 
 def test_replacing_and_expiring_entries_keeps_the_count_right() -> None:
@@ -139,14 +143,14 @@ def test_replacing_and_expiring_entries_keeps_the_count_right() -> None:
     once = cache.bytes
     cache.put(b"a" * 32, small, NOW)
     assert cache.bytes == once and len(cache) == 1
-    assert cache.get(b"a" * 32, NOW + 10_000, ALWAYS) is None  # expired: dropped
+    assert cache.get(b"a" * 32, NOW + 10_000, ALWAYS, None) is None  # expired: dropped
     assert cache.bytes == 0
 
 
 def test_an_expired_record_is_dropped_too() -> None:
     cache = TokenCache(hot_entries=0)
     cache.put(b"a" * 32, verified(), NOW)
-    assert cache.get(b"a" * 32, NOW + 10_000, ALWAYS) is None
+    assert cache.get(b"a" * 32, NOW + 10_000, ALWAYS, None) is None
     assert (len(cache), cache.bytes, cache.misses) == (0, 0, 1)
 
 
@@ -157,9 +161,9 @@ def test_a_stale_entry_is_a_miss_and_is_dropped() -> None:
     for hot_entries in (1, 0):
         cache = TokenCache(hot_entries=hot_entries)
         cache.put(b"a" * 32, small, NOW)
-        hit = cache.get(b"a" * 32, NOW, ALWAYS)
-        assert hit == small and cache.hits == 1
-        assert cache.get(b"a" * 32, NOW, lambda _v: False) is None
+        hit = cache.get(b"a" * 32, NOW, ALWAYS, None)
+        assert hit == (small, hot_entries > 0) and cache.hits == 1
+        assert cache.get(b"a" * 32, NOW, lambda _v, _c: False, None) is None
         assert (cache.hits, cache.misses, len(cache), cache.bytes) == (1, 1, 0, 0)
 
 

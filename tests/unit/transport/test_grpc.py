@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
@@ -281,6 +282,34 @@ def test_context_extension_binds_a_route_to_a_policy(client: CheckClient) -> Non
 def test_malformed_check_request_is_400(client: CheckClient) -> None:
     status, _, body = denial(client.check(host="shop.example", path=""))
     assert (status, body["error"]) == (400, "invalid_request")
+
+
+def test_bytes_that_are_no_check_request_fail_the_call(client: CheckClient) -> None:
+    """authz parses the request itself (grpcio passes the bytes through): a corrupt one
+    fails the call with INTERNAL, as grpcio's own deserializer answered before."""
+    with grpc.insecure_channel(f"127.0.0.1:{client.grpc_port}") as channel:
+        check = channel.unary_unary("/envoy.service.auth.v3.Authorization/Check")
+        with pytest.raises(grpc.RpcError) as failed:
+            check(b"\xff\xff\xff", timeout=10)
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+
+
+def test_a_shared_answer_is_the_same_response_every_time(client: CheckClient) -> None:
+    """The allow for a cached identity is serialized once and its bytes sent again."""
+    value = token(scope="orders.read", jti="shared-answer")
+    first, second, third = (
+        client.check(headers=bearer(value), host="shop.example", path=f"/orders/{i}")
+        for i in range(3)
+    )
+    assert first.status.code == 0
+    assert first == second == third
+    other = client.check(
+        headers=bearer(token(sub="bob", scope="orders.read")), host="shop.example", path="/orders/1"
+    )
+    assert other.ok_response != first.ok_response
+    assert {h.header.key: h.header.value for h in other.ok_response.headers}[
+        "x-auth-subject"
+    ] == "bob"
 
 
 def test_verified_tokens_are_cached_and_kept_across_swaps(client: CheckClient) -> None:
