@@ -300,10 +300,11 @@ def targets(results: Mapping[str, Result], micro: Sequence[MicroResult]) -> list
 
 
 def target_table(items: Sequence[Target]) -> str:
-    lines = [f"{'#':<2} {'target':<58} {'goal':<9} {'met':<4} measured"]
+    width = max([len("target"), *(len(t.what) for t in items)])
+    lines = [f"{'#':<2} {'target':<{width}} {'goal':<9} {'met':<4} measured"]
     for t in items:
         met = "n/a" if t.met is None else ("yes" if t.met else "NO")
-        lines.append(f"{t.number:<2} {t.what:<58} {t.goal:<9} {met:<4} {t.measured}")
+        lines.append(f"{t.number:<2} {t.what:<{width}} {t.goal:<9} {met:<4} {t.measured}")
     return "\n".join(lines)
 
 
