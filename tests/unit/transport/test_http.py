@@ -420,11 +420,11 @@ def test_a_stalled_loop_shows_in_the_queue_wait_metric() -> None:
     from outside is a fault stand-in: the transport never blocks its own loop on purpose."""
     with http_check_server(_served(), clock=lambda: NOW) as server:
         time.sleep(0.35)
-        sampled, long = server.queue_waits(longer_than=0.1)
+        sampled, long = server.queue_waits(longer_than=0.25)
         assert sampled >= 2 and long == 0  # an idle loop answers its probe at once
-        server.transport._loop.call_soon_threadsafe(time.sleep, 0.3)
-        time.sleep(0.6)
-        assert server.queue_waits(longer_than=0.1)[1] == 1
+        server.transport._loop.call_soon_threadsafe(time.sleep, 0.5)  # a probe falls due in it
+        time.sleep(0.8)
+        assert server.queue_waits(longer_than=0.25)[1] == 1
 
 
 def test_checks_queued_for_the_wait_pool_show_in_the_queue_wait_metric(
